@@ -1,0 +1,83 @@
+//! In-process decision path: validation + conversion of the wire request, the full rule-based
+//! decision (PII scan, task and risk detection, filters, rules, budgets, plans) and building the
+//! wire response. No network, no log I/O.
+//!
+//! cargo bench --bench decide
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use signalbox::api::{decision_response, route_input};
+use signalbox::budget::BudgetLedger;
+use signalbox::circuit::CircuitBreakers;
+use signalbox::config::Policy;
+use signalbox::engine::{DecisionEngine, RuntimeState};
+use signalbox::proto::{self, route_request::Prompt};
+
+const CASES: &[(&str, &str)] = &[
+    ("qa_short", "What is the capital of Australia?"),
+    (
+        "math_word_problem",
+        "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh duck egg. How much in dollars does she make every day at the farmers' market?",
+    ),
+    (
+        "pii_email_phone",
+        "Please email the signed contract to jane.doe@example.com and call +44 20 7946 0958 if anything is unclear.",
+    ),
+    (
+        "medical_risk",
+        "My patient is on warfarin; what is a safe dosage of ibuprofen for their lower back pain?",
+    ),
+];
+
+fn bench(c: &mut Criterion) {
+    let text = std::fs::read_to_string("config/signalbox.toml").expect("run from the repo root");
+    let policy = Policy::from_toml(&text, Path::new("config/signalbox.toml"), Path::new("config"))
+        .expect("example policy is valid");
+    let engine = DecisionEngine::new(policy).expect("engine builds");
+    let budgets = BudgetLedger::new();
+    let circuits = CircuitBreakers::new();
+    let state = RuntimeState {
+        budgets: &budgets,
+        circuits: &circuits,
+    };
+    let long_doc = format!(
+        "Summarize this report in five bullets:\n{}",
+        "The quarterly revenue grew in every region while costs stayed flat. ".repeat(60)
+    );
+    let mut cases: Vec<(&str, String)> = CASES.iter().map(|(n, p)| (*n, p.to_string())).collect();
+    cases.push(("summary_4kb", long_doc));
+
+    let mut group = c.benchmark_group("route_in_process");
+    group.measurement_time(Duration::from_secs(4));
+    for (name, prompt) in &cases {
+        let req = proto::RouteRequest {
+            tenant_id: "acme".into(),
+            user_id: "alice".into(),
+            prompt: Some(Prompt::Text(prompt.clone())),
+            ..Default::default()
+        };
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let started = Instant::now();
+                let input = route_input(black_box(req.clone()), engine.policy()).expect("valid");
+                let d = engine
+                    .decide(&input, &state, chrono::Utc::now(), Instant::now())
+                    .expect("decides");
+                black_box(decision_response(
+                    String::new(),
+                    input.request_id,
+                    &d,
+                    engine.policy(),
+                    started.elapsed(),
+                ))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

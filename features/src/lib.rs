@@ -1,0 +1,1 @@
+//! Featurizer and bundle format shared by serving and training.

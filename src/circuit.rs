@@ -1,0 +1,241 @@
+//! Circuit breakers per model and per provider, fed by reported outcome errors: open after N
+//! counted failures within a window, half-open after the cooldown (a limited number of probe
+//! requests), closed again on a successful probe.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::config::CircuitPolicy;
+use crate::domain::ErrorKind;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    Closed,
+    HalfOpen,
+    /// `scope` says which breaker is open, e.g. "model gpt-4o open for 12 s more".
+    Open { scope: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { probes_left: u32 },
+}
+
+#[derive(Debug)]
+struct Breaker {
+    failures: VecDeque<Instant>,
+    state: State,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            failures: VecDeque::new(),
+            state: State::Closed,
+        }
+    }
+}
+
+impl Breaker {
+    /// Advance Open → HalfOpen once the cooldown has passed.
+    fn tick(&mut self, policy: &CircuitPolicy, now: Instant) {
+        if let State::Open { until } = self.state
+            && now >= until
+        {
+            self.state = State::HalfOpen {
+                probes_left: policy.half_open_probes,
+            };
+        }
+    }
+
+    fn record(&mut self, policy: &CircuitPolicy, threshold: u32, failed: bool, now: Instant) {
+        self.tick(policy, now);
+        let window = Duration::from_secs(policy.window_secs);
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            self.failures.pop_front();
+        }
+        let open = State::Open {
+            until: now + Duration::from_secs(policy.cooldown_secs),
+        };
+        match (self.state, failed) {
+            (State::HalfOpen { .. }, true) => {
+                self.failures.push_back(now);
+                self.state = open;
+            }
+            (State::HalfOpen { .. }, false) => {
+                self.failures.clear();
+                self.state = State::Closed;
+            }
+            (State::Closed, true) => {
+                self.failures.push_back(now);
+                if threshold > 0 && self.failures.len() >= threshold as usize {
+                    self.state = open;
+                }
+            }
+            (State::Closed, false) | (State::Open { .. }, _) => {}
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CircuitBreakers {
+    inner: Mutex<HashMap<String, Breaker>>,
+}
+
+fn model_key(model: &str) -> String {
+    format!("model:{model}")
+}
+
+fn provider_key(provider: &str) -> String {
+    format!("provider:{provider}")
+}
+
+impl CircuitBreakers {
+    pub fn new() -> CircuitBreakers {
+        CircuitBreakers::default()
+    }
+
+    /// May traffic go to this model now?
+    pub fn gate(&self, policy: &CircuitPolicy, model: &str, provider: &str, now: Instant) -> Gate {
+        let mut map = self.inner.lock();
+        if map.is_empty() {
+            return Gate::Closed;
+        }
+        let mut gate = Gate::Closed;
+        for (key, what) in [
+            (model_key(model), format!("model {model}")),
+            (provider_key(provider), format!("provider {provider}")),
+        ] {
+            let Some(b) = map.get_mut(&key) else { continue };
+            b.tick(policy, now);
+            match b.state {
+                State::Closed => {}
+                State::Open { until } => {
+                    let secs = until.saturating_duration_since(now).as_secs_f64().ceil();
+                    return Gate::Open {
+                        scope: format!("{what} open for {secs:.0} s more"),
+                    };
+                }
+                State::HalfOpen { probes_left: 0 } => {
+                    return Gate::Open {
+                        scope: format!("{what} half-open, probe in flight"),
+                    };
+                }
+                State::HalfOpen { .. } => gate = Gate::HalfOpen,
+            }
+        }
+        gate
+    }
+
+    /// The router sent a request to this model: a half-open breaker spends one probe.
+    pub fn note_routed(&self, model: &str, provider: &str) {
+        let mut map = self.inner.lock();
+        for key in [model_key(model), provider_key(provider)] {
+            if let Some(b) = map.get_mut(&key)
+                && let State::HalfOpen { probes_left } = &mut b.state
+            {
+                *probes_left = probes_left.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Feed one outcome. Errors not counted by the policy (e.g. refusals) count as successes for
+    /// availability. Returns the model's state name afterwards.
+    pub fn record(
+        &self,
+        policy: &CircuitPolicy,
+        model: &str,
+        provider: &str,
+        error: ErrorKind,
+        now: Instant,
+    ) -> &'static str {
+        let failed = policy.count_errors.contains(&error);
+        let mut map = self.inner.lock();
+        map.entry(provider_key(provider)).or_default().record(
+            policy,
+            policy.provider_failure_threshold,
+            failed,
+            now,
+        );
+        let b = map.entry(model_key(model)).or_default();
+        b.record(policy, policy.failure_threshold, failed, now);
+        match b.state {
+            State::Closed => "closed",
+            State::Open { .. } => "open",
+            State::HalfOpen { .. } => "half_open",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn policy() -> CircuitPolicy {
+        CircuitPolicy {
+            failure_threshold: 3,
+            window_secs: 10,
+            cooldown_secs: 5,
+            half_open_probes: 1,
+            provider_failure_threshold: 0,
+            count_errors: BTreeSet::from([ErrorKind::Timeout, ErrorKind::ServerError]),
+        }
+    }
+
+    #[test]
+    fn opens_after_threshold_within_window_then_half_opens_and_closes() {
+        let p = policy();
+        let cb = CircuitBreakers::new();
+        let t0 = Instant::now();
+        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Timeout, t0), "closed");
+        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Refusal, t0), "closed");
+        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::ServerError, t0), "closed");
+        assert_eq!(cb.gate(&p, "m", "prov", t0), Gate::Closed);
+        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Timeout, t0), "open");
+        assert!(matches!(cb.gate(&p, "m", "prov", t0 + Duration::from_secs(4)), Gate::Open { .. }));
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::HalfOpen);
+        cb.note_routed("m", "prov");
+        assert!(matches!(cb.gate(&p, "m", "prov", t1), Gate::Open { scope } if scope.contains("probe")));
+        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::None, t1), "closed");
+        assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::Closed);
+    }
+
+    #[test]
+    fn failures_outside_the_window_do_not_count_and_failed_probe_reopens() {
+        let p = policy();
+        let cb = CircuitBreakers::new();
+        let t0 = Instant::now();
+        cb.record(&p, "m", "prov", ErrorKind::Timeout, t0);
+        cb.record(&p, "m", "prov", ErrorKind::Timeout, t0);
+        let late = t0 + Duration::from_secs(11);
+        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Timeout, late), "closed");
+        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Timeout, late), "closed");
+        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Timeout, late), "open");
+        let probe = late + Duration::from_secs(6);
+        assert_eq!(cb.gate(&p, "m", "prov", probe), Gate::HalfOpen);
+        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Timeout, probe), "open");
+        assert!(matches!(cb.gate(&p, "m", "prov", probe), Gate::Open { .. }));
+    }
+
+    #[test]
+    fn provider_breaker_blocks_all_its_models() {
+        let mut p = policy();
+        p.provider_failure_threshold = 2;
+        let cb = CircuitBreakers::new();
+        let t0 = Instant::now();
+        cb.record(&p, "a", "prov", ErrorKind::Timeout, t0);
+        cb.record(&p, "b", "prov", ErrorKind::Timeout, t0);
+        assert!(matches!(cb.gate(&p, "c", "prov", t0), Gate::Open { scope } if scope.contains("provider prov")));
+        assert_eq!(cb.gate(&p, "c", "other", t0), Gate::Closed);
+    }
+}

@@ -1,0 +1,210 @@
+//! Start-up and shutdown: build the live state from a validated policy, restore spend and recent
+//! decisions from the log, bind, serve gRPC (Router, health, reflection), and on shutdown stop
+//! accepting, finish in-flight requests, then drain and sync the log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Datelike, Utc};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+
+use crate::api::{LiveState, RouterService, Shared};
+use crate::budget::BudgetLedger;
+use crate::circuit::CircuitBreakers;
+use crate::config::Policy;
+use crate::decision_log::{self, DecisionLog, DecisionRecord, LogError, LogStats, OutcomeRecord};
+use crate::engine::{DecisionEngine, EngineError};
+use crate::money::Micros;
+use crate::proto;
+use crate::tracking::{DecisionTracker, TrackedDecision};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("server task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A server running in this process.
+pub struct RunningServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<LogStats, ServerError>>,
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Graceful shutdown: stop accepting, finish in-flight requests, drain and sync the log.
+    pub async fn shutdown(mut self) -> Result<LogStats, ServerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await?
+    }
+}
+
+/// Build the service state for `policy`, restoring budgets and recent decisions from its log.
+pub fn build_shared(policy: Policy) -> Result<Arc<Shared>, ServerError> {
+    let log = DecisionLog::open(&policy.log)?;
+    let budgets = BudgetLedger::new();
+    let tracker = DecisionTracker::new(
+        Duration::from_secs(policy.server.decision_ttl_secs),
+        policy.server.max_tracked_decisions,
+    );
+    restore(&policy, &budgets, &tracker)?;
+    let engine = DecisionEngine::new(policy)?;
+    Ok(Arc::new(Shared {
+        live: ArcSwap::from_pointee(LiveState { engine }),
+        budgets,
+        circuits: CircuitBreakers::new(),
+        tracker,
+        log,
+    }))
+}
+
+/// Replay this month's outcomes into the budgets and recent decisions into the tracker, so spend
+/// and outcome matching survive a restart.
+fn restore(policy: &Policy, budgets: &BudgetLedger, tracker: &DecisionTracker) -> Result<(), LogError> {
+    let now = Utc::now();
+    let dir = &policy.log.dir;
+    let mut bad = 0usize;
+    let mut outcomes = 0usize;
+    decision_log::read_records::<OutcomeRecord>(
+        dir,
+        "outcomes",
+        |o| {
+            if let (Ok(ts), Some(cost)) = (
+                DateTime::parse_from_rfc3339(&o.ts),
+                Micros::from_usd(o.cost_usd),
+            ) {
+                let ts = ts.with_timezone(&Utc);
+                if ts.year() == now.year() && ts.month() == now.month() {
+                    budgets.settle(&o.decision_id, &o.tenant_id, &o.user_id, cost, ts);
+                    outcomes += 1;
+                }
+            }
+        },
+        |path, line, err| {
+            bad += 1;
+            tracing::warn!(path = %path.display(), line, %err, "skipping unreadable outcome record");
+        },
+    )?;
+    let ttl = chrono::Duration::seconds(i64::try_from(policy.server.decision_ttl_secs).unwrap_or(i64::MAX));
+    let mono_now = Instant::now();
+    let mut decisions = 0usize;
+    decision_log::read_records::<DecisionRecord>(
+        dir,
+        "decisions",
+        |d| {
+            let Ok(ts) = DateTime::parse_from_rfc3339(&d.ts) else { return };
+            let age = now - ts.with_timezone(&Utc);
+            if d.denied || age > ttl {
+                return;
+            }
+            let created = age
+                .to_std()
+                .ok()
+                .and_then(|a| mono_now.checked_sub(a))
+                .unwrap_or(mono_now);
+            let mut models = vec![d.primary];
+            models.extend(d.fallbacks);
+            models.extend(d.cascade);
+            tracker.insert(
+                d.decision_id,
+                TrackedDecision {
+                    tenant_id: d.tenant_id,
+                    user_id: d.user_id,
+                    models,
+                    created,
+                },
+            );
+            decisions += 1;
+        },
+        |path, line, err| {
+            bad += 1;
+            tracing::warn!(path = %path.display(), line, %err, "skipping unreadable decision record");
+        },
+    )?;
+    tracing::info!(outcomes, decisions, skipped = bad, dir = %dir.display(), "restored spend and recent decisions from the log");
+    Ok(())
+}
+
+/// Bind `listen` (port 0 allowed) and serve until [`RunningServer::shutdown`].
+pub async fn start(policy: Policy, listen: SocketAddr) -> Result<RunningServer, ServerError> {
+    let shared = build_shared(policy)?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: listen, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr: listen, source })?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<proto::router_server::RouterServer<RouterService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let router = proto::router_server::RouterServer::new(RouterService::new(shared.clone()));
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task_shared = shared.clone();
+    let task = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(router)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop_rx.await;
+                health_reporter
+                    .set_not_serving::<proto::router_server::RouterServer<RouterService>>()
+                    .await;
+            })
+            .await;
+        // Whatever happened to the transport, every acknowledged record is written.
+        let stats = task_shared.log.close().await;
+        served?;
+        let stats = stats?;
+        tracing::info!(decisions = stats.decisions, outcomes = stats.outcomes, "decision log flushed and synced");
+        Ok(stats)
+    });
+    Ok(RunningServer {
+        addr,
+        shared,
+        stop: Some(stop_tx),
+        task,
+    })
+}

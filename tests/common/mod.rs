@@ -1,0 +1,111 @@
+//! Shared helpers: the example policy with its log in a temp dir, a server on port 0, a client.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use signalbox::config::Policy;
+use signalbox::proto::router_client::RouterClient;
+use signalbox::proto::{self, route_request::Prompt};
+use signalbox::server::RunningServer;
+use tonic::transport::Channel;
+
+pub const EXAMPLE_CONFIG: &str = include_str!("../../config/signalbox.toml");
+
+/// The example policy text with its log directory moved to `log_dir`.
+pub fn example_policy_text(log_dir: &Path) -> String {
+    let original = "dir = \"../signalbox-data/log\"";
+    assert!(
+        EXAMPLE_CONFIG.contains(original),
+        "example config log dir moved"
+    );
+    EXAMPLE_CONFIG.replace(
+        original,
+        &format!("dir = {:?}", log_dir.display().to_string()),
+    )
+}
+
+pub fn policy_from(text: &str, base: &Path) -> Policy {
+    Policy::from_toml(text, Path::new("test.toml"), base).expect("policy is valid")
+}
+
+pub struct TestServer {
+    pub server: RunningServer,
+    pub client: RouterClient<Channel>,
+    pub log_dir: PathBuf,
+    pub _tmp: Option<tempfile::TempDir>,
+}
+
+pub async fn start_with(policy: Policy) -> (RunningServer, RouterClient<Channel>) {
+    let server = signalbox::server::start(policy, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("server starts");
+    let client = RouterClient::connect(format!("http://{}", server.local_addr()))
+        .await
+        .expect("client connects");
+    (server, client)
+}
+
+/// The example policy, optionally edited, served on port 0 with its log in a fresh temp dir.
+pub async fn start_example(edit: impl FnOnce(String) -> String) -> TestServer {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let text = edit(example_policy_text(&log_dir));
+    let (server, client) = start_with(policy_from(&text, tmp.path())).await;
+    TestServer {
+        server,
+        client,
+        log_dir,
+        _tmp: Some(tmp),
+    }
+}
+
+pub fn text_request(tenant: &str, prompt: &str) -> proto::RouteRequest {
+    proto::RouteRequest {
+        tenant_id: tenant.into(),
+        prompt: Some(Prompt::Text(prompt.into())),
+        ..Default::default()
+    }
+}
+
+pub fn outcome(decision_id: &str, model_id: &str) -> proto::Outcome {
+    proto::Outcome {
+        decision_id: decision_id.into(),
+        model_id: model_id.into(),
+        success: true,
+        ..Default::default()
+    }
+}
+
+/// Every JSON line of one log kind ("decisions" or "outcomes").
+pub fn read_log(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("{kind}-"))
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+pub fn primary_id(d: &proto::RouteDecision) -> &str {
+    &d.primary.as_ref().expect("primary").model_id
+}
+
+pub fn policy_ids(d: &proto::RouteDecision) -> Vec<&str> {
+    d.reasons.iter().map(|r| r.policy_id.as_str()).collect()
+}
