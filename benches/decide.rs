@@ -34,8 +34,12 @@ const CASES: &[(&str, &str)] = &[
 
 fn bench(c: &mut Criterion) {
     let text = std::fs::read_to_string("config/signalbox.toml").expect("run from the repo root");
-    let policy = Policy::from_toml(&text, Path::new("config/signalbox.toml"), Path::new("config"))
-        .expect("example policy is valid");
+    let policy = Policy::from_toml(
+        &text,
+        Path::new("config/signalbox.toml"),
+        Path::new("config"),
+    )
+    .expect("example policy is valid");
     let engine = DecisionEngine::new(policy).expect("engine builds");
     let budgets = BudgetLedger::new();
     let circuits = CircuitBreakers::new();

@@ -15,7 +15,9 @@ use crate::classify::TaskType;
 use crate::config::Policy;
 use crate::decision_log::{DecisionLog, DecisionRecord, LogError, LogRecord, OutcomeRecord};
 use crate::domain::{Capability, DataClass, ErrorKind, Mode, RiskTier, RouterKind};
-use crate::engine::{ChatMessage, DecideError, Decision, DecisionEngine, Prompt, RouteInput, RuntimeState};
+use crate::engine::{
+    ChatMessage, DecideError, Decision, DecisionEngine, Prompt, RouteInput, RuntimeState,
+};
 use crate::money::Micros;
 use crate::proto;
 use crate::tracking::{DecisionTracker, TrackedDecision};
@@ -44,9 +46,15 @@ pub struct Shared {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{field}: {message}")]
-    InvalidArgument { field: &'static str, message: String },
+    InvalidArgument {
+        field: &'static str,
+        message: String,
+    },
     #[error("{field}: {message}")]
-    NotFound { field: &'static str, message: String },
+    NotFound {
+        field: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Decide(#[from] DecideError),
     #[error(transparent)]
@@ -203,13 +211,22 @@ pub fn route_input(req: proto::RouteRequest, policy: &Policy) -> Result<RouteInp
     if let Some(q) = quality_preference
         && !(q.is_finite() && (0.0..=1.0).contains(&q))
     {
-        return Err(bad("quality_preference", format!("must be in [0, 1], got {q}")));
+        return Err(bad(
+            "quality_preference",
+            format!("must be in [0, 1], got {q}"),
+        ));
     }
     if metadata.len() > 64 {
         return Err(bad("metadata", "more than 64 entries"));
     }
-    if metadata.iter().any(|(k, v)| k.len() > MAX_ID_LEN || v.len() > 4096) {
-        return Err(bad("metadata", "key over 256 bytes or value over 4096 bytes"));
+    if metadata
+        .iter()
+        .any(|(k, v)| k.len() > MAX_ID_LEN || v.len() > 4096)
+    {
+        return Err(bad(
+            "metadata",
+            "key over 256 bytes or value over 4096 bytes",
+        ));
     }
     Ok(RouteInput {
         request_id: if request_id.is_empty() {
@@ -288,7 +305,10 @@ pub fn outcome_input(o: proto::Outcome, policy: &Policy) -> Result<OutcomeInput,
         proto::ErrorKind::SchemaViolation => ErrorKind::SchemaViolation,
     };
     if success && error != ErrorKind::None {
-        return Err(bad("error", "a successful outcome cannot carry an error kind"));
+        return Err(bad(
+            "error",
+            "a successful outcome cannot carry an error kind",
+        ));
     }
     Ok(OutcomeInput {
         decision_id,
@@ -337,8 +357,18 @@ impl Shared {
         let primary = policy.model(decision.primary);
         self.circuits.note_routed(&primary.id, &primary.provider);
         let mut models = vec![primary.id.clone()];
-        models.extend(decision.fallbacks.iter().map(|&m| policy.model(m).id.clone()));
-        models.extend(decision.cascade.iter().map(|s| policy.model(s.model).id.clone()));
+        models.extend(
+            decision
+                .fallbacks
+                .iter()
+                .map(|&m| policy.model(m).id.clone()),
+        );
+        models.extend(
+            decision
+                .cascade
+                .iter()
+                .map(|s| policy.model(s.model).id.clone()),
+        );
         self.tracker.insert(
             decision_id.clone(),
             TrackedDecision {
@@ -372,10 +402,16 @@ impl Shared {
 
     /// The whole ReportOutcome path after validation.
     pub async fn report(&self, o: OutcomeInput) -> Result<proto::OutcomeAck, ApiError> {
-        let tracked = self.tracker.get(&o.decision_id).ok_or_else(|| ApiError::NotFound {
-            field: "decision_id",
-            message: format!("no recent decision {:?} (unknown or expired)", o.decision_id),
-        })?;
+        let tracked = self
+            .tracker
+            .get(&o.decision_id)
+            .ok_or_else(|| ApiError::NotFound {
+                field: "decision_id",
+                message: format!(
+                    "no recent decision {:?} (unknown or expired)",
+                    o.decision_id
+                ),
+            })?;
         let live = self.live.load();
         let policy = live.engine.policy();
         let Some(spec) = policy.find_model(&o.model_id).map(|m| policy.model(m)) else {
@@ -385,11 +421,20 @@ impl Shared {
             .cost
             .unwrap_or_else(|| spec.cost(u64::from(o.tokens_in), u64::from(o.tokens_out)));
         let now = Utc::now();
-        self.budgets
-            .settle(&o.decision_id, &tracked.tenant_id, &tracked.user_id, cost, now);
-        let circuit_state =
-            self.circuits
-                .record(&policy.circuit, &spec.id, &spec.provider, o.error, Instant::now());
+        self.budgets.settle(
+            &o.decision_id,
+            &tracked.tenant_id,
+            &tracked.user_id,
+            cost,
+            now,
+        );
+        let circuit_state = self.circuits.record(
+            &policy.circuit,
+            &spec.id,
+            &spec.provider,
+            o.error,
+            Instant::now(),
+        );
         self.log
             .append(LogRecord::Outcome(OutcomeRecord {
                 ts: now.to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -422,7 +467,12 @@ fn base_record(decision_id: &str, input: &RouteInput, policy: &Policy) -> Decisi
         tenant_id: input.tenant_id.clone(),
         user_id: input.user_id.clone(),
         task: input.task_hint.map_or("", |t| t.as_str()).to_string(),
-        task_source: if input.task_hint.is_some() { "hint" } else { "" }.to_string(),
+        task_source: if input.task_hint.is_some() {
+            "hint"
+        } else {
+            ""
+        }
+        .to_string(),
         data_class: input.data_class.as_str().to_string(),
         mode: input.mode.as_str().to_string(),
         risk_tier: String::new(),
@@ -430,7 +480,11 @@ fn base_record(decision_id: &str, input: &RouteInput, policy: &Policy) -> Decisi
         prompt_chars: 0,
         prompt_tokens_est: 0,
         pii: BTreeMap::new(),
-        capabilities: input.capabilities.iter().map(|c| c.as_str().to_string()).collect(),
+        capabilities: input
+            .capabilities
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect(),
         quality_preference: input.quality_preference,
         latency_budget_ms: input.latency_budget_ms,
         router: RouterKind::Rules.as_str().to_string(),
@@ -496,13 +550,16 @@ fn decision_record(
     r.primary = id(d.primary);
     r.fallbacks = d.fallbacks.iter().map(|&m| id(m)).collect();
     r.cascade = d.cascade.iter().map(|s| id(s.model)).collect();
-    r.shadow = d.shadow.as_ref().map(|s| crate::decision_log::ShadowRecord {
-        router: s.router.as_str().to_string(),
-        primary: id(s.primary),
-        agrees: s.primary == d.primary,
-    });
-    r.predicted_quality = (!d.predicted_quality.is_empty())
-        .then(|| d.predicted_quality.iter().cloned().collect());
+    r.shadow = d
+        .shadow
+        .as_ref()
+        .map(|s| crate::decision_log::ShadowRecord {
+            router: s.router.as_str().to_string(),
+            primary: id(s.primary),
+            agrees: s.primary == d.primary,
+        });
+    r.predicted_quality =
+        (!d.predicted_quality.is_empty()).then(|| d.predicted_quality.iter().cloned().collect());
     r.estimated_cost_usd = d.estimated_cost.usd();
     r.policy_version = d.policy_version.clone();
     r.model_version = d.model_version.clone();

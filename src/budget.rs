@@ -1,7 +1,7 @@
 //! Spend per tenant and per user, per UTC day and month, from reported costs plus the estimated
 //! cost of decisions still in flight. A cap is exceeded when committed spend is at or over it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Utc};
@@ -88,12 +88,14 @@ struct Inner {
     spend: HashMap<Account, Spend>,
     in_flight: HashMap<Account, Micros>,
     reservations: HashMap<String, Reservation>,
-    expiry: VecDeque<(Instant, String)>,
+    /// Reservations ordered by expiry time.
+    expiry: BTreeSet<(Instant, String)>,
 }
 
 impl Inner {
     fn release(&mut self, decision_id: &str) {
         if let Some(r) = self.reservations.remove(decision_id) {
+            self.expiry.remove(&(r.expires, decision_id.to_string()));
             for account in accounts(&r.tenant, &r.user) {
                 if let Some(v) = self.in_flight.get_mut(&account) {
                     *v = v.saturating_sub(r.amount);
@@ -106,16 +108,12 @@ impl Inner {
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some((at, _)) = self.expiry.front() {
-            if *at > now {
+        while let Some((at, id)) = self.expiry.first().cloned() {
+            if at > now {
                 break;
             }
-            if let Some((_, id)) = self.expiry.pop_front() {
-                let expired = self.reservations.get(&id).is_some_and(|r| r.expires <= now);
-                if expired {
-                    self.release(&id);
-                }
-            }
+            self.release(&id);
+            self.expiry.remove(&(at, id));
         }
     }
 }
@@ -190,7 +188,14 @@ impl BudgetLedger {
     }
 
     /// Hold the estimated cost of a decision until its outcome arrives or `ttl` passes.
-    pub fn reserve(&self, decision_id: &str, tenant: &str, user: &str, amount: Micros, ttl: Duration) {
+    pub fn reserve(
+        &self,
+        decision_id: &str,
+        tenant: &str,
+        user: &str,
+        amount: Micros,
+        ttl: Duration,
+    ) {
         if amount == Micros::ZERO {
             return;
         }
@@ -198,6 +203,8 @@ impl BudgetLedger {
         let expires = now + ttl;
         let mut inner = self.inner.lock();
         inner.expire(now);
+        // A decision id is reserved once; a repeat replaces the old reservation.
+        inner.release(decision_id);
         for account in accounts(tenant, user) {
             *inner.in_flight.entry(account).or_default() += amount;
         }
@@ -210,11 +217,18 @@ impl BudgetLedger {
                 expires,
             },
         );
-        inner.expiry.push_back((expires, decision_id.to_string()));
+        inner.expiry.insert((expires, decision_id.to_string()));
     }
 
     /// Book a reported cost: releases the decision's reservation and adds the actual cost.
-    pub fn settle(&self, decision_id: &str, tenant: &str, user: &str, cost: Micros, at: DateTime<Utc>) {
+    pub fn settle(
+        &self,
+        decision_id: &str,
+        tenant: &str,
+        user: &str,
+        cost: Micros,
+        at: DateTime<Utc>,
+    ) {
         let mut inner = self.inner.lock();
         inner.release(decision_id);
         for account in accounts(tenant, user) {
@@ -256,4 +270,134 @@ fn over_cap(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::path::Path;
+
+    fn policy(extra: &str) -> Policy {
+        let text = format!(
+            r#"
+version = "t"
+[[models]]
+id = "m"
+provider = "p"
+lane = "hosted"
+input_per_1k_usd = 0.001
+output_per_1k_usd = 0.001
+context_window = 1000
+typical_latency_ms = 100
+quality = 0.5
+[data_classes.public]
+lanes = ["hosted"]
+store_prompt = true
+[data_classes.internal]
+lanes = ["hosted"]
+store_prompt = true
+[data_classes.pii]
+lanes = ["hosted"]
+store_prompt = true
+[data_classes.regulated]
+lanes = ["hosted"]
+store_prompt = false
+[[rules]]
+id = "default"
+route = "m"
+fallbacks = []
+{extra}
+"#
+        );
+        // The rule needs a fallback: add a second model id to keep the fixture valid.
+        let text = text
+            .replace("fallbacks = []", "fallbacks = [\"m2\"]")
+            .replace(
+                "[data_classes.public]",
+                "[[models]]\nid = \"m2\"\nprovider = \"p\"\nlane = \"hosted\"\ninput_per_1k_usd = 0.0\noutput_per_1k_usd = 0.0\ncontext_window = 1000\ntypical_latency_ms = 100\nquality = 0.5\n[data_classes.public]",
+            );
+        Policy::from_toml(&text, Path::new("t.toml"), Path::new(".")).unwrap()
+    }
+
+    fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn daily_cap_resets_at_utc_midnight_and_monthly_at_the_month() {
+        let p = policy(
+            "[budgets]\n[[budgets.tenants]]\ntenant = \"t\"\ndaily_usd = 1.0\nmonthly_usd = 2.5\n",
+        );
+        let ledger = BudgetLedger::new();
+        let day1 = at(2026, 11, 29, 23);
+        ledger.settle("d1", "t", "", Micros(1_000_000), day1);
+        assert!(matches!(
+            ledger.check(&p, "t", "", day1),
+            BudgetVerdict::Exceeded { ref policy_id, .. } if policy_id == "budget.tenant.daily"
+        ));
+        let day2 = at(2026, 11, 30, 0);
+        assert_eq!(ledger.check(&p, "t", "", day2), BudgetVerdict::Within);
+        ledger.settle("d2", "t", "", Micros(999_999), day2);
+        assert_eq!(ledger.check(&p, "t", "", day2), BudgetVerdict::Within);
+        ledger.settle("d3", "t", "", Micros(500_001), day2);
+        // 1.0 + 1.5 = 2.5 this month: at the monthly cap is over (daily is too).
+        assert!(matches!(
+            ledger.check(&p, "t", "", day2),
+            BudgetVerdict::Exceeded { .. }
+        ));
+        let next_day = at(2026, 11, 30, 23) + chrono::Duration::hours(2);
+        assert_eq!(next_day.month(), 12);
+        assert_eq!(ledger.check(&p, "t", "", next_day), BudgetVerdict::Within);
+        assert_eq!(
+            ledger.spent("t", "", day2),
+            (Micros(1_500_000), Micros(2_500_000))
+        );
+    }
+
+    #[test]
+    fn in_flight_estimates_count_until_settled_or_expired() {
+        let p = policy("[budgets]\n[[budgets.tenants]]\ntenant = \"t\"\ndaily_usd = 1.0\n");
+        let ledger = BudgetLedger::new();
+        let now = Utc::now();
+        ledger.reserve("d1", "t", "u", Micros(999_999), Duration::from_secs(60));
+        assert_eq!(ledger.check(&p, "t", "u", now), BudgetVerdict::Within);
+        ledger.reserve("d2", "t", "u", Micros(1), Duration::from_secs(60));
+        assert!(matches!(
+            ledger.check(&p, "t", "u", now),
+            BudgetVerdict::Exceeded { .. }
+        ));
+        ledger.settle("d2", "t", "u", Micros::ZERO, now);
+        assert_eq!(ledger.check(&p, "t", "u", now), BudgetVerdict::Within);
+        // An expired reservation stops counting.
+        ledger.reserve("d3", "t", "u", Micros(5_000_000), Duration::ZERO);
+        assert_eq!(ledger.check(&p, "t", "u", now), BudgetVerdict::Within);
+    }
+
+    #[test]
+    fn deny_wins_over_downgrade_and_users_are_separate() {
+        let p = policy(
+            "[budgets]\non_exceeded = \"downgrade\"\n[[budgets.tenants]]\ntenant = \"t\"\ndaily_usd = 10.0\n[[budgets.users]]\ntenant = \"t\"\nuser = \"u\"\ndaily_usd = 1.0\non_exceeded = \"deny\"\n",
+        );
+        let ledger = BudgetLedger::new();
+        let now = Utc::now();
+        ledger.settle("a", "t", "u", Micros(1_000_000), now);
+        assert!(matches!(
+            ledger.check(&p, "t", "u", now),
+            BudgetVerdict::Exceeded { action: OnExceeded::Deny, ref policy_id, .. } if policy_id == "budget.user.daily"
+        ));
+        assert_eq!(ledger.check(&p, "t", "v", now), BudgetVerdict::Within);
+        ledger.settle("b", "t", "v", Micros(9_000_000), now);
+        assert!(matches!(
+            ledger.check(&p, "t", "v", now),
+            BudgetVerdict::Exceeded { action: OnExceeded::Downgrade, ref policy_id, .. } if policy_id == "budget.tenant.daily"
+        ));
+        assert!(matches!(
+            ledger.check(&p, "t", "u", now),
+            BudgetVerdict::Exceeded {
+                action: OnExceeded::Deny,
+                ..
+            }
+        ));
+    }
 }

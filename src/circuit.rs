@@ -15,7 +15,9 @@ pub enum Gate {
     Closed,
     HalfOpen,
     /// `scope` says which breaker is open, e.g. "model gpt-4o open for 12 s more".
-    Open { scope: String },
+    Open {
+        scope: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,14 +200,22 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Timeout, t0), "closed");
         assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Refusal, t0), "closed");
-        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::ServerError, t0), "closed");
+        assert_eq!(
+            cb.record(&p, "m", "prov", ErrorKind::ServerError, t0),
+            "closed"
+        );
         assert_eq!(cb.gate(&p, "m", "prov", t0), Gate::Closed);
         assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Timeout, t0), "open");
-        assert!(matches!(cb.gate(&p, "m", "prov", t0 + Duration::from_secs(4)), Gate::Open { .. }));
+        assert!(matches!(
+            cb.gate(&p, "m", "prov", t0 + Duration::from_secs(4)),
+            Gate::Open { .. }
+        ));
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::HalfOpen);
         cb.note_routed("m", "prov");
-        assert!(matches!(cb.gate(&p, "m", "prov", t1), Gate::Open { scope } if scope.contains("probe")));
+        assert!(
+            matches!(cb.gate(&p, "m", "prov", t1), Gate::Open { scope } if scope.contains("probe"))
+        );
         assert_eq!(cb.record(&p, "m", "prov", ErrorKind::None, t1), "closed");
         assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::Closed);
     }
@@ -218,12 +228,21 @@ mod tests {
         cb.record(&p, "m", "prov", ErrorKind::Timeout, t0);
         cb.record(&p, "m", "prov", ErrorKind::Timeout, t0);
         let late = t0 + Duration::from_secs(11);
-        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Timeout, late), "closed");
-        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Timeout, late), "closed");
+        assert_eq!(
+            cb.record(&p, "m", "prov", ErrorKind::Timeout, late),
+            "closed"
+        );
+        assert_eq!(
+            cb.record(&p, "m", "prov", ErrorKind::Timeout, late),
+            "closed"
+        );
         assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Timeout, late), "open");
         let probe = late + Duration::from_secs(6);
         assert_eq!(cb.gate(&p, "m", "prov", probe), Gate::HalfOpen);
-        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::Timeout, probe), "open");
+        assert_eq!(
+            cb.record(&p, "m", "prov", ErrorKind::Timeout, probe),
+            "open"
+        );
         assert!(matches!(cb.gate(&p, "m", "prov", probe), Gate::Open { .. }));
     }
 
@@ -235,7 +254,9 @@ mod tests {
         let t0 = Instant::now();
         cb.record(&p, "a", "prov", ErrorKind::Timeout, t0);
         cb.record(&p, "b", "prov", ErrorKind::Timeout, t0);
-        assert!(matches!(cb.gate(&p, "c", "prov", t0), Gate::Open { scope } if scope.contains("provider prov")));
+        assert!(
+            matches!(cb.gate(&p, "c", "prov", t0), Gate::Open { scope } if scope.contains("provider prov"))
+        );
         assert_eq!(cb.gate(&p, "c", "other", t0), Gate::Closed);
     }
 }

@@ -46,16 +46,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 /// Kind of work a prompt asks for.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum TaskType {
@@ -105,16 +96,7 @@ impl TaskType {
 
 /// High-stakes subject area of a prompt.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum RiskDomain {
@@ -918,10 +900,7 @@ impl TextClassifier {
         let mut scores = [0f32; 7];
         add(&mut scores, CHAT, CHAT_PRIOR);
         if text.trim().is_empty() {
-            return TaskSignals {
-                task: CHAT,
-                scores,
-            };
+            return TaskSignals { task: CHAT, scores };
         }
         let bytes = text.as_bytes();
         let len = bytes.len();
@@ -1051,9 +1030,7 @@ fn starts_with_question_word(text: &str) -> bool {
         .next()
         .unwrap_or("");
     let first = first.split('\'').next().unwrap_or("");
-    QUESTION_WORDS
-        .iter()
-        .any(|q| q.eq_ignore_ascii_case(first))
+    QUESTION_WORDS.iter().any(|q| q.eq_ignore_ascii_case(first))
 }
 
 /// Structural signals gathered in one byte pass.

@@ -285,11 +285,7 @@ impl DecisionEngine {
                             ),
                         ));
                         primary = cheapest;
-                        fallbacks = eligible
-                            .iter()
-                            .copied()
-                            .filter(|&m| m != primary)
-                            .collect();
+                        fallbacks = eligible.iter().copied().filter(|&m| m != primary).collect();
                     } else {
                         reasons.push(reason(
                             policy_id,
@@ -508,7 +504,11 @@ impl DecisionEngine {
                 format!(
                     "data class {} may only use lanes [{}]: excluded {}",
                     seen.effective_class.as_str(),
-                    lanes.iter().map(|l| l.as_str()).collect::<Vec<_>>().join(", "),
+                    lanes
+                        .iter()
+                        .map(|l| l.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     by_lane.join(", ")
                 ),
             ));
@@ -542,7 +542,11 @@ impl DecisionEngine {
                 "data class {} (lanes {:?}), capabilities {:?}, ~{} tokens: excluded by lane {:?}, by capability {:?}, by context window {:?}",
                 seen.effective_class.as_str(),
                 lanes.iter().map(|l| l.as_str()).collect::<Vec<_>>(),
-                input.capabilities.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                input
+                    .capabilities
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>(),
                 needed_tokens,
                 by_lane,
                 by_caps,
@@ -586,7 +590,11 @@ impl DecisionEngine {
                     if kept {
                         reason(
                             id,
-                            format!("risk tier {} needs quality ≥ {min}: excluded {}", seen.risk_tier.as_str(), names(policy, out)),
+                            format!(
+                                "risk tier {} needs quality ≥ {min}: excluded {}",
+                                seen.risk_tier.as_str(),
+                                names(policy, out)
+                            ),
                         )
                     } else {
                         reason(
@@ -633,7 +641,9 @@ impl DecisionEngine {
                 } else {
                     reason(
                         "circuit_breaker.all_open",
-                        format!("every eligible model has an open circuit ({detail}); routing anyway"),
+                        format!(
+                            "every eligible model has an open circuit ({detail}); routing anyway"
+                        ),
                     )
                 }
             },

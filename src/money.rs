@@ -10,7 +10,7 @@ impl Micros {
 
     /// USD to micro-USD, rounded to the nearest micro. `None` for negative, NaN or absurd values.
     pub fn from_usd(usd: f64) -> Option<Micros> {
-        if !usd.is_finite() || usd < 0.0 || usd > 1e12 {
+        if !usd.is_finite() || !(0.0..=1e12).contains(&usd) {
             return None;
         }
         Some(Micros((usd * 1e6).round() as u64))

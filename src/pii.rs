@@ -62,16 +62,7 @@ use regex::Regex;
 
 /// A category of sensitive data.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum PiiKind {
@@ -199,7 +190,8 @@ pub enum PiiError {
 // Patterns
 // ---------------------------------------------------------------------------
 
-const EMAIL_RE: &str = r"(?i-u)\b[a-z0-9][a-z0-9._%+\-]*@(?:[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?\.)+[a-z]{2,24}\b";
+const EMAIL_RE: &str =
+    r"(?i-u)\b[a-z0-9][a-z0-9._%+\-]*@(?:[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?\.)+[a-z]{2,24}\b";
 
 const PHONE_RE: &str = concat!(
     r"(?-u)(?:",
@@ -235,10 +227,10 @@ const SECRET_TOKEN_RE: &str = concat!(
     r"|-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----(?:(?s:.)*?-----END[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=:,\- \t\r\n]*)",
 );
 
-/// Groups: 1 = double-quoted value, 2 = single-quoted value, 3 = bare value,
-/// 4 = bearer token, 5 = URL password.
+/// Groups: 1 = assignment key, 2 = double-quoted value, 3 = single-quoted
+/// value, 4 = bare value, 5 = bearer token, 6 = URL password.
 const SECRET_ASSIGN_RE: &str = concat!(
-    r#"(?i-u:password|passwd|passphrase|pwd|secret|client[_\-]?secret|api[_\- ]?key|apikey|access[_\-]?key|secret[_\-]?key|private[_\-]?key|(?:access|auth|refresh|api|bearer|session|id)[_\-]?token|credentials?)"#,
+    r#"(?i-u:(password|passwd|passphrase|pwd|secret|client[_\-]?secret|api[_\- ]?key|apikey|access[_\-]?key|secret[_\-]?key|private[_\-]?key|token|credentials?))"#,
     r#"["']?(?:[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]+(?i-u:is)[ \t]+)"#,
     r#"(?:"([^"\r\n]{1,256})"|'([^'\r\n]{1,256})'|([^\s"'`,;()\[\]{}<>]{1,256}))"#,
     r"|(?-u:\b)(?i-u:bearer)[ \t]+([A-Za-z0-9._~+/\-]{16,512}=*)",
@@ -392,8 +384,26 @@ const NINO_BAD_PREFIXES: &[&[u8; 2]] = &[b"BG", b"GB", b"KN", b"NK", b"NT", b"TN
 
 /// Lower-case substrings that mark an assignment value as a placeholder.
 const PLACEHOLDER_MARKERS: &[&str] = &[
-    "your", "xxx", "***", "...", "\u{2026}", "<", ">", "{", "}", "$", "%s", "example",
-    "placeholder", "redacted", "dummy", "_here", "-here", "environ", "getenv", "process.env",
+    "your",
+    "xxx",
+    "***",
+    "...",
+    "\u{2026}",
+    "<",
+    ">",
+    "{",
+    "}",
+    "$",
+    "%s",
+    "example",
+    "placeholder",
+    "redacted",
+    "dummy",
+    "_here",
+    "-here",
+    "environ",
+    "getenv",
+    "process.env",
 ];
 
 /// Lower-case assignment values that are never secrets.
@@ -684,6 +694,13 @@ fn find_phones(re: &Regex, text: &str, out: &mut Vec<PiiMatch>) {
         if s.contains(&b'.') && s.contains(&b'-') {
             continue;
         }
+        // 0000 0000 0000, 111-111-1111: filler, not a phone number.
+        let mut ds = s.iter().filter(|c| c.is_ascii_digit());
+        if let Some(first) = ds.next()
+            && ds.all(|c| c == first)
+        {
+            continue;
+        }
         if !left_numeric_ok(b, m.start()) || !right_numeric_ok(b, m.end()) {
             continue;
         }
@@ -840,9 +857,7 @@ fn issuer_ok(d: &[u8]) -> bool {
         // Visa
         Some(4) => matches!(n, 13 | 16 | 19),
         // Mastercard 51-55, Maestro 50 / 56-59
-        Some(5) => {
-            ((51..=55).contains(&p2) && n == 16) || (p2 == 50 || (56..=59).contains(&p2))
-        }
+        Some(5) => ((51..=55).contains(&p2) && n == 16) || (p2 == 50 || (56..=59).contains(&p2)),
         // Mastercard 2-series
         Some(2) => (2221..=2720).contains(&p4) && n == 16,
         // Amex, JCB, Diners
@@ -1017,28 +1032,25 @@ fn find_secret_tokens(re: &Regex, text: &str, out: &mut Vec<PiiMatch>) {
 fn find_secret_assignments(re: &Regex, text: &str, out: &mut Vec<PiiMatch>) {
     let b = text.as_bytes();
     for caps in re.captures_iter(text) {
-        if let Some(v) = caps.get(1).or_else(|| caps.get(2)) {
-            // quoted assignment value
-            if assignment_value_ok(v.as_str(), true) {
+        let key = caps.get(1).map_or("", |k| k.as_str());
+        if let Some(v) = caps.get(2).or_else(|| caps.get(3)) {
+            if assignment_value_ok(key, v.as_str(), true) {
                 push(out, PiiKind::Secret, v.start(), v.end());
             }
-        } else if let Some(v) = caps.get(3) {
-            let trimmed = v
-                .as_str()
-                .trim_end_matches(['.', '!', '?', ':', '\'', '"']);
-            let next = b.get(v.end()).copied();
-            if matches!(next, Some(b'(' | b'[')) {
+        } else if let Some(v) = caps.get(4) {
+            let trimmed = v.as_str().trim_end_matches(['.', '!', '?', ':', '\'', '"']);
+            if matches!(b.get(v.end()), Some(b'(' | b'[')) {
                 continue;
             }
-            if assignment_value_ok(trimmed, false) {
+            if assignment_value_ok(key, trimmed, false) {
                 push(out, PiiKind::Secret, v.start(), v.start() + trimmed.len());
             }
-        } else if let Some(v) = caps.get(4) {
+        } else if let Some(v) = caps.get(5) {
             let s = v.as_str();
             if s.bytes().any(|c| c.is_ascii_digit()) && !is_placeholder(s) {
                 push(out, PiiKind::Secret, v.start(), v.end());
             }
-        } else if let Some(v) = caps.get(5)
+        } else if let Some(v) = caps.get(6)
             && v.as_str().len() >= 3
             && !is_placeholder(v.as_str())
         {
@@ -1063,22 +1075,27 @@ fn is_placeholder(v: &str) -> bool {
     }
 }
 
-fn assignment_value_ok(v: &str, quoted: bool) -> bool {
+fn assignment_value_ok(key: &str, v: &str, quoted: bool) -> bool {
     if v.len() < 4 || v.len() > 256 || is_placeholder(v) {
         return false;
     }
     let b = v.as_bytes();
+    // Tokens and keys are long and never purely numeric (`max_token=4096`).
+    let lower_key = key.to_ascii_lowercase();
+    if (lower_key.ends_with("token") || lower_key.ends_with("key"))
+        && (v.len() < 8 || b.iter().all(u8::is_ascii_digit))
+    {
+        return false;
+    }
     if quoted {
         // Quoted ENV_VAR_NAME style constants are references, not secrets.
         let env_name = b.first().is_some_and(u8::is_ascii_uppercase)
-            && b
-                .iter()
+            && b.iter()
                 .all(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_');
         !env_name
     } else {
         // Unquoted identifiers / prose words (`self.password`, `incorrect`).
-        !b
-            .iter()
+        !b.iter()
             .all(|&c| c.is_ascii_alphabetic() || c == b'_' || c == b'.')
     }
 }
@@ -1129,11 +1146,7 @@ mod tests {
 
     fn assert_single(det: &PiiDetector, text: &str, kind: PiiKind, expected: &str) {
         let got = found(det, text);
-        assert_eq!(
-            got,
-            vec![(kind, expected.to_string())],
-            "text: {text:?}"
-        );
+        assert_eq!(got, vec![(kind, expected.to_string())], "text: {text:?}");
     }
 
     fn assert_none(det: &PiiDetector, text: &str) {
@@ -1173,7 +1186,12 @@ mod tests {
             PiiKind::Email,
             "john.doe+tag@example.co.uk",
         );
-        assert_single(&d, "JANE_DOE@Example.COM", PiiKind::Email, "JANE_DOE@Example.COM");
+        assert_single(
+            &d,
+            "JANE_DOE@Example.COM",
+            PiiKind::Email,
+            "JANE_DOE@Example.COM",
+        );
         assert_single(
             &d,
             "mailto:ops-team@mail.internal-corp.io.",
@@ -1224,6 +1242,8 @@ mod tests {
             "range 415-555-0132-99 is a part number",
             "decimal 3.415-555-0132",
             "mixed 415.555-0132",
+            "0000 0000 0000",
+            "111-111-1111",
             "The population is 7,900,000,000 and pi is 3.14159265358979",
         ] {
             assert_none(&d, text);
@@ -1319,7 +1339,12 @@ mod tests {
     #[test]
     fn ssn() {
         let d = all();
-        assert_single(&d, "SSN 219-09-9999 on file", PiiKind::NationalId, "219-09-9999");
+        assert_single(
+            &d,
+            "SSN 219-09-9999 on file",
+            PiiKind::NationalId,
+            "219-09-9999",
+        );
         assert_single(&d, "id: 536-22-1234.", PiiKind::NationalId, "536-22-1234");
         for bad in [
             "000-12-3456",
@@ -1338,9 +1363,20 @@ mod tests {
     #[test]
     fn uk_nino() {
         let d = all();
-        assert_single(&d, "NI number AB 12 34 56 C.", PiiKind::NationalId, "AB 12 34 56 C");
+        assert_single(
+            &d,
+            "NI number AB 12 34 56 C.",
+            PiiKind::NationalId,
+            "AB 12 34 56 C",
+        );
         assert_single(&d, "nino=AB123456C", PiiKind::NationalId, "AB123456C");
-        for bad in ["GB123456A", "AB123456E", "DA123456A", "AO123456A", "ab123456c"] {
+        for bad in [
+            "GB123456A",
+            "AB123456E",
+            "DA123456A",
+            "AO123456A",
+            "ab123456c",
+        ] {
             assert_none(&d, &format!("value {bad} end"));
         }
     }
@@ -1387,7 +1423,8 @@ mod tests {
             assert_single(&d, &text, PiiKind::Secret, tok);
         }
         // PEM header without END: header plus body, trailing whitespace trimmed.
-        let partial = "key:\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nAAAA==\n\n";
+        let partial =
+            "key:\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nAAAA==\n\n";
         assert_single(
             &d,
             partial,
@@ -1423,9 +1460,17 @@ mod tests {
             (r#"{"client_secret": "s3cr3t-value"}"#, "s3cr3t-value"),
             ("secret_key = 'zX9!kLm2#pQ'", "zX9!kLm2#pQ"),
             ("my password is hunter22.", "hunter22"),
-            ("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCY"),
-            ("Authorization: Bearer abcdef1234567890abcdef", "abcdef1234567890abcdef"),
+            (
+                "aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCY",
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCY",
+            ),
+            (
+                "Authorization: Bearer abcdef1234567890abcdef",
+                "abcdef1234567890abcdef",
+            ),
             ("export GITHUB_TOKEN=abc123def456", "abc123def456"),
+            ("refresh_token: 3f9a8b7c6d5e4f3a", "3f9a8b7c6d5e4f3a"),
+            ("pin password: 4821", "4821"),
         ] {
             assert_single(&d, text, PiiKind::Secret, want);
         }
@@ -1455,6 +1500,10 @@ mod tests {
             "password: at least 8 characters",
             "secret = 42",
             "max_tokens=4096",
+            "max_token=4096",
+            "api_key=1234567890",
+            "next token: the",
+            "token: deadbeef",
             "Bearer token authentication",
             "token: None",
             "https://user:password@example.com",
@@ -1494,7 +1543,10 @@ mod tests {
         let d = all();
         let text = "Email me at jane@example.com or call +1 (415) 555-0132.";
         let scan = d.scan(text);
-        assert_eq!(scan.counts(), vec![(PiiKind::Email, 1), (PiiKind::Phone, 1)]);
+        assert_eq!(
+            scan.counts(),
+            vec![(PiiKind::Email, 1), (PiiKind::Phone, 1)]
+        );
         assert_eq!(scan.redact(text), "Email me at [EMAIL] or call [PHONE].");
 
         let text = "a@example.com, b@example.org; password=hunter2; card 4111 1111 1111 1111; IBAN DE89370400440532013000; SSN 219-09-9999; key AKIAIOSFODNN7EXAMPLE";
@@ -1525,13 +1577,29 @@ mod tests {
         let text = "héllo wörld";
         let scan = PiiScan {
             matches: vec![
-                PiiMatch { kind: PiiKind::Email, start: 2, end: 4 }, // inside 'é'
-                PiiMatch { kind: PiiKind::Phone, start: 7, end: 13 },
-                PiiMatch { kind: PiiKind::Secret, start: 8, end: 9 }, // overlaps
-                PiiMatch { kind: PiiKind::Iban, start: 10, end: 99 }, // out of bounds
+                PiiMatch {
+                    kind: PiiKind::Email,
+                    start: 2,
+                    end: 4,
+                }, // inside 'é'
+                PiiMatch {
+                    kind: PiiKind::Phone,
+                    start: 7,
+                    end: 13,
+                },
+                PiiMatch {
+                    kind: PiiKind::Secret,
+                    start: 8,
+                    end: 9,
+                }, // overlaps
+                PiiMatch {
+                    kind: PiiKind::Iban,
+                    start: 10,
+                    end: 99,
+                }, // out of bounds
             ],
         };
-        assert_eq!(scan.redact(text), "héllo[PHONE]");
+        assert_eq!(scan.redact(text), "héllo [PHONE]");
     }
 
     #[test]
@@ -1604,7 +1672,11 @@ mod tests {
             "Привет, [EMAIL] — 電話 [PHONE] 🎉 café [CARD_NUMBER] ü password=[SECRET] 日本"
         );
         // Non-ASCII directly adjacent to matches.
-        for text in ["é4111111111111111é", "日jane@example.com日", "ü+44 20 7946 0958ü"] {
+        for text in [
+            "é4111111111111111é",
+            "日jane@example.com日",
+            "ü+44 20 7946 0958ü",
+        ] {
             let scan = d.scan(text);
             assert_eq!(scan.matches.len(), 1, "{text:?}");
             for m in &scan.matches {
@@ -1621,7 +1693,10 @@ mod tests {
         assert!(text.len() > 256 * 1024);
         assert_eq!(d.scan(&text).counts(), vec![(PiiKind::Email, 1)]);
         // Unterminated PEM at the start of a large text stays linear.
-        let text = format!("-----BEGIN PRIVATE KEY-----\nMIIE\n{}", "abc def ".repeat(40_000));
+        let text = format!(
+            "-----BEGIN PRIVATE KEY-----\nMIIE\n{}",
+            "abc def ".repeat(40_000)
+        );
         assert_eq!(d.scan(&text).counts(), vec![(PiiKind::Secret, 1)]);
     }
 
@@ -1645,13 +1720,65 @@ mod tests {
     #[test]
     fn random_strings_never_panic_and_matches_are_well_formed() {
         const PIECES: &[&str] = &[
-            "0", "1", "4", "7", "9", "41", "555", "0132", "4111", "1111", " ", " ", "-", ".", "+",
-            "(", ")", "@", ":", "=", "\"", "'", "/", "\n", "a", "Z", "x", "é", "€", "日本", "🎉",
-            "ß", "sk-", "AKIA", "ghp_", "eyJ", "xoxb-", "AIza", "DE89", "GB82", "WEST", "AB",
-            "password=", "api_key: ", "passport no: ", "SSN ", "-----BEGIN RSA PRIVATE KEY-----",
-            "-----END RSA PRIVATE KEY-----", "@example.com", "jane", "://", "Bearer ",
-            "+44 20 7946 0958", "4111 1111 1111 1111", "219-09-9999", "AB 12 34 56 C",
-            "DE89 3704 0044 0532 0130 00", "hunter2", "abcdefghij0123456789",
+            "0",
+            "1",
+            "4",
+            "7",
+            "9",
+            "41",
+            "555",
+            "0132",
+            "4111",
+            "1111",
+            " ",
+            " ",
+            "-",
+            ".",
+            "+",
+            "(",
+            ")",
+            "@",
+            ":",
+            "=",
+            "\"",
+            "'",
+            "/",
+            "\n",
+            "a",
+            "Z",
+            "x",
+            "é",
+            "€",
+            "日本",
+            "🎉",
+            "ß",
+            "sk-",
+            "AKIA",
+            "ghp_",
+            "eyJ",
+            "xoxb-",
+            "AIza",
+            "DE89",
+            "GB82",
+            "WEST",
+            "AB",
+            "password=",
+            "api_key: ",
+            "passport no: ",
+            "SSN ",
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "-----END RSA PRIVATE KEY-----",
+            "@example.com",
+            "jane",
+            "://",
+            "Bearer ",
+            "+44 20 7946 0958",
+            "4111 1111 1111 1111",
+            "219-09-9999",
+            "AB 12 34 56 C",
+            "DE89 3704 0044 0532 0130 00",
+            "hunter2",
+            "abcdefghij0123456789",
         ];
         let d = all();
         let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
@@ -1688,7 +1815,7 @@ mod tests {
         let d = all();
         let prose = "The committee reviewed the proposal in detail and agreed that the new design improves readability, reduces maintenance effort and makes onboarding easier for everyone involved. ".repeat(12);
         let prose = &prose[..2048];
-        let math = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. If each clip costs $1.25 and she had 1200 clips in 2023, how many remain after 350 + 275 = 625 are sold? ".repeat(10);
+        let math = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. If each clip costs $1.25 and she had 1200 clips in 2023, how many remain after 350 + 275 = 625 are sold? ".repeat(12);
         let math = &math[..2048];
         let code = "def compute(items):\n    total = 0\n    for i, item in enumerate(items):\n        total += item.price * 1.07  # tax 7%\n    return total  # see ticket 48213\n".repeat(14);
         let code = &code[..2048];
@@ -1708,10 +1835,15 @@ mod tests {
             let start = Instant::now();
             let mut n = 0;
             for _ in 0..iters {
-                n += std::hint::black_box(d.scan(std::hint::black_box(text))).matches.len();
+                n += std::hint::black_box(d.scan(std::hint::black_box(text)))
+                    .matches
+                    .len();
             }
             let per = start.elapsed() / iters;
-            eprintln!("{name:>14}: {per:?} per scan ({} bytes, {n} matches)", text.len());
+            eprintln!(
+                "{name:>14}: {per:?} per scan ({} bytes, {n} matches)",
+                text.len()
+            );
         }
     }
 }

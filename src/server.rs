@@ -89,7 +89,11 @@ pub fn build_shared(policy: Policy) -> Result<Arc<Shared>, ServerError> {
 
 /// Replay this month's outcomes into the budgets and recent decisions into the tracker, so spend
 /// and outcome matching survive a restart.
-fn restore(policy: &Policy, budgets: &BudgetLedger, tracker: &DecisionTracker) -> Result<(), LogError> {
+fn restore(
+    policy: &Policy,
+    budgets: &BudgetLedger,
+    tracker: &DecisionTracker,
+) -> Result<(), LogError> {
     let now = Utc::now();
     let dir = &policy.log.dir;
     let mut bad = 0usize;
@@ -114,14 +118,18 @@ fn restore(policy: &Policy, budgets: &BudgetLedger, tracker: &DecisionTracker) -
             tracing::warn!(path = %path.display(), line, %err, "skipping unreadable outcome record");
         },
     )?;
-    let ttl = chrono::Duration::seconds(i64::try_from(policy.server.decision_ttl_secs).unwrap_or(i64::MAX));
+    let ttl = chrono::Duration::seconds(
+        i64::try_from(policy.server.decision_ttl_secs).unwrap_or(i64::MAX),
+    );
     let mono_now = Instant::now();
     let mut decisions = 0usize;
     decision_log::read_records::<DecisionRecord>(
         dir,
         "decisions",
         |d| {
-            let Ok(ts) = DateTime::parse_from_rfc3339(&d.ts) else { return };
+            let Ok(ts) = DateTime::parse_from_rfc3339(&d.ts) else {
+                return;
+            };
             let age = now - ts.with_timezone(&Utc);
             if d.denied || age > ttl {
                 return;
@@ -159,10 +167,14 @@ pub async fn start(policy: Policy, listen: SocketAddr) -> Result<RunningServer, 
     let shared = build_shared(policy)?;
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|source| ServerError::Bind { addr: listen, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr: listen, source })?;
+        .map_err(|source| ServerError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: listen,
+        source,
+    })?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -198,7 +210,11 @@ pub async fn start(policy: Policy, listen: SocketAddr) -> Result<RunningServer, 
         let stats = task_shared.log.close().await;
         served?;
         let stats = stats?;
-        tracing::info!(decisions = stats.decisions, outcomes = stats.outcomes, "decision log flushed and synced");
+        tracing::info!(
+            decisions = stats.decisions,
+            outcomes = stats.outcomes,
+            "decision log flushed and synced"
+        );
         Ok(stats)
     });
     Ok(RunningServer {

@@ -49,7 +49,9 @@ impl DecisionTracker {
                 inner.by_id.remove(&id);
             }
         }
-        inner.order.push_back((decision.created, decision_id.clone()));
+        inner
+            .order
+            .push_back((decision.created, decision_id.clone()));
         inner.by_id.insert(decision_id, decision);
     }
 

@@ -15,7 +15,10 @@ use signalbox::proto::{self, route_request::Prompt};
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Parser, Debug)]
-#[command(name = "signalbox-loadgen", about = "Drive Route calls at a signalbox server")]
+#[command(
+    name = "signalbox-loadgen",
+    about = "Drive Route calls at a signalbox server"
+)]
 struct Args {
     /// Server URL.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -121,7 +124,9 @@ async fn caller(
             Ok(resp) => {
                 let d = resp.into_inner();
                 if measured {
-                    let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1);
+                    let us = u64::try_from(elapsed.as_micros())
+                        .unwrap_or(u64::MAX)
+                        .max(1);
                     tally.client_us.saturating_record(us);
                     tally.server_us.saturating_record(d.server_time_us.max(1));
                 }
