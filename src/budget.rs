@@ -2,6 +2,7 @@
 //! cost of decisions still in flight. A cap is exceeded when committed spend is at or over it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Utc};
@@ -83,40 +84,55 @@ struct Reservation {
     expires: Instant,
 }
 
+/// Spend and in-flight totals per account (few entries: one per tenant and user).
 #[derive(Debug, Default)]
-struct Inner {
+struct Accounts {
     spend: HashMap<Account, Spend>,
     in_flight: HashMap<Account, Micros>,
-    reservations: HashMap<String, Reservation>,
-    /// Reservations ordered by expiry time.
-    expiry: BTreeSet<(Instant, String)>,
 }
 
-impl Inner {
-    fn release(&mut self, decision_id: &str) {
-        if let Some(r) = self.reservations.remove(decision_id) {
-            self.expiry.remove(&(r.expires, decision_id.to_string()));
-            for account in accounts(&r.tenant, &r.user) {
-                if let Some(v) = self.in_flight.get_mut(&account) {
-                    *v = v.saturating_sub(r.amount);
-                    if *v == Micros::ZERO {
-                        self.in_flight.remove(&account);
-                    }
+impl Accounts {
+    fn release(&mut self, r: &Reservation) {
+        for account in accounts(&r.tenant, &r.user) {
+            if let Some(v) = self.in_flight.get_mut(&account) {
+                *v = v.saturating_sub(r.amount);
+                if *v == Micros::ZERO {
+                    self.in_flight.remove(&account);
                 }
             }
         }
     }
+}
 
-    fn expire(&mut self, now: Instant) {
+/// One shard of the per-decision reservations (many entries: one per decision in flight).
+#[derive(Debug, Default)]
+struct Reservations {
+    by_id: HashMap<String, Reservation>,
+    /// Ordered by expiry time.
+    expiry: BTreeSet<(Instant, String)>,
+}
+
+impl Reservations {
+    fn take(&mut self, decision_id: &str) -> Option<Reservation> {
+        let r = self.by_id.remove(decision_id)?;
+        self.expiry.remove(&(r.expires, decision_id.to_string()));
+        Some(r)
+    }
+
+    fn take_expired(&mut self, now: Instant) -> Vec<Reservation> {
+        let mut out = Vec::new();
         while let Some((at, id)) = self.expiry.first().cloned() {
             if at > now {
                 break;
             }
-            self.release(&id);
-            self.expiry.remove(&(at, id));
+            self.expiry.remove(&(at, id.clone()));
+            out.extend(self.by_id.remove(&id));
         }
+        out
     }
 }
+
+const SHARDS: usize = 64;
 
 fn accounts(tenant: &str, user: &str) -> Vec<Account> {
     let mut v = vec![(tenant.to_string(), String::new())];
@@ -126,14 +142,33 @@ fn accounts(tenant: &str, user: &str) -> Vec<Account> {
     v
 }
 
-#[derive(Debug, Default)]
+/// Lock order: a reservations shard, then the accounts.
+#[derive(Debug)]
 pub struct BudgetLedger {
-    inner: Mutex<Inner>,
+    accounts: Mutex<Accounts>,
+    reservations: Vec<Mutex<Reservations>>,
+    hasher: RandomState,
+}
+
+impl Default for BudgetLedger {
+    fn default() -> Self {
+        BudgetLedger {
+            accounts: Mutex::new(Accounts::default()),
+            reservations: (0..SHARDS)
+                .map(|_| Mutex::new(Reservations::default()))
+                .collect(),
+            hasher: RandomState::new(),
+        }
+    }
 }
 
 impl BudgetLedger {
     pub fn new() -> BudgetLedger {
         BudgetLedger::default()
+    }
+
+    fn shard(&self, decision_id: &str) -> &Mutex<Reservations> {
+        &self.reservations[(self.hasher.hash_one(decision_id) as usize) % SHARDS]
     }
 
     /// Is the tenant or the user at or over a cap? The strictest verdict wins (deny over downgrade).
@@ -150,8 +185,7 @@ impl BudgetLedger {
         if tenant_caps.is_none() && user_caps.is_none() {
             return BudgetVerdict::Within;
         }
-        let mut inner = self.inner.lock();
-        inner.expire(Instant::now());
+        let inner = self.accounts.lock();
         let mut verdicts = Vec::new();
         for (scope, caps, account) in [
             ("tenant", tenant_caps, (tenant.to_string(), String::new())),
@@ -199,16 +233,20 @@ impl BudgetLedger {
         if amount == Micros::ZERO {
             return;
         }
-        let now = Instant::now();
-        let expires = now + ttl;
-        let mut inner = self.inner.lock();
-        inner.expire(now);
+        let expires = Instant::now() + ttl;
+        let mut shard = self.shard(decision_id).lock();
         // A decision id is reserved once; a repeat replaces the old reservation.
-        inner.release(decision_id);
-        for account in accounts(tenant, user) {
-            *inner.in_flight.entry(account).or_default() += amount;
+        let old = shard.take(decision_id);
+        {
+            let mut acc = self.accounts.lock();
+            if let Some(old) = &old {
+                acc.release(old);
+            }
+            for account in accounts(tenant, user) {
+                *acc.in_flight.entry(account).or_default() += amount;
+            }
         }
-        inner.reservations.insert(
+        shard.by_id.insert(
             decision_id.to_string(),
             Reservation {
                 tenant: tenant.to_string(),
@@ -217,7 +255,7 @@ impl BudgetLedger {
                 expires,
             },
         );
-        inner.expiry.insert((expires, decision_id.to_string()));
+        shard.expiry.insert((expires, decision_id.to_string()));
     }
 
     /// Book a reported cost: releases the decision's reservation and adds the actual cost.
@@ -229,16 +267,34 @@ impl BudgetLedger {
         cost: Micros,
         at: DateTime<Utc>,
     ) {
-        let mut inner = self.inner.lock();
-        inner.release(decision_id);
+        let mut shard = self.shard(decision_id).lock();
+        let reservation = shard.take(decision_id);
+        let mut acc = self.accounts.lock();
+        if let Some(r) = &reservation {
+            acc.release(r);
+        }
         for account in accounts(tenant, user) {
-            inner.spend.entry(account).or_default().add(cost, at);
+            acc.spend.entry(account).or_default().add(cost, at);
+        }
+    }
+
+    /// Release reservations whose outcome never came (called periodically).
+    pub fn sweep(&self, now: Instant) {
+        for shard in &self.reservations {
+            let mut shard = shard.lock();
+            let expired = shard.take_expired(now);
+            if !expired.is_empty() {
+                let mut acc = self.accounts.lock();
+                for r in &expired {
+                    acc.release(r);
+                }
+            }
         }
     }
 
     /// Spent today and this month (excluding in-flight), for tests and status.
     pub fn spent(&self, tenant: &str, user: &str, now: DateTime<Utc>) -> (Micros, Micros) {
-        let inner = self.inner.lock();
+        let inner = self.accounts.lock();
         let s = inner
             .spend
             .get(&(tenant.to_string(), user.to_string()))
@@ -371,6 +427,11 @@ fallbacks = []
         assert_eq!(ledger.check(&p, "t", "u", now), BudgetVerdict::Within);
         // An expired reservation stops counting.
         ledger.reserve("d3", "t", "u", Micros(5_000_000), Duration::ZERO);
+        assert!(matches!(
+            ledger.check(&p, "t", "u", now),
+            BudgetVerdict::Exceeded { .. }
+        ));
+        ledger.sweep(Instant::now());
         assert_eq!(ledger.check(&p, "t", "u", now), BudgetVerdict::Within);
     }
 

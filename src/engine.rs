@@ -390,7 +390,8 @@ impl DecisionEngine {
             .store_prompt
             .then(|| scan.redact(&text));
 
-        // Task: the caller's hint wins, else detected from the text.
+        // Task and high-stakes domains in one pass over the text; the caller's task hint wins.
+        let (signals, text_domains) = self.classifier.analyze(input.prompt.task_text());
         let (task, task_source) = match input.task_hint {
             Some(t) => {
                 reasons.push(reason(
@@ -400,7 +401,7 @@ impl DecisionEngine {
                 (t, TaskSource::Hint)
             }
             None => {
-                let t = self.classifier.task(input.prompt.task_text()).task;
+                let t = signals.task;
                 reasons.push(reason(
                     "task.detected",
                     format!("task detected from the text as {}", t.as_str()),
@@ -410,11 +411,7 @@ impl DecisionEngine {
         };
 
         // Risk: domains from the text and the `domain` metadata hint.
-        let mut domains: BTreeSet<RiskDomain> = self
-            .classifier
-            .risk_domains(input.prompt.task_text())
-            .into_iter()
-            .collect();
+        let mut domains: BTreeSet<RiskDomain> = text_domains.into_iter().collect();
         if let Some(hint) = input.metadata.get("domain") {
             domains.extend(hint.split(',').filter_map(|d| RiskDomain::parse(d.trim())));
         }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod decision_log;
 pub mod domain;
 pub mod engine;
+pub mod inference;
 pub mod money;
 pub mod pii;
 pub mod rules;

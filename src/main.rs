@@ -28,6 +28,9 @@ enum Command {
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
+        /// Async worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Validate a policy file and exit (0 = valid).
     CheckConfig {
@@ -57,7 +60,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Serve { config, listen } => {
+        Command::Serve {
+            config,
+            listen,
+            threads,
+        } => {
             // Validate before anything is bound or started.
             let policy = match Policy::load(&config) {
                 Ok(p) => p,
@@ -66,10 +73,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = threads {
+                builder.worker_threads(n.max(1));
+            }
+            let runtime = match builder.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!("cannot start the async runtime: {e}");

@@ -5,13 +5,25 @@
 //! byte ranges. It runs on every prompt, so it is tuned for **precision** (a
 //! false positive moves traffic to a private lane) and for **speed**:
 //!
-//! * A single cheap byte pass counts ASCII digits; the digit-based detectors
-//!   (phone, card, IBAN, SSN, NINO) only run when the text has enough digits to
-//!   possibly contain one (7 for phones, 13 for cards, ...).
-//! * The e-mail regex only runs when the text contains `@`.
-//! * Secret and keyword-anchored detectors only run when an ASCII
-//!   case-insensitive Aho-Corasick scan finds one of their trigger literals
-//!   (`sk-`, `AKIA`, `ghp_`, `eyJ`, `-----BEGIN`, `password`, `passport`, ...).
+//! * One vectorised byte pass counts ASCII digits and `@`. The e-mail regex
+//!   only runs when there is an `@`; the digit-based detectors only when there
+//!   are at least 6 digits.
+//! * Digit-based detectors (phone, card, IBAN, SSN, NINO) never run over the
+//!   whole text: digit-free 32-byte chunks are skipped, and the regexes / the
+//!   hand-written card scanner only run on maximal runs of
+//!   `[0-9A-Z .()+-]` that contain enough digits for the detector (7 for
+//!   phones, 13 for cards, ...). Math word problems, years and prices produce
+//!   few or no such runs.
+//! * Token-shaped secrets (`sk-`, `AKIA`, `ghp_`, `eyJ`, `-----BEGIN`, ...) are
+//!   one regex whose literal prefixes use the regex crate's SIMD prefilter.
+//! * Keyword-anchored detectors (`password=…`, `Bearer …`, URL credentials,
+//!   `passport no: …`, `SSN: …`) run only in small windows around hits of a
+//!   packed (SIMD) Aho-Corasick search for ≤ 64 trigger literals in lower,
+//!   UPPER and Capitalized form.
+//!
+//! Rough cost (release build, measured on a busy 2-vCPU machine): ~2 µs for a
+//! 2 KB prose prompt without PII, ~3–4 µs for 2 KB of digit-heavy math or
+//! code, ~0.2–0.35 ms for 256 KB of prose.
 //!
 //! All regexes are ASCII-only (`(?-u:\b)` word boundaries, explicit `[0-9]`
 //! classes), which keeps them on the fast DFA engines even on non-ASCII text.
@@ -52,12 +64,15 @@
 //!   Assignment values that look like placeholders (`<password>`, `${VAR}`,
 //!   `your_api_key`, `****`, `None`, ...) or, when unquoted, like identifiers
 //!   or prose (letters, `_` and `.` only, e.g. `password = self.password`) are
-//!   ignored.
+//!   ignored. Keys are matched case-insensitively by the regex, but the
+//!   trigger prefilter only looks for lower-case, UPPER-case, Capitalized and
+//!   a few camelCase spellings (`password`, `PASSWORD`, `Password`, `apiKey`,
+//!   `clientSecret`, ...), so exotic casings such as `PassWord=` are missed.
 //!
 //! Overlapping candidates are resolved by keeping the longer match (then the
 //! earlier one); the result is sorted by start and non-overlapping.
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, MatchKind};
 use regex::Regex;
 
 /// A category of sensitive data.
@@ -237,55 +252,44 @@ const SECRET_ASSIGN_RE: &str = concat!(
     r"|(?-u:\b)[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]{1,128}:([^\s/@]{1,128})@",
 );
 
-// Trigger groups for the Aho-Corasick prefilter.
-const TRIG_SECRET_TOKEN: u8 = 1;
-const TRIG_SECRET_ASSIGN: u8 = 2;
-const TRIG_ID_KEYWORD: u8 = 4;
-const TRIG_ALL: u8 = TRIG_SECRET_TOKEN | TRIG_SECRET_ASSIGN | TRIG_ID_KEYWORD;
+// Trigger groups for the Aho-Corasick prefilter of the keyword-anchored
+// detectors.
+const TRIG_SECRET_ASSIGN: u8 = 1;
+const TRIG_ID_KEYWORD: u8 = 2;
 
-const SECRET_TOKEN_TRIGGERS: &[&str] = &[
-    "sk-",
-    "akia",
-    "asia",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "github_pat_",
-    "xoxa-",
-    "xoxb-",
-    "xoxp-",
-    "xoxr-",
-    "xoxs-",
-    "aiza",
-    "eyj",
-    "-----begin",
-];
-
-const SECRET_ASSIGN_TRIGGERS: &[&str] = &[
-    "password",
-    "passwd",
-    "passphrase",
+/// Trigger roots for the assignment / bearer / URL-credential regex. Each is
+/// searched in lower, UPPER and Capitalized form (the packed SIMD searcher
+/// used for case-sensitive literal sets is ~5x faster than an ASCII
+/// case-insensitive automaton, but holds at most 64 literals).
+const SECRET_ASSIGN_ROOTS: &[&str] = &[
+    "passw",
     "pwd",
     "secret",
+    "token",
+    "bearer",
+    "credential",
     "apikey",
     "api_key",
     "api-key",
     "api key",
     "access_key",
-    "access-key",
     "accesskey",
     "private_key",
-    "private-key",
     "privatekey",
-    "token",
-    "credential",
-    "bearer",
-    "://",
 ];
 
-const ID_KEYWORD_TRIGGERS: &[&str] = &["passport", "ssn", "social security"];
+/// Extra literal triggers searched exactly as written.
+const SECRET_ASSIGN_EXTRA: &[&str] = &["://", "apiKey", "ApiKey", "accessKey", "privateKey"];
+
+/// `passp` covers both `passphrase` and `passport`.
+const SHARED_ROOTS: &[&str] = &["passp"];
+
+const ID_KEYWORD_ROOTS: &[&str] = &["ssn", "social security"];
+
+/// Window around a trigger hit in which the assignment regex runs.
+const ASSIGN_WINDOW_BEFORE: usize = 64;
+const ASSIGN_WINDOW_AFTER: usize = 900;
+const ID_WINDOW_AFTER: usize = 64;
 
 /// IBAN registry lengths (ISO 13616 / SWIFT IBAN registry).
 const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
@@ -433,7 +437,30 @@ const MIN_DIGITS_CARD: usize = 13;
 const MIN_DIGITS_IBAN: usize = 8;
 const MIN_DIGITS_SSN: usize = 9;
 const MIN_DIGITS_NINO: usize = 6;
+const MIN_DIGITS_ANY: usize = 6;
 const MIN_DIGITS_ID_KEYWORD: usize = 5;
+
+/// Bytes that can appear inside a phone, card, IBAN, SSN or NINO match.
+static NUMERIC_REGION_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let extra = b" .-()+";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    let mut c = b'0';
+    while c <= b'9' {
+        t[c as usize] = true;
+        c += 1;
+    }
+    let mut c = b'A';
+    while c <= b'Z' {
+        t[c as usize] = true;
+        c += 1;
+    }
+    t
+};
 
 /// Compiled PII / secret detector. Cheap to share (`Send + Sync`).
 #[derive(Debug, Clone)]
@@ -447,10 +474,19 @@ pub struct PiiDetector {
     id_keyword: Option<Regex>,
     secret_token: Option<Regex>,
     secret_assign: Option<Regex>,
-    /// Trigger-literal prefilter; `None` means "assume every trigger fired".
+    /// Trigger-literal prefilter for the keyword-anchored regexes; `None`
+    /// means "run them over the whole text".
     triggers: Option<AhoCorasick>,
-    /// Trigger group bit for each Aho-Corasick pattern id.
+    /// Trigger group bits for each Aho-Corasick pattern id.
     trigger_groups: Vec<u8>,
+}
+
+fn case_variants(root: &str) -> [String; 3] {
+    let mut cap = root.to_ascii_lowercase();
+    if let Some(first) = cap.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    [root.to_ascii_lowercase(), root.to_ascii_uppercase(), cap]
 }
 
 impl PiiDetector {
@@ -465,30 +501,44 @@ impl PiiDetector {
             }
         };
 
-        let mut trigger_patterns: Vec<&str> = Vec::new();
+        let mut trigger_patterns: Vec<String> = Vec::new();
         let mut trigger_groups: Vec<u8> = Vec::new();
-        let mut add_triggers = |pats: &[&'static str], group: u8| {
-            for p in pats {
-                trigger_patterns.push(p);
+        let mut add = |pat: String, group: u8| match trigger_patterns.iter().position(|p| *p == pat)
+        {
+            Some(i) => {
+                if let Some(g) = trigger_groups.get_mut(i) {
+                    *g |= group;
+                }
+            }
+            None => {
+                trigger_patterns.push(pat);
                 trigger_groups.push(group);
             }
         };
         if on(PiiKind::Secret) {
-            add_triggers(SECRET_TOKEN_TRIGGERS, TRIG_SECRET_TOKEN);
-            add_triggers(SECRET_ASSIGN_TRIGGERS, TRIG_SECRET_ASSIGN);
+            for root in SECRET_ASSIGN_ROOTS.iter().chain(SHARED_ROOTS) {
+                for v in case_variants(root) {
+                    add(v, TRIG_SECRET_ASSIGN);
+                }
+            }
+            for extra in SECRET_ASSIGN_EXTRA {
+                add((*extra).to_string(), TRIG_SECRET_ASSIGN);
+            }
         }
         if on(PiiKind::NationalId) {
-            add_triggers(ID_KEYWORD_TRIGGERS, TRIG_ID_KEYWORD);
+            for root in ID_KEYWORD_ROOTS.iter().chain(SHARED_ROOTS) {
+                for v in case_variants(root) {
+                    add(v, TRIG_ID_KEYWORD);
+                }
+            }
         }
-        // A failure to build the prefilter is not fatal: without it every
-        // trigger-gated detector simply always runs.
+        // A failure to build the prefilter is not fatal: without it the
+        // keyword-anchored regexes simply run over the whole text.
         let triggers = if trigger_patterns.is_empty() {
             None
         } else {
             AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::DFA))
+                .match_kind(MatchKind::LeftmostFirst)
                 .build(&trigger_patterns)
                 .ok()
         };
@@ -514,57 +564,35 @@ impl PiiDetector {
             return PiiScan::default();
         }
         let bytes = text.as_bytes();
-        let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
+        let (digits, ats) = count_digits_and_ats(bytes);
         let mut cands: Vec<PiiMatch> = Vec::new();
 
         if let Some(re) = &self.email
-            && bytes.contains(&b'@')
+            && ats > 0
         {
             find_emails(re, text, &mut cands);
         }
-        if let Some(re) = &self.phone
-            && digits >= MIN_DIGITS_PHONE
-        {
-            find_phones(re, text, &mut cands);
+        if digits >= MIN_DIGITS_ANY && self.any_numeric() {
+            for_each_numeric_region(bytes, MIN_DIGITS_ANY, |start, end, region_digits| {
+                self.scan_numeric_region(text, start, end, region_digits, &mut cands);
+            });
         }
-        if self.card && digits >= MIN_DIGITS_CARD {
-            find_cards(bytes, &mut cands);
+        if let Some(re) = &self.secret_token {
+            find_secret_tokens(re, text, &mut cands);
         }
-        if let Some(re) = &self.iban
-            && digits >= MIN_DIGITS_IBAN
-        {
-            find_ibans(re, text, &mut cands);
-        }
-        if let Some(re) = &self.ssn
-            && digits >= MIN_DIGITS_SSN
-            && bytes.contains(&b'-')
-        {
-            find_ssns(re, text, &mut cands);
-        }
-        if let Some(re) = &self.nino
-            && digits >= MIN_DIGITS_NINO
-        {
-            find_ninos(re, text, &mut cands);
-        }
-
-        let wanted = self.trigger_mask_needed();
-        if wanted != 0 {
-            let fired = self.fired_triggers(text, wanted);
+        if self.secret_assign.is_some() || self.id_keyword.is_some() {
+            let (assign_windows, id_windows) = self.trigger_windows(text);
+            if let Some(re) = &self.secret_assign {
+                for &(lo, hi) in &assign_windows {
+                    find_secret_assignments(re, text, lo, hi, &mut cands);
+                }
+            }
             if let Some(re) = &self.id_keyword
-                && fired & TRIG_ID_KEYWORD != 0
                 && digits >= MIN_DIGITS_ID_KEYWORD
             {
-                find_id_keywords(re, text, &mut cands);
-            }
-            if let Some(re) = &self.secret_token
-                && fired & TRIG_SECRET_TOKEN != 0
-            {
-                find_secret_tokens(re, text, &mut cands);
-            }
-            if let Some(re) = &self.secret_assign
-                && fired & TRIG_SECRET_ASSIGN != 0
-            {
-                find_secret_assignments(re, text, &mut cands);
+                for &(lo, hi) in &id_windows {
+                    find_id_keywords(re, text, lo, hi, &mut cands);
+                }
             }
         }
 
@@ -573,36 +601,184 @@ impl PiiDetector {
         }
     }
 
-    fn trigger_mask_needed(&self) -> u8 {
-        let mut m = 0;
-        if self.secret_token.is_some() {
-            m |= TRIG_SECRET_TOKEN;
-        }
-        if self.secret_assign.is_some() {
-            m |= TRIG_SECRET_ASSIGN;
-        }
-        if self.id_keyword.is_some() {
-            m |= TRIG_ID_KEYWORD;
-        }
-        m
+    fn any_numeric(&self) -> bool {
+        self.phone.is_some()
+            || self.card
+            || self.iban.is_some()
+            || self.ssn.is_some()
+            || self.nino.is_some()
     }
 
-    fn fired_triggers(&self, text: &str, wanted: u8) -> u8 {
-        let Some(ac) = &self.triggers else {
-            return TRIG_ALL;
+    /// Runs the digit-based detectors on `text[start..end]`, a maximal run of
+    /// [`NUMERIC_REGION_BYTES`] with `digits` ASCII digits.
+    fn scan_numeric_region(
+        &self,
+        text: &str,
+        start: usize,
+        end: usize,
+        digits: usize,
+        out: &mut Vec<PiiMatch>,
+    ) {
+        let bytes = text.as_bytes();
+        // One character of context on each side so `\b` sees the neighbours.
+        let lo = floor_char_boundary(text, start.saturating_sub(1));
+        let hi = ceil_char_boundary(text, end + 1);
+        let Some(slice) = text.get(lo..hi) else {
+            return;
         };
-        let mut fired = 0u8;
+        if let Some(re) = &self.phone
+            && digits >= MIN_DIGITS_PHONE
+        {
+            find_phones(re, bytes, slice, lo, out);
+        }
+        if self.card && digits >= MIN_DIGITS_CARD {
+            find_cards(bytes, start, end, out);
+        }
+        // IBANs and NINOs start with two upper-case letters.
+        let upper = bytes
+            .get(start..end)
+            .map_or(0, |r| r.iter().filter(|c| c.is_ascii_uppercase()).count());
+        if let Some(re) = &self.iban
+            && digits >= MIN_DIGITS_IBAN
+            && upper >= 2
+        {
+            find_ibans(re, bytes, slice, lo, out);
+        }
+        if let Some(re) = &self.ssn
+            && digits >= MIN_DIGITS_SSN
+            && slice.contains('-')
+        {
+            find_ssns(re, bytes, slice, lo, out);
+        }
+        if let Some(re) = &self.nino
+            && digits >= MIN_DIGITS_NINO
+            && upper >= 2
+        {
+            find_ninos(re, slice, lo, out);
+        }
+    }
+
+    /// Merged byte windows around trigger hits: (assignment windows, keyword
+    /// ID windows), each on char boundaries.
+    fn trigger_windows(&self, text: &str) -> (Vec<Window>, Vec<Window>) {
+        let mut assign: Vec<Window> = Vec::new();
+        let mut ids: Vec<Window> = Vec::new();
+        let Some(ac) = &self.triggers else {
+            return (vec![(0, text.len())], vec![(0, text.len())]);
+        };
         for m in ac.find_iter(text) {
-            fired |= self
+            let group = self
                 .trigger_groups
                 .get(m.pattern().as_usize())
                 .copied()
-                .unwrap_or(TRIG_ALL);
-            if fired & wanted == wanted {
-                break;
+                .unwrap_or(TRIG_SECRET_ASSIGN | TRIG_ID_KEYWORD);
+            if group & TRIG_SECRET_ASSIGN != 0 {
+                let lo = floor_char_boundary(text, m.start().saturating_sub(ASSIGN_WINDOW_BEFORE));
+                let hi = ceil_char_boundary(text, m.end() + ASSIGN_WINDOW_AFTER);
+                push_window(&mut assign, lo, hi);
+            }
+            if group & TRIG_ID_KEYWORD != 0 {
+                let hi = ceil_char_boundary(text, m.end() + ID_WINDOW_AFTER);
+                push_window(&mut ids, m.start(), hi);
             }
         }
-        fired
+        (assign, ids)
+    }
+}
+
+/// Byte range `(start, end)` of the text, on char boundaries.
+type Window = (usize, usize);
+
+fn push_window(windows: &mut Vec<Window>, lo: usize, hi: usize) {
+    match windows.last_mut() {
+        Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+        _ => windows.push((lo, hi)),
+    }
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    if i >= text.len() {
+        return text.len();
+    }
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char_boundary(text: &str, mut i: usize) -> usize {
+    if i >= text.len() {
+        return text.len();
+    }
+    while i < text.len() && !text.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+/// Counts ASCII digits and `@` bytes (chunked so the loop vectorises).
+fn count_digits_and_ats(b: &[u8]) -> (usize, usize) {
+    let (mut digits, mut ats) = (0usize, 0usize);
+    for chunk in b.chunks(255) {
+        let (mut d, mut a) = (0u8, 0u8);
+        for &c in chunk {
+            d += u8::from(c.wrapping_sub(b'0') < 10);
+            a += u8::from(c == b'@');
+        }
+        digits += usize::from(d);
+        ats += usize::from(a);
+    }
+    (digits, ats)
+}
+
+/// Position of the first ASCII digit at or after `i`. Digit-free 32-byte
+/// chunks are skipped with a branch-free (vectorisable) test.
+fn next_digit(b: &[u8], mut i: usize) -> Option<usize> {
+    while let Some(chunk) = b.get(i..i + 32) {
+        if chunk
+            .iter()
+            .fold(false, |acc, &c| acc | (c.wrapping_sub(b'0') < 10))
+        {
+            break;
+        }
+        i += 32;
+    }
+    b.get(i..)?
+        .iter()
+        .position(u8::is_ascii_digit)
+        .map(|p| i + p)
+}
+
+/// Calls `f(start, end, digits)` for every maximal run of
+/// [`NUMERIC_REGION_BYTES`] that contains at least `min_digits` digits.
+fn for_each_numeric_region(b: &[u8], min_digits: usize, mut f: impl FnMut(usize, usize, usize)) {
+    let in_region = |c: u8| {
+        NUMERIC_REGION_BYTES
+            .get(usize::from(c))
+            .copied()
+            .unwrap_or(false)
+    };
+    let mut i = 0;
+    while let Some(first_digit) = next_digit(b, i) {
+        let mut start = first_digit;
+        while let Some(j) = start.checked_sub(1)
+            && j >= i
+            && b.get(j).is_some_and(|&c| in_region(c))
+        {
+            start = j;
+        }
+        let mut end = first_digit;
+        let mut digits = 0;
+        while let Some(&c) = b.get(end)
+            && in_region(c)
+        {
+            digits += usize::from(c.is_ascii_digit());
+            end += 1;
+        }
+        if digits >= min_digits {
+            f(start, end, digits);
+        }
+        i = end.max(first_digit + 1);
     }
 }
 
@@ -683,9 +859,10 @@ fn in_url_authority(b: &[u8], start: usize) -> bool {
         .is_some_and(|tok| tok.windows(3).any(|w| w == b"://"))
 }
 
-fn find_phones(re: &Regex, text: &str, out: &mut Vec<PiiMatch>) {
-    let b = text.as_bytes();
-    for m in re.find_iter(text) {
+/// `slice` is `text[offset..]`-relative; `b` is the whole text.
+fn find_phones(re: &Regex, b: &[u8], slice: &str, offset: usize, out: &mut Vec<PiiMatch>) {
+    for m in re.find_iter(slice) {
+        let (start, end) = (offset + m.start(), offset + m.end());
         let s = m.as_str().as_bytes();
         let nd = s.iter().filter(|c| c.is_ascii_digit()).count();
         if !(7..=15).contains(&nd) {
@@ -701,13 +878,13 @@ fn find_phones(re: &Regex, text: &str, out: &mut Vec<PiiMatch>) {
         {
             continue;
         }
-        if !left_numeric_ok(b, m.start()) || !right_numeric_ok(b, m.end()) {
+        if !left_numeric_ok(b, start) || !right_numeric_ok(b, end) {
             continue;
         }
-        if s.first() == Some(&b'+') && arithmetic_before(b, m.start()) {
+        if s.first() == Some(&b'+') && arithmetic_before(b, start) {
             continue;
         }
-        push(out, PiiKind::Phone, m.start(), m.end());
+        push(out, PiiKind::Phone, start, end);
     }
 }
 
@@ -727,11 +904,12 @@ fn arithmetic_before(b: &[u8], start: usize) -> bool {
     false
 }
 
-fn find_cards(b: &[u8], out: &mut Vec<PiiMatch>) {
+/// Scans `b[from..to]` for card numbers (context checks look outside).
+fn find_cards(b: &[u8], from: usize, to: usize, out: &mut Vec<PiiMatch>) {
     let mut groups: Vec<(usize, usize)> = Vec::new();
     let mut seps: Vec<u8> = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
+    let mut i = from;
+    while i < to {
         if !b.get(i).is_some_and(u8::is_ascii_digit) {
             i += 1;
             continue;
@@ -887,11 +1065,11 @@ fn luhn_ok(d: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
-fn find_ibans(re: &Regex, text: &str, out: &mut Vec<PiiMatch>) {
-    let b = text.as_bytes();
-    for m in re.find_iter(text) {
-        if let Some(end) = iban_end(b, m.start(), m.end()) {
-            push(out, PiiKind::Iban, m.start(), end);
+fn find_ibans(re: &Regex, b: &[u8], slice: &str, offset: usize, out: &mut Vec<PiiMatch>) {
+    for m in re.find_iter(slice) {
+        let start = offset + m.start();
+        if let Some(end) = iban_end(b, start, offset + m.end()) {
+            push(out, PiiKind::Iban, start, end);
         }
     }
 }
@@ -951,35 +1129,41 @@ fn ssn_ok(area: &[u8], group: &[u8], serial: &[u8]) -> bool {
         && serial != b"0000"
 }
 
-fn find_ssns(re: &Regex, text: &str, out: &mut Vec<PiiMatch>) {
-    let b = text.as_bytes();
-    for m in re.find_iter(text) {
+fn find_ssns(re: &Regex, b: &[u8], slice: &str, offset: usize, out: &mut Vec<PiiMatch>) {
+    for m in re.find_iter(slice) {
+        let (start, end) = (offset + m.start(), offset + m.end());
         let s = m.as_str().as_bytes();
         let (Some(area), Some(group), Some(serial)) = (s.get(0..3), s.get(4..6), s.get(7..11))
         else {
             continue;
         };
-        if ssn_ok(area, group, serial)
-            && left_numeric_ok(b, m.start())
-            && right_numeric_ok(b, m.end())
-        {
-            push(out, PiiKind::NationalId, m.start(), m.end());
+        if ssn_ok(area, group, serial) && left_numeric_ok(b, start) && right_numeric_ok(b, end) {
+            push(out, PiiKind::NationalId, start, end);
         }
     }
 }
 
-fn find_ninos(re: &Regex, text: &str, out: &mut Vec<PiiMatch>) {
-    for m in re.find_iter(text) {
+fn find_ninos(re: &Regex, slice: &str, offset: usize, out: &mut Vec<PiiMatch>) {
+    for m in re.find_iter(slice) {
         let prefix = m.as_str().as_bytes().get(..2);
         if prefix.is_some_and(|p| NINO_BAD_PREFIXES.iter().any(|bad| bad.as_slice() == p)) {
             continue;
         }
-        push(out, PiiKind::NationalId, m.start(), m.end());
+        push(
+            out,
+            PiiKind::NationalId,
+            offset + m.start(),
+            offset + m.end(),
+        );
     }
 }
 
-fn find_id_keywords(re: &Regex, text: &str, out: &mut Vec<PiiMatch>) {
-    for caps in re.captures_iter(text) {
+/// Runs the keyword-anchored ID regex on the window `text[lo..hi]`.
+fn find_id_keywords(re: &Regex, text: &str, lo: usize, hi: usize, out: &mut Vec<PiiMatch>) {
+    let Some(window) = text.get(lo..hi) else {
+        return;
+    };
+    for caps in re.captures_iter(window) {
         let (Some(kw), Some(val)) = (caps.get(1), caps.get(2)) else {
             continue;
         };
@@ -997,7 +1181,7 @@ fn find_id_keywords(re: &Regex, text: &str, out: &mut Vec<PiiMatch>) {
                 )
         };
         if ok {
-            push(out, PiiKind::NationalId, val.start(), val.end());
+            push(out, PiiKind::NationalId, lo + val.start(), lo + val.end());
         }
     }
 }
@@ -1029,32 +1213,42 @@ fn find_secret_tokens(re: &Regex, text: &str, out: &mut Vec<PiiMatch>) {
     }
 }
 
-fn find_secret_assignments(re: &Regex, text: &str, out: &mut Vec<PiiMatch>) {
+/// Runs the assignment / bearer / URL-credential regex on the window
+/// `text[lo..hi]`.
+fn find_secret_assignments(re: &Regex, text: &str, lo: usize, hi: usize, out: &mut Vec<PiiMatch>) {
     let b = text.as_bytes();
-    for caps in re.captures_iter(text) {
+    let Some(window) = text.get(lo..hi) else {
+        return;
+    };
+    for caps in re.captures_iter(window) {
         let key = caps.get(1).map_or("", |k| k.as_str());
         if let Some(v) = caps.get(2).or_else(|| caps.get(3)) {
             if assignment_value_ok(key, v.as_str(), true) {
-                push(out, PiiKind::Secret, v.start(), v.end());
+                push(out, PiiKind::Secret, lo + v.start(), lo + v.end());
             }
         } else if let Some(v) = caps.get(4) {
             let trimmed = v.as_str().trim_end_matches(['.', '!', '?', ':', '\'', '"']);
-            if matches!(b.get(v.end()), Some(b'(' | b'[')) {
+            if matches!(b.get(lo + v.end()), Some(b'(' | b'[')) {
                 continue;
             }
             if assignment_value_ok(key, trimmed, false) {
-                push(out, PiiKind::Secret, v.start(), v.start() + trimmed.len());
+                push(
+                    out,
+                    PiiKind::Secret,
+                    lo + v.start(),
+                    lo + v.start() + trimmed.len(),
+                );
             }
         } else if let Some(v) = caps.get(5) {
             let s = v.as_str();
             if s.bytes().any(|c| c.is_ascii_digit()) && !is_placeholder(s) {
-                push(out, PiiKind::Secret, v.start(), v.end());
+                push(out, PiiKind::Secret, lo + v.start(), lo + v.end());
             }
         } else if let Some(v) = caps.get(6)
             && v.as_str().len() >= 3
             && !is_placeholder(v.as_str())
         {
-            push(out, PiiKind::Secret, v.start(), v.end());
+            push(out, PiiKind::Secret, lo + v.start(), lo + v.end());
         }
     }
 }

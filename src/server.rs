@@ -191,6 +191,21 @@ pub async fn start(policy: Policy, listen: SocketAddr) -> Result<RunningServer, 
         .build_v1alpha()?;
     let router = proto::router_server::RouterServer::new(RouterService::new(shared.clone()));
 
+    // Release budget reservations whose outcome never came, and forget expired decisions.
+    let sweeper = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = Instant::now();
+                shared.budgets.sweep(now);
+                shared.tracker.sweep(now);
+            }
+        })
+    };
+
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task_shared = shared.clone();
     let task = tokio::spawn(async move {
@@ -206,6 +221,7 @@ pub async fn start(policy: Policy, listen: SocketAddr) -> Result<RunningServer, 
                     .await;
             })
             .await;
+        sweeper.abort();
         // Whatever happened to the transport, every acknowledged record is written.
         let stats = task_shared.log.close().await;
         served?;

@@ -1,10 +1,14 @@
 //! Recent decisions, so an outcome can be matched to its tenant, user and plan. Bounded by a TTL
-//! and a capacity; the oldest entries go first.
+//! and a capacity; the oldest entries go first. Sharded, so no single map ever grows large
+//! enough for a resize to stall requests.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+const SHARDS: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackedDecision {
@@ -16,56 +20,74 @@ pub struct TrackedDecision {
 }
 
 #[derive(Debug, Default)]
-struct Inner {
+struct Shard {
     by_id: HashMap<String, TrackedDecision>,
     order: VecDeque<(Instant, String)>,
 }
 
+impl Shard {
+    fn evict(&mut self, now: Instant, ttl: Duration, capacity: usize) {
+        while let Some((created, _)) = self.order.front() {
+            let expired = now.saturating_duration_since(*created) > ttl;
+            if !expired && self.by_id.len() < capacity {
+                break;
+            }
+            if let Some((_, id)) = self.order.pop_front() {
+                self.by_id.remove(&id);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct DecisionTracker {
-    inner: Mutex<Inner>,
+    shards: Vec<Mutex<Shard>>,
+    hasher: RandomState,
     ttl: Duration,
-    capacity: usize,
+    per_shard: usize,
 }
 
 impl DecisionTracker {
     pub fn new(ttl: Duration, capacity: usize) -> DecisionTracker {
         DecisionTracker {
-            inner: Mutex::new(Inner::default()),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
             ttl,
-            capacity: capacity.max(1),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
         }
+    }
+
+    fn shard(&self, id: &str) -> &Mutex<Shard> {
+        &self.shards[(self.hasher.hash_one(id) as usize) % SHARDS]
     }
 
     pub fn insert(&self, decision_id: String, decision: TrackedDecision) {
-        let mut inner = self.inner.lock();
-        let now = Instant::now();
-        while let Some((created, _)) = inner.order.front() {
-            let expired = now.saturating_duration_since(*created) > self.ttl;
-            if !expired && inner.by_id.len() < self.capacity {
-                break;
-            }
-            if let Some((_, id)) = inner.order.pop_front() {
-                inner.by_id.remove(&id);
-            }
-        }
-        inner
+        let mut shard = self.shard(&decision_id).lock();
+        shard.evict(Instant::now(), self.ttl, self.per_shard);
+        shard
             .order
             .push_back((decision.created, decision_id.clone()));
-        inner.by_id.insert(decision_id, decision);
+        shard.by_id.insert(decision_id, decision);
     }
 
     pub fn get(&self, decision_id: &str) -> Option<TrackedDecision> {
-        let inner = self.inner.lock();
-        inner
+        self.shard(decision_id)
+            .lock()
             .by_id
             .get(decision_id)
             .filter(|d| d.created.elapsed() <= self.ttl)
             .cloned()
     }
 
+    /// Drop expired entries everywhere (called periodically; inserts also evict their shard).
+    pub fn sweep(&self, now: Instant) {
+        for shard in &self.shards {
+            shard.lock().evict(now, self.ttl, self.per_shard);
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.inner.lock().by_id.len()
+        self.shards.iter().map(|s| s.lock().by_id.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -87,17 +109,20 @@ mod tests {
     }
 
     #[test]
-    fn evicts_oldest_beyond_capacity_and_expired_entries() {
-        let tracker = DecisionTracker::new(Duration::from_secs(60), 2);
+    fn capacity_bounds_the_tracker_and_expired_entries_go() {
+        let tracker = DecisionTracker::new(Duration::from_secs(60), 128);
         let now = Instant::now();
-        tracker.insert("a".into(), tracked(now));
-        tracker.insert("b".into(), tracked(now));
-        tracker.insert("c".into(), tracked(now));
-        assert!(tracker.get("a").is_none());
-        assert!(tracker.get("b").is_some() && tracker.get("c").is_some());
+        for i in 0..10_000 {
+            tracker.insert(format!("d{i}"), tracked(now));
+        }
+        assert!(tracker.len() <= 128, "{}", tracker.len());
+        assert!(tracker.get("d9999").is_some(), "the newest stays");
+        assert!(tracker.get("d0").is_none(), "the oldest went");
 
         let short = DecisionTracker::new(Duration::from_millis(1), 10);
         short.insert("old".into(), tracked(now - Duration::from_secs(1)));
         assert!(short.get("old").is_none());
+        short.sweep(Instant::now());
+        assert!(short.is_empty());
     }
 }

@@ -1,1 +1,28 @@
-//! Featurizer and bundle format shared by serving and training.
+//! The one featurizer and model-bundle format shared by the signalbox service and
+//! its training CLI (`signalbox-train`).
+//!
+//! A bundle directory (`models/<name>/`) holds `manifest.json` ([`BundleManifest`]),
+//! `tokenizer.json` (a `tokenizers` tokenizer trained on the training prompts),
+//! `idf.json` (per-bucket inverse document frequencies), `model.onnx` (the
+//! classifier) and `MODEL_CARD.md`.
+//!
+//! Serving flow: [`Featurizer::load`] once, then per request
+//! [`Featurizer::featurize_into`] into a reused `Vec<f32>` of [`Featurizer::dim`]
+//! floats, run `model.onnx` on it (input/output names in [`OnnxSpec`]), and pick a
+//! model with [`BundleManifest::route`].
+
+pub mod error;
+pub mod featurizer;
+pub mod hashing;
+pub mod manifest;
+pub mod meta;
+pub mod routing;
+pub mod vocab;
+
+pub use error::FeatureError;
+pub use featurizer::Featurizer;
+pub use manifest::{
+    BundleManifest, FeatureConfig, MANIFEST_FILE, MANIFEST_VERSION, ModelEntry, OnnxSpec,
+    QualityTarget, TrainingInfo,
+};
+pub use meta::MetaFeature;

@@ -1,1 +1,350 @@
-fn main() {}
+//! `signalbox-train` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use signalbox_train::TrainError;
+use signalbox_train::ingest::routellm::{Benchmark, ingest_benchmark};
+use signalbox_train::ingest::{BadRowPolicy, IngestReport, service_logs};
+use signalbox_train::pipeline::{self, DataArgs, ModelArgs, OutputArgs};
+use signalbox_train::table::TableWriter;
+use signalbox_train::{bundle, progress, shadow, synth};
+
+#[derive(Parser)]
+#[command(
+    name = "signalbox-train",
+    version,
+    about = "Train and evaluate signalbox routing models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, clap::Args)]
+struct IngestArgs {
+    /// RouteLLM data root (holds mmlu/ and gsm8k/).
+    #[arg(long = "data", default_value = "../shared/datasets/routellm")]
+    routellm: PathBuf,
+    /// RouteLLM benchmarks to read (repeatable); none with --service-logs only.
+    #[arg(long = "benchmark", value_enum)]
+    benchmarks: Vec<Benchmark>,
+    /// Directory of service decision/outcome JSONL segments (repeatable).
+    #[arg(long = "service-logs")]
+    service_logs: Vec<PathBuf>,
+    /// What to do with malformed rows.
+    #[arg(long, value_enum, default_value_t = BadRowPolicy::Skip)]
+    bad_rows: BadRowPolicy,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Normalise outcome logs into the canonical table (Parquet).
+    Ingest {
+        #[command(flatten)]
+        input: IngestArgs,
+        /// Output table (.parquet).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Fit on the train split, evaluate on the test split, write a bundle.
+    Train {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Bundle directory to write (e.g. models/routellm-mmlu).
+        #[arg(long)]
+        bundle: PathBuf,
+    },
+    /// Fit on the train split and report on the test split (no bundle), or with
+    /// --bundle evaluate an existing bundle on --test.
+    Eval {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Evaluate this existing bundle on --test instead of training.
+        #[arg(long, requires = "test")]
+        bundle: Option<PathBuf>,
+    },
+    /// ingest -> train -> bundle -> report in one go, timed.
+    Run {
+        #[command(flatten)]
+        input: IngestArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Canonical table written on the way.
+        #[arg(long)]
+        table: PathBuf,
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 0.3)]
+        test_fraction: f64,
+    },
+    /// Generate synthetic service logs (for scale tests).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        /// Outcome rows to write.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 100_000)]
+        segment_rows: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Per-prompt featurization latency of a bundle (the service's hot path, minus ONNX).
+    Latency {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Canonical table whose prompts are featurized.
+        #[arg(long)]
+        table: PathBuf,
+        #[arg(long, default_value_t = 5000)]
+        prompts: usize,
+    },
+    /// Agreement and estimated quality/cost of live vs. shadow router decisions.
+    Shadow {
+        /// Directory of service decision/outcome JSONL segments.
+        #[arg(long)]
+        logs: PathBuf,
+        #[arg(long)]
+        report_json: Option<PathBuf>,
+    },
+}
+
+fn ingest(input: &IngestArgs, out: &PathBuf) -> Result<IngestReport, TrainError> {
+    let mut writer = TableWriter::create(out)?;
+    let mut report = IngestReport::default();
+    if input.benchmarks.is_empty() && input.service_logs.is_empty() {
+        return Err(TrainError::Argument(
+            "nothing to ingest: pass --benchmark and/or --service-logs".into(),
+        ));
+    }
+    let bar = progress::bar(0, "ingesting");
+    for &b in &input.benchmarks {
+        bar.inc_length(
+            signalbox_train::ingest::routellm::benchmark_files(&input.routellm, b)?.len() as u64,
+        );
+        ingest_benchmark(
+            &input.routellm,
+            b,
+            &mut writer,
+            &mut report,
+            input.bad_rows,
+            &bar,
+        )?;
+    }
+    for dir in &input.service_logs {
+        bar.inc_length(
+            std::fs::read_dir(dir)
+                .map(|d| d.count() as u64)
+                .unwrap_or(0),
+        );
+        service_logs::ingest_dir(dir, &mut writer, &mut report, input.bad_rows, &bar)?;
+    }
+    bar.finish_and_clear();
+    let n = writer.finish()?;
+    report.rows_written = n;
+    eprint!("{}", report.render(20));
+    eprintln!("table: {}", out.display());
+    Ok(report)
+}
+
+fn print_timings(t: &[(String, f64)]) {
+    for (k, v) in t {
+        eprintln!("  {k:<22} {v:>8.2} s");
+    }
+}
+
+fn train_and_bundle(
+    data: &DataArgs,
+    model: &ModelArgs,
+    output: &OutputArgs,
+    bundle_dir: &PathBuf,
+) -> Result<Vec<(String, f64)>, TrainError> {
+    let exp = pipeline::run_experiment(data, model, &output.title)?;
+    let t = Instant::now();
+    let name = bundle_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "bundle".into());
+    let m = bundle::write(bundle_dir, &name, &exp, model)?;
+    let mut timings = exp.timings.clone();
+    timings.push(("write bundle".into(), t.elapsed().as_secs_f64()));
+    pipeline::emit_reports(&[&exp.report], output)?;
+    eprintln!(
+        "bundle: {} ({} models, dim {}, {} train / {} test prompts)",
+        bundle_dir.display(),
+        m.models.len(),
+        m.features.dim,
+        exp.train.len(),
+        exp.test.len()
+    );
+    Ok(timings)
+}
+
+fn eval_bundle(
+    data: &DataArgs,
+    model: &ModelArgs,
+    output: &OutputArgs,
+    dir: &PathBuf,
+) -> Result<(), TrainError> {
+    let manifest = signalbox_features::BundleManifest::load(dir)?;
+    let featurizer = signalbox_features::Featurizer::load_with(dir, &manifest.features)?;
+    let linear = signalbox_train::onnx::read(&dir.join(&manifest.onnx.file))?;
+    let test_path = data
+        .test
+        .as_ref()
+        .ok_or_else(|| TrainError::Argument("--bundle needs --test".into()))?;
+    let test = signalbox_train::dataset::Dataset::load(test_path)?.with_models(&linear.models);
+    let prompts: Vec<&str> = test.prompts.iter().map(String::as_str).collect();
+    let bar = progress::bar(prompts.len() as u64, "featurizing test");
+    let x = signalbox_train::featurize::featurize_all(&featurizer, &prompts, &bar)?;
+    bar.finish_and_clear();
+    let probs = linear.predict(&x);
+    let costs: Vec<f64> = manifest.models.iter().map(|m| m.cost).collect();
+    let rules = match &model.rules_config {
+        Some(p) => Some(pipeline::rules_decisions(p, &test, &model.weak)?),
+        None => None,
+    };
+    let report = signalbox_train::evaluate::evaluate(&signalbox_train::evaluate::EvalInput {
+        title: output.title.clone(),
+        test: &test,
+        probs: &probs,
+        costs: &costs,
+        strong: &model.strong,
+        weak: &model.weak,
+        rules: rules.as_deref(),
+        quality_threshold: manifest.quality_threshold,
+        seed: data.seed,
+    })?;
+    pipeline::emit_reports(&[&report], output)
+}
+
+fn run(cli: Cli) -> Result<(), TrainError> {
+    let start = Instant::now();
+    match cli.command {
+        Command::Ingest { input, out } => {
+            ingest(&input, &out)?;
+        }
+        Command::Train {
+            data,
+            model,
+            output,
+            bundle,
+        } => {
+            let t = train_and_bundle(&data, &model, &output, &bundle)?;
+            eprintln!("summary:");
+            print_timings(&t);
+        }
+        Command::Eval {
+            data,
+            model,
+            output,
+            bundle,
+        } => match bundle {
+            Some(dir) => eval_bundle(&data, &model, &output, &dir)?,
+            None => {
+                let exp = pipeline::run_experiment(&data, &model, &output.title)?;
+                pipeline::emit_reports(&[&exp.report], &output)?;
+                eprintln!("summary:");
+                print_timings(&exp.timings);
+            }
+        },
+        Command::Run {
+            input,
+            model,
+            output,
+            table,
+            bundle,
+            seed,
+            test_fraction,
+        } => {
+            let t = Instant::now();
+            ingest(&input, &table)?;
+            let ingest_s = t.elapsed().as_secs_f64();
+            let data = DataArgs {
+                table: Some(table),
+                train: None,
+                test: None,
+                seed,
+                test_fraction,
+            };
+            let mut timings = vec![("ingest".to_string(), ingest_s)];
+            timings.extend(train_and_bundle(&data, &model, &output, &bundle)?);
+            eprintln!("summary:");
+            print_timings(&timings);
+        }
+        Command::Synth {
+            out,
+            rows,
+            segment_rows,
+            seed,
+        } => {
+            let (d, o) = synth::generate(&out, rows, segment_rows, seed)?;
+            eprintln!(
+                "synthetic logs: {d} decisions, {o} outcome rows in {}",
+                out.display()
+            );
+        }
+        Command::Latency {
+            bundle,
+            table,
+            prompts,
+        } => {
+            let f = signalbox_features::Featurizer::load(&bundle)?;
+            let ds = signalbox_train::dataset::Dataset::load(&table)?;
+            let mut out = vec![0.0f32; f.dim()];
+            let mut times = Vec::new();
+            for p in ds.prompts.iter().cycle().take(prompts.min(ds.len() * 4)) {
+                let t = Instant::now();
+                f.featurize_into(p, &mut out)?;
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            times.sort_by(f64::total_cmp);
+            let q = |x: f64| times[((times.len() - 1) as f64 * x) as usize];
+            let max_len = ds.prompts.iter().map(String::len).max().unwrap_or(0);
+            println!(
+                "featurize_into over {} prompts (longest {} bytes): p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, max {:.1} us",
+                times.len(),
+                max_len,
+                q(0.5),
+                q(0.9),
+                q(0.99),
+                q(1.0)
+            );
+        }
+        Command::Shadow { logs, report_json } => {
+            let r = shadow::run(&logs)?;
+            print!("{}", shadow::render(&r));
+            if let Some(p) = report_json {
+                std::fs::write(&p, serde_json::to_string_pretty(&r)? + "\n")
+                    .map_err(TrainError::io(&p))?;
+            }
+        }
+    }
+    eprintln!("total: {:.2} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

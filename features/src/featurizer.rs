@@ -1,0 +1,198 @@
+//! The featurizer: prompt text -> `dim` float32 features (hashed token n-gram
+//! TF-IDF, L2-normalised, followed by meta features).
+
+use std::path::Path;
+
+use tokenizers::Tokenizer;
+
+use crate::error::FeatureError;
+use crate::hashing::ngram_bucket;
+use crate::manifest::{BundleManifest, FeatureConfig};
+use crate::meta::{self, TextStats};
+
+/// Loaded featurizer: tokenizer + IDF table + config. Cheap to share (`&self` API).
+#[derive(Clone)]
+pub struct Featurizer {
+    config: FeatureConfig,
+    tokenizer: Tokenizer,
+    idf: Vec<f32>,
+}
+
+/// Longest prefix of `text` of at most `max_bytes` bytes ending on a char boundary.
+pub fn window(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl std::fmt::Debug for Featurizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Featurizer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Featurizer {
+    /// Loads the featurizer of the bundle in `dir` (reads `manifest.json`, the
+    /// tokenizer and the IDF table).
+    pub fn load(dir: &Path) -> Result<Featurizer, FeatureError> {
+        let manifest = BundleManifest::load(dir)?;
+        Featurizer::load_with(dir, &manifest.features)
+    }
+
+    /// Like [`Featurizer::load`] with an already loaded feature config.
+    pub fn load_with(dir: &Path, config: &FeatureConfig) -> Result<Featurizer, FeatureError> {
+        let tok_path = dir.join(&config.tokenizer_file);
+        let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| {
+            FeatureError::Tokenizer(format!("cannot load {}: {e}", tok_path.display()))
+        })?;
+        let idf_path = dir.join(&config.idf_file);
+        let text = std::fs::read_to_string(&idf_path).map_err(|source| FeatureError::Io {
+            path: idf_path.clone(),
+            source,
+        })?;
+        let idf: Vec<f32> = serde_json::from_str(&text).map_err(|source| FeatureError::Json {
+            path: idf_path,
+            source,
+        })?;
+        Featurizer::new(config.clone(), tokenizer, idf)
+    }
+
+    /// Builds a featurizer from its parts (used by training before the bundle exists).
+    pub fn new(
+        config: FeatureConfig,
+        tokenizer: Tokenizer,
+        idf: Vec<f32>,
+    ) -> Result<Featurizer, FeatureError> {
+        config.validate()?;
+        if idf.len() != config.hash_dim() {
+            return Err(FeatureError::InvalidBundle(format!(
+                "IDF table has {} entries, expected 2^{} = {}",
+                idf.len(),
+                config.hash_bits,
+                config.hash_dim()
+            )));
+        }
+        if idf.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err(FeatureError::InvalidBundle(
+                "IDF table has a negative or non-finite entry".into(),
+            ));
+        }
+        Ok(Featurizer {
+            config,
+            tokenizer,
+            idf,
+        })
+    }
+
+    /// Width of the feature vector (ONNX input width).
+    pub fn dim(&self) -> usize {
+        self.config.dim
+    }
+
+    pub fn config(&self) -> &FeatureConfig {
+        &self.config
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn idf(&self) -> &[f32] {
+        &self.idf
+    }
+
+    /// Token ids of the featurization window of `text` (at most `max_tokens`).
+    pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, FeatureError> {
+        let win = window(text, self.config.max_prompt_bytes);
+        let enc = self
+            .tokenizer
+            .encode_fast(win, false)
+            .map_err(|e| FeatureError::Tokenizer(e.to_string()))?;
+        let ids = enc.get_ids();
+        Ok(ids[..ids.len().min(self.config.max_tokens)].to_vec())
+    }
+
+    /// Distinct n-gram buckets of a token sequence with their raw counts, in order of
+    /// first occurrence (the sparse part before TF/IDF weighting). Used to compute IDF.
+    pub fn bucket_counts(&self, ids: &[u32], counts: &mut [f32], touched: &mut Vec<usize>) {
+        touched.clear();
+        for n in 1..=self.config.ngram_max {
+            if ids.len() < n {
+                break;
+            }
+            for gram in ids.windows(n) {
+                let b = ngram_bucket(gram, self.config.hash_bits);
+                if counts[b] == 0.0 {
+                    touched.push(b);
+                }
+                counts[b] += 1.0;
+            }
+        }
+    }
+
+    /// Writes the features of `text` into `out` (length must be [`Featurizer::dim`]).
+    pub fn featurize_into(&self, text: &str, out: &mut [f32]) -> Result<(), FeatureError> {
+        if out.len() != self.config.dim {
+            return Err(FeatureError::DimensionMismatch {
+                expected: self.config.dim,
+                got: out.len(),
+            });
+        }
+        out.fill(0.0);
+        let ids = self.token_ids(text)?;
+        let hash_dim = self.config.hash_dim();
+        let (hashed, meta_out) = out.split_at_mut(hash_dim);
+        let mut touched = Vec::with_capacity(ids.len() * self.config.ngram_max);
+        self.bucket_counts(&ids, hashed, &mut touched);
+        let mut norm2 = 0.0f32;
+        for &b in &touched {
+            let tf = hashed[b];
+            let tf = if self.config.sublinear_tf {
+                1.0 + tf.ln()
+            } else {
+                tf
+            };
+            let v = tf * self.idf[b];
+            hashed[b] = v;
+            norm2 += v * v;
+        }
+        if norm2 > 0.0 {
+            let inv = 1.0 / norm2.sqrt();
+            for &b in &touched {
+                hashed[b] *= inv;
+            }
+        }
+        let win = window(text, self.config.max_prompt_bytes);
+        let stats = TextStats::of(win);
+        for (slot, &f) in meta_out.iter_mut().zip(&self.config.meta) {
+            *slot = meta::value(f, text.len(), &stats, ids.len(), self.config.max_tokens);
+        }
+        Ok(())
+    }
+
+    /// Allocating convenience wrapper around [`Featurizer::featurize_into`].
+    pub fn featurize(&self, text: &str) -> Result<Vec<f32>, FeatureError> {
+        let mut out = vec![0.0; self.config.dim];
+        self.featurize_into(text, &mut out)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_cuts_on_char_boundary() {
+        assert_eq!(window("héllo", 2), "h");
+        assert_eq!(window("héllo", 3), "hé");
+        assert_eq!(window("abc", 10), "abc");
+    }
+}

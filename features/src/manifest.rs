@@ -1,0 +1,260 @@
+//! `manifest.json`: what a bundle contains and how to use it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::FeatureError;
+use crate::meta::MetaFeature;
+
+/// File name of the manifest inside a bundle directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Manifest format version written and read by this build.
+pub const MANIFEST_VERSION: u32 = 1;
+/// The only feature kind this build implements.
+pub const FEATURE_KIND: &str = "hashed_tfidf_v1";
+
+/// Top-level bundle manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleManifest {
+    /// Always [`MANIFEST_VERSION`].
+    pub version: u32,
+    /// Bundle name (the directory name under `models/`).
+    pub name: String,
+    /// RFC 3339 UTC creation time.
+    pub created_at: String,
+    /// Model ids in the order of the ONNX output columns.
+    pub models: Vec<ModelEntry>,
+    /// A model "answers acceptably" when its quality is >= this (labels of the classifier).
+    pub quality_threshold: f64,
+    pub features: FeatureConfig,
+    pub onnx: OnnxSpec,
+    /// Routing rule: see [`BundleManifest::route`].
+    pub routing_rule: String,
+    /// Calibrated margins per quality target, ascending by `target`.
+    pub quality_targets: Vec<QualityTarget>,
+    pub training: TrainingInfo,
+    /// Held-out metrics per router name (`learned`, `random`, `oracle`, ...).
+    pub metrics: BTreeMap<String, RouterMetrics>,
+}
+
+/// One model of the bundle, at ONNX output column `index`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub id: String,
+    /// Relative cost of one call, used to order models from cheapest to dearest.
+    pub cost: f64,
+}
+
+/// How text becomes the float vector fed to the ONNX model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureConfig {
+    /// Always `hashed_tfidf_v1`.
+    pub kind: String,
+    /// Bundle-relative path of the tokenizer (`tokenizer.json`).
+    pub tokenizer_file: String,
+    /// Bundle-relative path of the IDF table (`idf.json`, `2^hash_bits` floats).
+    pub idf_file: String,
+    /// Number of hash buckets is `2^hash_bits`.
+    pub hash_bits: u32,
+    /// Token n-grams of orders `1..=ngram_max` are hashed.
+    pub ngram_max: usize,
+    /// Only the first `max_prompt_bytes` bytes (cut at a char boundary) are tokenized.
+    pub max_prompt_bytes: usize,
+    /// Only the first `max_tokens` tokens of that window are used.
+    pub max_tokens: usize,
+    /// `tf -> 1 + ln(tf)` before the IDF weighting.
+    pub sublinear_tf: bool,
+    /// Meta features appended after the `2^hash_bits` TF-IDF floats, in this order.
+    pub meta: Vec<MetaFeature>,
+    /// Total input width: `2^hash_bits + meta.len()`.
+    pub dim: usize,
+}
+
+impl FeatureConfig {
+    pub fn hash_dim(&self) -> usize {
+        1usize << self.hash_bits
+    }
+
+    /// Checks internal consistency (kind, ranges, `dim`).
+    pub fn validate(&self) -> Result<(), FeatureError> {
+        let bad = |m: String| Err(FeatureError::InvalidBundle(m));
+        if self.kind != FEATURE_KIND {
+            return bad(format!(
+                "feature kind {:?} is not {FEATURE_KIND:?}",
+                self.kind
+            ));
+        }
+        if !(4..=24).contains(&self.hash_bits) {
+            return bad(format!("hash_bits {} outside 4..=24", self.hash_bits));
+        }
+        if !(1..=4).contains(&self.ngram_max) {
+            return bad(format!("ngram_max {} outside 1..=4", self.ngram_max));
+        }
+        if self.max_tokens == 0 || self.max_prompt_bytes == 0 {
+            return bad("max_tokens and max_prompt_bytes must be positive".into());
+        }
+        if self.dim != self.hash_dim() + self.meta.len() {
+            return bad(format!(
+                "dim {} != 2^hash_bits + meta features ({})",
+                self.dim,
+                self.hash_dim() + self.meta.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Names, shapes and opset of `model.onnx`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxSpec {
+    pub file: String,
+    pub opset: i64,
+    pub ir_version: i64,
+    /// Input tensor name (`features`), float32 `[batch, dim]`.
+    pub input_name: String,
+    /// Output tensor name (`p_acceptable`), float32 `[batch, models.len()]`.
+    pub output_name: String,
+    /// Shapes with `"batch"` for the dynamic dimension.
+    pub input_shape: Vec<String>,
+    pub output_shape: Vec<String>,
+}
+
+/// Calibration of one quality target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityTarget {
+    /// Requested quality as a fraction of the best single model's quality (e.g. 0.95).
+    pub target: f64,
+    /// Margin to pass to [`crate::routing::choose`]: the cheapest model whose predicted
+    /// P(acceptable) is within `margin` of the highest prediction is chosen.
+    pub margin: f64,
+    /// Quality reached on the calibration split, as a fraction of the best model's.
+    pub achieved_quality_ratio: f64,
+    /// Mean cost on the calibration split, as a fraction of always using the best model.
+    pub cost_ratio: f64,
+}
+
+/// Provenance of the bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingInfo {
+    /// sha256 (hex) of the canonical training table file(s).
+    pub data_sha256: String,
+    pub data_sources: Vec<String>,
+    pub train_prompts: usize,
+    pub test_prompts: usize,
+    /// How the split was made (`seeded random 70/30, seed 42` or explicit files).
+    pub split: String,
+    /// Which split the quality targets were calibrated on.
+    pub calibration_split: String,
+    /// Classifier description (`linfa-logistic L2 logistic regression per model`).
+    pub classifier: String,
+    /// L2 strength passed to linfa (`alpha`).
+    pub l2_alpha: f64,
+    pub tokenizer_vocab_size: usize,
+    pub signalbox_train_version: String,
+}
+
+/// RouteLLM metrics of one router on the held-out split (fractions, not percent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterMetrics {
+    pub apgr: f64,
+    pub cpt50: Option<f64>,
+    pub cpt80: Option<f64>,
+}
+
+impl BundleManifest {
+    /// Reads and validates `<dir>/manifest.json`.
+    pub fn load(dir: &Path) -> Result<BundleManifest, FeatureError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| FeatureError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let manifest: BundleManifest =
+            serde_json::from_str(&text).map_err(|source| FeatureError::Json { path, source })?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Writes `<dir>/manifest.json` (pretty JSON).
+    pub fn save(&self, dir: &Path) -> Result<(), FeatureError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = serde_json::to_string_pretty(self).map_err(|source| FeatureError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&path, text + "\n").map_err(|source| FeatureError::Io { path, source })
+    }
+
+    /// Checks version and internal consistency.
+    pub fn validate(&self) -> Result<(), FeatureError> {
+        if self.version != MANIFEST_VERSION {
+            return Err(FeatureError::UnsupportedVersion {
+                found: self.version,
+                supported: MANIFEST_VERSION,
+            });
+        }
+        self.features.validate()?;
+        if self.models.is_empty() {
+            return Err(FeatureError::InvalidBundle("no models".into()));
+        }
+        if self.routing_rule != crate::routing::RULE_CHEAPEST_WITHIN_MARGIN {
+            return Err(FeatureError::InvalidBundle(format!(
+                "unknown routing rule {:?}",
+                self.routing_rule
+            )));
+        }
+        if self
+            .quality_targets
+            .windows(2)
+            .any(|w| w[0].target > w[1].target)
+        {
+            return Err(FeatureError::InvalidBundle(
+                "quality_targets must be sorted by target".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Position of `model_id` in the ONNX output, if the bundle knows it.
+    pub fn model_index(&self, model_id: &str) -> Option<usize> {
+        self.models.iter().position(|m| m.id == model_id)
+    }
+
+    /// The calibrated margin for a requested quality `target` (fraction of the best
+    /// model's quality): the entry with the smallest target >= the request.
+    pub fn margin_for_target(&self, target: f64) -> Result<f64, FeatureError> {
+        self.quality_targets
+            .iter()
+            .find(|q| q.target + 1e-12 >= target)
+            .map(|q| q.margin)
+            .ok_or(FeatureError::NoTarget(target))
+    }
+
+    /// Index (ONNX output order) of the model to use for predictions `probs` at a
+    /// quality `target`, among models with `allowed[i] == true` (policy, catalog).
+    /// `None` when no model is allowed.
+    pub fn route(
+        &self,
+        probs: &[f32],
+        target: f64,
+        allowed: &[bool],
+    ) -> Result<Option<usize>, FeatureError> {
+        let margin = self.margin_for_target(target)?;
+        let costs: Vec<f64> = self.models.iter().map(|m| m.cost).collect();
+        Ok(crate::routing::choose(
+            probs,
+            &costs,
+            allowed,
+            margin as f32,
+        ))
+    }
+}

@@ -1,0 +1,780 @@
+//! ONNX inference for the learned routing classifier.
+//!
+//! A routing model is an ONNX graph with one `float32` input of shape `[batch, D]` (the feature
+//! vector) and one `float32` output of shape `[batch, N]` (one score per candidate model). The
+//! batch dimension may be dynamic; `D` and `N` must be known.
+//!
+//! Inference goes through the [`ort`] API over one of two backends, chosen once per process with
+//! [`init_backend`]:
+//! - [`Backend::OnnxRuntime`]: native ONNX Runtime (1.24 or newer), loaded at run time from a
+//!   shared library, e.g. the one in the `onnxruntime` PyPI wheel (see [`find_onnxruntime`]);
+//! - [`Backend::Tract`]: the pure-Rust `tract` engine compiled into the binary, so a fresh build
+//!   runs with nothing installed (slower on wide inputs).
+//!
+//! [`Scorer`] holds a small pool of sessions (ONNX Runtime sessions are not safe to run
+//! concurrently), each behind its own mutex with a reusable single-row input tensor; callers pick a
+//! free one round-robin, so concurrent requests do not serialise on one lock.
+
+use std::ffi::CStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ort::environment::Environment;
+use ort::memory::Allocator;
+use ort::session::Session;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::value::{Tensor, TensorElementType, TensorRef, ValueType};
+use parking_lot::{Mutex, MutexGuard};
+
+/// Errors of the inference layer.
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    /// The ONNX Runtime shared library could not be opened.
+    #[error("cannot load ONNX Runtime library {}: {source}", path.display())]
+    LoadLibrary {
+        path: PathBuf,
+        #[source]
+        source: libloading::Error,
+    },
+    /// The shared library opened but is not ONNX Runtime.
+    #[error("{} is not an ONNX Runtime library: {reason}", path.display())]
+    NotOnnxRuntime { path: PathBuf, reason: String },
+    /// The ONNX Runtime library is too old for the `ort` API compiled into this binary.
+    #[error(
+        "ONNX Runtime at {} is version {found}; version 1.{required_minor}.0 or newer is required",
+        path.display()
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: String,
+        required_minor: u32,
+    },
+    /// [`init_backend`] was already called with a different backend in this process.
+    #[error("inference backend already initialised as {current}; cannot switch to {requested}")]
+    BackendConflict { current: String, requested: String },
+    /// Something else in the process installed an `ort` API before [`init_backend`].
+    #[error("the ort API was already set by other code in this process")]
+    ApiAlreadySet,
+    /// A scorer was requested before [`init_backend`] succeeded.
+    #[error("no inference backend initialised; call inference::init_backend first")]
+    NotInitialised,
+    /// The session pool must hold at least one session.
+    #[error("a scorer needs at least one session")]
+    NoSessions,
+    /// The model file could not be read.
+    #[error("cannot read model {}: {source}", path.display())]
+    ReadModel {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The model loaded but does not have the routing-model signature.
+    #[error("unsupported model: {0}")]
+    InvalidModel(String),
+    /// A feature row of the wrong length.
+    #[error("expected {expected} feature values, got {got}")]
+    InputLength { expected: usize, got: usize },
+    /// An output buffer of the wrong length.
+    #[error("output buffer holds {got} values; the model produces {expected}")]
+    OutputLength { expected: usize, got: usize },
+    /// A batch whose size the model does not accept.
+    #[error("the model takes batches of exactly {expected} rows, got {got}")]
+    BatchSize { expected: usize, got: usize },
+    /// The model produced an output of an unexpected shape.
+    #[error("model output has shape {got:?}, expected {expected:?}")]
+    OutputShape { expected: Vec<i64>, got: Vec<i64> },
+    /// An error from the ONNX Runtime API (session creation, run, tensors).
+    #[error("onnx runtime: {0}")]
+    Ort(#[from] ort::Error),
+}
+
+/// Which engine executes the ONNX graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// Native ONNX Runtime, loaded from this shared library (`libonnxruntime.so*`).
+    OnnxRuntime { library: PathBuf },
+    /// The pure-Rust tract engine built into the binary.
+    Tract,
+}
+
+impl Backend {
+    /// Short name for logs and metrics: `"onnxruntime"` or `"tract"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::OnnxRuntime { .. } => "onnxruntime",
+            Backend::Tract => "tract",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backend::OnnxRuntime { library } => write!(f, "onnxruntime ({})", library.display()),
+            Backend::Tract => f.write_str("tract"),
+        }
+    }
+}
+
+/// The process-wide backend state: `ort` keeps its API table and environment in globals, so the
+/// backend is chosen once and kept for the life of the process.
+struct Initialised {
+    backend: Backend,
+    environment: Environment,
+}
+
+/// Serialises [`init_backend`] and records its outcome.
+static STATE: Mutex<Option<Initialised>> = parking_lot::const_mutex(None);
+/// The backend whose API table was handed to `ort::set_api` (which cannot be undone).
+static API_BACKEND: OnceLock<Backend> = OnceLock::new();
+/// The loaded ONNX Runtime library; never unloaded, since `ort` holds its function pointers.
+static ORT_LIBRARY: OnceLock<libloading::Library> = OnceLock::new();
+
+/// Chooses the inference backend for this process and creates the `ort` environment.
+///
+/// Call once at start-up before building any [`Scorer`]. Calling it again with the same backend
+/// is a no-op; with a different backend it returns [`InferenceError::BackendConflict`]. A library
+/// that cannot be opened, is not ONNX Runtime, or is older than the `ort` API in this binary
+/// gives an error and leaves the process uninitialised, so another backend can still be chosen.
+pub fn init_backend(backend: &Backend) -> Result<(), InferenceError> {
+    let mut state = STATE.lock();
+    if let Some(current) = state.as_ref() {
+        return if current.backend == *backend {
+            Ok(())
+        } else {
+            Err(conflict(&current.backend, backend))
+        };
+    }
+    match API_BACKEND.get() {
+        Some(installed) if installed != backend => return Err(conflict(installed, backend)),
+        Some(_) => {}
+        None => {
+            let api = match backend {
+                Backend::Tract => ort_tract::api(),
+                Backend::OnnxRuntime { library } => load_onnxruntime(library)?,
+            };
+            if !ort::set_api(api) {
+                return Err(InferenceError::ApiAlreadySet);
+            }
+            // Only this function sets the API, under the STATE lock, so the cell is empty here.
+            let _ = API_BACKEND.set(backend.clone());
+        }
+    }
+    let environment = ort::init().with_name("signalbox").build()?;
+    tracing::info!(backend = %backend, "inference backend initialised");
+    *state = Some(Initialised {
+        backend: backend.clone(),
+        environment,
+    });
+    Ok(())
+}
+
+/// The backend chosen by [`init_backend`], if any.
+pub fn current_backend() -> Option<Backend> {
+    STATE.lock().as_ref().map(|s| s.backend.clone())
+}
+
+fn conflict(current: &Backend, requested: &Backend) -> InferenceError {
+    InferenceError::BackendConflict {
+        current: current.to_string(),
+        requested: requested.to_string(),
+    }
+}
+
+/// The initialised backend and its environment.
+fn initialised() -> Result<(Backend, Environment), InferenceError> {
+    STATE
+        .lock()
+        .as_ref()
+        .map(|s| (s.backend.clone(), s.environment.clone()))
+        .ok_or(InferenceError::NotInitialised)
+}
+
+/// Opens an ONNX Runtime shared library, checks its version and returns its API table.
+fn load_onnxruntime(path: &Path) -> Result<ort::sys::OrtApi, InferenceError> {
+    let not_ort = |reason: &str| InferenceError::NotOnnxRuntime {
+        path: path.to_path_buf(),
+        reason: reason.to_owned(),
+    };
+    // SAFETY: loading a shared library runs its initialisers; the caller names the library, which
+    // is expected to be ONNX Runtime. Everything taken from it is checked below before use.
+    let library = unsafe { libloading::Library::new(path) }.map_err(|source| {
+        InferenceError::LoadLibrary {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let api = {
+        // SAFETY: `OrtGetApiBase` has this signature in every ONNX Runtime release.
+        let get_api_base = unsafe {
+            library.get::<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase>(c"OrtGetApiBase")
+        }
+        .map_err(|_| not_ort("no OrtGetApiBase symbol"))?;
+        // SAFETY: calling the library's exported entry point; it returns a static table or null.
+        let base = unsafe { get_api_base() };
+        if base.is_null() {
+            return Err(not_ort("OrtGetApiBase returned null"));
+        }
+        // SAFETY: `base` is non-null and points at the library's static OrtApiBase.
+        let version_ptr = unsafe { ((*base).GetVersionString)() };
+        if version_ptr.is_null() {
+            return Err(not_ort("GetVersionString returned null"));
+        }
+        // SAFETY: ONNX Runtime returns a static NUL-terminated string.
+        let version = unsafe { CStr::from_ptr(version_ptr) }
+            .to_str()
+            .map_err(|_| not_ort("version string is not UTF-8"))?
+            .to_owned();
+        let required_minor = ort::sys::ORT_API_VERSION;
+        let mut parts = version.split('.').map(str::parse::<u32>);
+        let supported = matches!(
+            (parts.next(), parts.next()),
+            (Some(Ok(1)), Some(Ok(minor))) if minor >= required_minor
+        );
+        if !supported {
+            return Err(InferenceError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version,
+                required_minor,
+            });
+        }
+        // SAFETY: `base` is valid (above); GetApi returns null for unsupported API versions.
+        let api_ptr = unsafe { ((*base).GetApi)(required_minor) };
+        if api_ptr.is_null() {
+            return Err(InferenceError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version,
+                required_minor,
+            });
+        }
+        tracing::info!(path = %path.display(), %version, "loaded ONNX Runtime");
+        // SAFETY: a non-null table for API version `required_minor` is at least as large as the
+        // `OrtApi` struct ort-sys declares for that version (the C API only ever appends), and it
+        // holds plain function pointers, so a bitwise copy is valid. The library stays loaded for
+        // the life of the process (ORT_LIBRARY below), so the pointers stay valid.
+        unsafe { std::ptr::read(api_ptr) }
+    };
+    if ORT_LIBRARY.set(library).is_err() {
+        // Unreachable in practice: only init_backend loads, once, under the STATE lock.
+        return Err(InferenceError::ApiAlreadySet);
+    }
+    Ok(api)
+}
+
+/// Locates an ONNX Runtime shared library.
+///
+/// Returns `ORT_DYLIB_PATH` if that is set and not empty (even if the file does not exist, so a
+/// misconfiguration fails loudly in [`init_backend`]); otherwise asks `python3` where the
+/// `onnxruntime` package is and returns its `capi/libonnxruntime.so*`. `None` if neither is found.
+pub fn find_onnxruntime() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        tracing::debug!("python3 cannot import onnxruntime");
+        return None;
+    }
+    let package_dir = String::from_utf8(output.stdout).ok()?;
+    onnxruntime_in_dir(&Path::new(package_dir.trim()).join("capi"))
+}
+
+/// The ONNX Runtime library in a wheel's `capi` directory: `libonnxruntime.so` or a versioned
+/// `libonnxruntime.so.X.Y.Z`, preferring the highest version when there are several.
+fn onnxruntime_in_dir(dir: &Path) -> Option<PathBuf> {
+    let mut best: Option<(Vec<u32>, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.strip_prefix("libonnxruntime.so") else {
+            continue;
+        };
+        let version: Vec<u32> = match rest.strip_prefix('.') {
+            None if rest.is_empty() => Vec::new(),
+            Some(v) => match v.split('.').map(str::parse).collect() {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+            None => continue,
+        };
+        if best.as_ref().is_none_or(|(b, _)| version > *b) {
+            best = Some((version, entry.path()));
+        }
+    }
+    best.map(|(_, path)| path)
+}
+
+/// One pooled session with its reusable single-row input tensor.
+struct Slot {
+    session: Session,
+    /// `[1, D]` input tensor owned by the backend; rows are copied into it in place.
+    row: Tensor<f32>,
+}
+
+/// The validated signature of a routing model.
+#[derive(Debug, Clone)]
+struct Signature {
+    input_name: String,
+    output_name: String,
+    input_dim: usize,
+    output_dim: usize,
+    /// `Some(b)` if the model's batch dimension is fixed at `b`; `None` if dynamic.
+    fixed_batch: Option<usize>,
+}
+
+/// A loaded routing model: scores feature rows. `Send + Sync`; clone-free sharing via `Arc`.
+pub struct Scorer {
+    slots: Box<[Mutex<Slot>]>,
+    next: AtomicUsize,
+    signature: Signature,
+    backend: Backend,
+}
+
+impl fmt::Debug for Scorer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scorer")
+            .field("backend", &self.backend.name())
+            .field("sessions", &self.slots.len())
+            .field("signature", &self.signature)
+            .finish()
+    }
+}
+
+enum ModelSource<'a> {
+    File(&'a Path),
+    Bytes(&'a [u8]),
+}
+
+impl Scorer {
+    /// A pool size matching the cores available to the process.
+    pub fn default_sessions() -> usize {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    }
+
+    /// Loads a routing model from an ONNX file into a pool of `sessions` sessions.
+    ///
+    /// Fails if no backend is initialised, the file is unreadable or not a valid ONNX model, or
+    /// the model does not have exactly one `float32` `[batch, D]` input and one `float32`
+    /// `[batch, N]` output with `D` and `N` known.
+    pub fn load(model_path: &Path, sessions: usize) -> Result<Scorer, InferenceError> {
+        std::fs::metadata(model_path).map_err(|source| InferenceError::ReadModel {
+            path: model_path.to_path_buf(),
+            source,
+        })?;
+        let scorer = Self::build(ModelSource::File(model_path), sessions)?;
+        tracing::info!(
+            model = %model_path.display(),
+            backend = scorer.backend.name(),
+            sessions,
+            input = %scorer.signature.input_name,
+            input_dim = scorer.signature.input_dim,
+            output = %scorer.signature.output_name,
+            output_dim = scorer.signature.output_dim,
+            "routing model loaded"
+        );
+        Ok(scorer)
+    }
+
+    /// Loads a routing model from the bytes of an ONNX file; see [`Scorer::load`].
+    pub fn from_bytes(bytes: &[u8], sessions: usize) -> Result<Scorer, InferenceError> {
+        let scorer = Self::build(ModelSource::Bytes(bytes), sessions)?;
+        tracing::info!(
+            backend = scorer.backend.name(),
+            sessions,
+            input = %scorer.signature.input_name,
+            input_dim = scorer.signature.input_dim,
+            output = %scorer.signature.output_name,
+            output_dim = scorer.signature.output_dim,
+            "routing model loaded from memory"
+        );
+        Ok(scorer)
+    }
+
+    fn build(source: ModelSource<'_>, sessions: usize) -> Result<Scorer, InferenceError> {
+        if sessions == 0 {
+            return Err(InferenceError::NoSessions);
+        }
+        let (backend, environment) = initialised()?;
+        let mut slots = Vec::with_capacity(sessions);
+        let mut signature: Option<Signature> = None;
+        for _ in 0..sessions {
+            let mut builder = session_builder(&environment, &backend)?;
+            let session = match source {
+                ModelSource::File(path) => builder.commit_from_file(path)?,
+                ModelSource::Bytes(bytes) => builder.commit_from_memory(bytes)?,
+            };
+            let sig = match &signature {
+                Some(sig) => sig.clone(),
+                None => {
+                    let sig = signature_of(&session)?;
+                    signature = Some(sig.clone());
+                    sig
+                }
+            };
+            let row = Tensor::<f32>::new(&Allocator::default(), [1_usize, sig.input_dim])?;
+            slots.push(Mutex::new(Slot { session, row }));
+        }
+        let signature = signature.ok_or(InferenceError::NoSessions)?;
+        Ok(Scorer {
+            slots: slots.into_boxed_slice(),
+            next: AtomicUsize::new(0),
+            signature,
+            backend,
+        })
+    }
+
+    /// Feature count `D` of one input row.
+    pub fn input_dim(&self) -> usize {
+        self.signature.input_dim
+    }
+
+    /// Score count `N` of one output row.
+    pub fn output_dim(&self) -> usize {
+        self.signature.output_dim
+    }
+
+    /// Number of sessions in the pool.
+    pub fn sessions(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The backend this scorer runs on.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Scores one row: `features.len()` must be [`input_dim`](Self::input_dim) and `out.len()`
+    /// [`output_dim`](Self::output_dim). Reuses the pooled session's input tensor.
+    pub fn score(&self, features: &[f32], out: &mut [f32]) -> Result<(), InferenceError> {
+        let sig = &self.signature;
+        if features.len() != sig.input_dim {
+            return Err(InferenceError::InputLength {
+                expected: sig.input_dim,
+                got: features.len(),
+            });
+        }
+        if out.len() != sig.output_dim {
+            return Err(InferenceError::OutputLength {
+                expected: sig.output_dim,
+                got: out.len(),
+            });
+        }
+        if let Some(b) = sig.fixed_batch.filter(|&b| b != 1) {
+            return Err(InferenceError::BatchSize {
+                expected: b,
+                got: 1,
+            });
+        }
+        let mut slot = self.acquire();
+        let Slot { session, row } = &mut *slot;
+        let (_, buffer) = row.try_extract_tensor_mut::<f32>()?;
+        buffer.copy_from_slice(features);
+        let outputs = session.run(ort::inputs![&*row])?;
+        let scores = extract_scores(&outputs, sig, 1)?;
+        out.copy_from_slice(scores);
+        Ok(())
+    }
+
+    /// Scores `n_rows` rows laid out row-major in `rows` (`n_rows * input_dim` values); returns
+    /// `n_rows * output_dim` scores, row-major.
+    pub fn score_batch(&self, rows: &[f32], n_rows: usize) -> Result<Vec<f32>, InferenceError> {
+        let sig = &self.signature;
+        let expected = n_rows.saturating_mul(sig.input_dim);
+        if rows.len() != expected {
+            return Err(InferenceError::InputLength {
+                expected,
+                got: rows.len(),
+            });
+        }
+        if let Some(b) = sig.fixed_batch.filter(|&b| b != n_rows) {
+            return Err(InferenceError::BatchSize {
+                expected: b,
+                got: n_rows,
+            });
+        }
+        if n_rows == 0 {
+            return Ok(Vec::new());
+        }
+        let input = TensorRef::from_array_view(([n_rows, sig.input_dim], rows))?;
+        let mut slot = self.acquire();
+        let outputs = slot.session.run(ort::inputs![input])?;
+        Ok(extract_scores(&outputs, sig, n_rows)?.to_vec())
+    }
+
+    /// A free session, trying each once round-robin; waits on one if all are busy.
+    fn acquire(&self) -> MutexGuard<'_, Slot> {
+        let n = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            if let Some(guard) = self.slots[(start + i) % n].try_lock() {
+                return guard;
+            }
+        }
+        self.slots[start].lock()
+    }
+}
+
+fn session_builder(
+    environment: &Environment,
+    backend: &Backend,
+) -> Result<SessionBuilder, InferenceError> {
+    let builder = Session::builder(environment)?;
+    let builder = match backend {
+        // tract is ~28x slower without its optimisation pass; it implements no thread options.
+        Backend::Tract => builder
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(ort::Error::from)?,
+        // Concurrency comes from the session pool; one intra-op thread per run avoids spinning
+        // worker threads competing with the async runtime for the cores.
+        Backend::OnnxRuntime { .. } => builder
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(ort::Error::from)?
+            .with_intra_threads(1)
+            .map_err(ort::Error::from)?
+            .with_inter_threads(1)
+            .map_err(ort::Error::from)?,
+    };
+    Ok(builder)
+}
+
+/// Checks the routing-model signature: one float `[batch, D]` input, one float `[batch, N]`
+/// output, `D` and `N` known.
+fn signature_of(session: &Session) -> Result<Signature, InferenceError> {
+    let [input] = session.inputs() else {
+        return Err(InferenceError::InvalidModel(format!(
+            "expected exactly one input, found {}",
+            session.inputs().len()
+        )));
+    };
+    let [output] = session.outputs() else {
+        return Err(InferenceError::InvalidModel(format!(
+            "expected exactly one output, found {}",
+            session.outputs().len()
+        )));
+    };
+    let (in_batch, input_dim) = matrix_shape("input", input.name(), input.dtype())?;
+    let (out_batch, output_dim) = matrix_shape("output", output.name(), output.dtype())?;
+    if let (Some(a), Some(b)) = (in_batch, out_batch)
+        && a != b
+    {
+        return Err(InferenceError::InvalidModel(format!(
+            "input batch {a} differs from output batch {b}"
+        )));
+    }
+    Ok(Signature {
+        input_name: input.name().to_owned(),
+        output_name: output.name().to_owned(),
+        input_dim,
+        output_dim,
+        fixed_batch: in_batch.or(out_batch),
+    })
+}
+
+/// `(batch, width)` of a float32 rank-2 tensor type; batch `None` when dynamic.
+fn matrix_shape(
+    role: &str,
+    name: &str,
+    dtype: &ValueType,
+) -> Result<(Option<usize>, usize), InferenceError> {
+    let invalid = |what: String| InferenceError::InvalidModel(format!("{role} `{name}` {what}"));
+    let ValueType::Tensor { ty, shape, .. } = dtype else {
+        return Err(invalid(format!("is not a tensor ({dtype})")));
+    };
+    if *ty != TensorElementType::Float32 {
+        return Err(invalid(format!("has element type {ty}, expected f32")));
+    }
+    let [batch, width] = **shape else {
+        return Err(invalid(format!(
+            "has rank {} ({:?}), expected [batch, width]",
+            shape.len(),
+            &**shape
+        )));
+    };
+    let width = usize::try_from(width)
+        .ok()
+        .filter(|&w| w > 0)
+        .ok_or_else(|| invalid(format!("has unknown or empty width ({:?})", &**shape)))?;
+    let batch = usize::try_from(batch).ok().filter(|&b| b > 0);
+    Ok((batch, width))
+}
+
+/// The output scores of a run, checked to be `[n_rows, output_dim]`.
+fn extract_scores<'a>(
+    outputs: &'a ort::session::SessionOutputs<'_>,
+    sig: &Signature,
+    n_rows: usize,
+) -> Result<&'a [f32], InferenceError> {
+    let value = outputs.get(&sig.output_name).ok_or_else(|| {
+        InferenceError::InvalidModel(format!("run produced no output `{}`", sig.output_name))
+    })?;
+    let (shape, data) = value.try_extract_tensor::<f32>()?;
+    let expected = [n_rows as i64, sig.output_dim as i64];
+    if **shape != expected {
+        return Err(InferenceError::OutputShape {
+            expected: expected.to_vec(),
+            got: shape.to_vec(),
+        });
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Nothing in the library's unit-test process initialises a backend, so these run against an
+    // uninitialised `ort` and must leave it that way.
+
+    #[test]
+    fn backend_names() {
+        assert_eq!(Backend::Tract.name(), "tract");
+        let ort = Backend::OnnxRuntime {
+            library: PathBuf::from("/x/libonnxruntime.so"),
+        };
+        assert_eq!(ort.name(), "onnxruntime");
+        assert_eq!(ort.to_string(), "onnxruntime (/x/libonnxruntime.so)");
+    }
+
+    #[test]
+    fn missing_library_is_a_load_error() {
+        let backend = Backend::OnnxRuntime {
+            library: PathBuf::from("/nonexistent/libonnxruntime.so.1.31.1"),
+        };
+        let err = init_backend(&backend).expect_err("bogus path must fail");
+        assert!(
+            matches!(err, InferenceError::LoadLibrary { .. }),
+            "unexpected error: {err}"
+        );
+        assert!(current_backend().is_none());
+    }
+
+    #[test]
+    fn library_without_ort_symbols_is_rejected() {
+        // libm is present on any glibc system and exports no OrtGetApiBase.
+        let backend = Backend::OnnxRuntime {
+            library: PathBuf::from("libm.so.6"),
+        };
+        let err = init_backend(&backend).expect_err("libm is not ONNX Runtime");
+        assert!(
+            matches!(err, InferenceError::NotOnnxRuntime { .. }),
+            "unexpected error: {err}"
+        );
+        assert!(current_backend().is_none());
+    }
+
+    /// Builds a fake `libonnxruntime` whose `OrtGetApiBase` reports `version` and whose `GetApi`
+    /// returns null, with the system C compiler.
+    fn fake_onnxruntime(dir: &Path, version: &str) -> PathBuf {
+        let source = dir.join(format!("fake-{version}.c"));
+        let library = dir.join(format!("libfake-{version}.so"));
+        std::fs::write(
+            &source,
+            format!(
+                "typedef struct {{ const void *(*get_api)(unsigned); const char *(*version)(void); }} Base;\n\
+                 static const void *get_api(unsigned v) {{ (void)v; return 0; }}\n\
+                 static const char *version(void) {{ return \"{version}\"; }}\n\
+                 static const Base base = {{ get_api, version }};\n\
+                 const Base *OrtGetApiBase(void) {{ return &base; }}\n"
+            ),
+        )
+        .expect("write C source");
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&library)
+            .arg(&source)
+            .status()
+            .expect("run cc (a C compiler is needed to link Rust here anyway)");
+        assert!(status.success(), "cc failed for {}", source.display());
+        library
+    }
+
+    #[test]
+    fn old_or_incompatible_onnxruntime_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let required = ort::sys::ORT_API_VERSION;
+        let too_old = format!("1.{}.0", required - 1);
+        let newer_but_no_api = format!("1.{}.0", required + 100);
+        for version in [too_old.as_str(), "2.0.0", "garbage", &newer_but_no_api] {
+            let library = fake_onnxruntime(dir.path(), version);
+            let err = init_backend(&Backend::OnnxRuntime { library })
+                .expect_err("fake runtime must be rejected");
+            assert!(
+                matches!(&err, InferenceError::UnsupportedVersion { found, required_minor, .. }
+                    if found == version && *required_minor == required),
+                "{version}: {err}"
+            );
+            assert!(current_backend().is_none());
+        }
+    }
+
+    #[test]
+    fn scorer_needs_an_initialised_backend() {
+        let err = Scorer::from_bytes(b"not a model", 1).expect_err("no backend yet");
+        assert!(
+            matches!(err, InferenceError::NotInitialised),
+            "unexpected error: {err}"
+        );
+        let err = Scorer::from_bytes(b"not a model", 0).expect_err("zero sessions");
+        assert!(matches!(err, InferenceError::NoSessions), "{err}");
+    }
+
+    #[test]
+    fn finds_versioned_library_in_capi_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(onnxruntime_in_dir(dir.path()), None);
+        for name in [
+            "libonnxruntime_providers_shared.so",
+            "libonnxruntime.so.1.9.0",
+            "libonnxruntime.so.1.31.1",
+            "libonnxruntime.so.1.31.1.bak",
+            "onnxruntime.py",
+        ] {
+            std::fs::write(dir.path().join(name), b"").expect("write");
+        }
+        assert_eq!(
+            onnxruntime_in_dir(dir.path()),
+            Some(dir.path().join("libonnxruntime.so.1.31.1"))
+        );
+        assert_eq!(onnxruntime_in_dir(&dir.path().join("missing")), None);
+    }
+
+    #[test]
+    fn matrix_shape_validation() {
+        let tensor = |ty, dims: &[i64]| ValueType::Tensor {
+            ty,
+            shape: ort::value::Shape::new(dims.iter().copied()),
+            dimension_symbols: ort::value::SymbolicDimensions::empty(dims.len()),
+        };
+        assert_eq!(
+            matrix_shape("input", "x", &tensor(TensorElementType::Float32, &[-1, 8]))
+                .expect("dynamic batch"),
+            (None, 8)
+        );
+        assert_eq!(
+            matrix_shape("input", "x", &tensor(TensorElementType::Float32, &[1, 3]))
+                .expect("fixed batch"),
+            (Some(1), 3)
+        );
+        for bad in [
+            tensor(TensorElementType::Float32, &[8]),
+            tensor(TensorElementType::Float32, &[1, 2, 3]),
+            tensor(TensorElementType::Float32, &[-1, -1]),
+            tensor(TensorElementType::Float32, &[-1, 0]),
+            tensor(TensorElementType::Float64, &[-1, 8]),
+        ] {
+            let err = matrix_shape("input", "x", &bad).expect_err("must be rejected");
+            assert!(matches!(err, InferenceError::InvalidModel(_)), "{err}");
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Writing a bundle directory: model.onnx, tokenizer.json, idf.json, manifest.json,
+//! parity.json (reference scores for the service's parity test), MODEL_CARD.md.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use signalbox_features::manifest::RouterMetrics;
+use signalbox_features::routing::RULE_CHEAPEST_WITHIN_MARGIN;
+use signalbox_features::{BundleManifest, MANIFEST_VERSION, ModelEntry, TrainingInfo};
+
+use crate::error::TrainError;
+use crate::evaluate::EvalReport;
+use crate::onnx;
+use crate::pipeline::{Experiment, ModelArgs, ensure_dir, files_sha256, targets};
+
+/// Reference prompts with the in-Rust model's scores, for serving parity tests.
+#[derive(Debug, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParitySample {
+    pub prompt: String,
+    /// P(acceptable) per model (manifest order) from the in-Rust (f64) model.
+    pub p_acceptable: Vec<f64>,
+}
+
+pub const PARITY_FILE: &str = "parity.json";
+const PARITY_SAMPLES: usize = 32;
+
+/// Builds the manifest of an experiment.
+pub fn manifest(
+    name: &str,
+    exp: &Experiment,
+    margs: &ModelArgs,
+) -> Result<BundleManifest, TrainError> {
+    let metrics: BTreeMap<String, RouterMetrics> = exp
+        .report
+        .routers
+        .iter()
+        .map(|(n, r)| {
+            (
+                n.clone(),
+                RouterMetrics {
+                    apgr: r.apgr,
+                    cpt50: r.cpt50,
+                    cpt80: r.cpt80,
+                },
+            )
+        })
+        .collect();
+    let mut sources = exp.train.sources.clone();
+    sources.extend(
+        exp.test
+            .sources
+            .iter()
+            .filter(|s| !exp.train.sources.contains(s))
+            .cloned(),
+    );
+    Ok(BundleManifest {
+        version: MANIFEST_VERSION,
+        name: name.to_string(),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        models: exp
+            .model
+            .models
+            .iter()
+            .zip(&exp.costs)
+            .map(|(id, &cost)| ModelEntry {
+                id: id.clone(),
+                cost,
+            })
+            .collect(),
+        quality_threshold: margs.quality_threshold,
+        features: exp.featurizer.config().clone(),
+        onnx: onnx::spec(),
+        routing_rule: RULE_CHEAPEST_WITHIN_MARGIN.to_string(),
+        quality_targets: targets(exp),
+        training: TrainingInfo {
+            data_sha256: files_sha256(&exp.data_files)?,
+            data_sources: sources,
+            train_prompts: exp.train.len(),
+            test_prompts: exp.test.len(),
+            split: exp.split.clone(),
+            calibration_split: "test (held-out) split".into(),
+            classifier: "linfa-logistic 0.8 L2 logistic regression, one per model".into(),
+            l2_alpha: margs.alpha,
+            tokenizer_vocab_size: exp.featurizer.tokenizer().get_vocab_size(true),
+            signalbox_train_version: env!("CARGO_PKG_VERSION").into(),
+        },
+        metrics,
+    })
+}
+
+/// Writes the complete bundle into `dir`.
+pub fn write(
+    dir: &Path,
+    name: &str,
+    exp: &Experiment,
+    margs: &ModelArgs,
+) -> Result<BundleManifest, TrainError> {
+    ensure_dir(dir)?;
+    let m = manifest(name, exp, margs)?;
+    let cfg = &m.features;
+    let tok = dir.join(&cfg.tokenizer_file);
+    exp.featurizer
+        .tokenizer()
+        .save(&tok, false)
+        .map_err(|e| TrainError::BadInput {
+            path: tok.clone(),
+            message: e.to_string(),
+        })?;
+    let idf = dir.join(&cfg.idf_file);
+    std::fs::write(&idf, serde_json::to_string(exp.featurizer.idf())?)
+        .map_err(TrainError::io(&idf))?;
+    let doc = format!("signalbox routing model {name}: P(acceptable) per model");
+    onnx::write(&exp.model, &doc, &dir.join(&m.onnx.file))?;
+    let samples: Vec<ParitySample> = exp
+        .test
+        .prompts
+        .iter()
+        .zip(&exp.probs)
+        .take(PARITY_SAMPLES)
+        .map(|(p, pr)| ParitySample {
+            prompt: p.clone(),
+            p_acceptable: pr.clone(),
+        })
+        .collect();
+    let parity = dir.join(PARITY_FILE);
+    std::fs::write(&parity, serde_json::to_string_pretty(&samples)? + "\n")
+        .map_err(TrainError::io(&parity))?;
+    m.save(dir)?;
+    let card = dir.join("MODEL_CARD.md");
+    std::fs::write(&card, model_card(&m, &exp.report)).map_err(TrainError::io(&card))?;
+    Ok(m)
+}
+
+fn model_card(m: &BundleManifest, r: &EvalReport) -> String {
+    let routellm = m
+        .training
+        .data_sources
+        .iter()
+        .any(|s| s.starts_with("routellm"));
+    let mut s = format!("# Model card: {}\n\n", m.name);
+    s += "Routing classifier of signalbox: for each model it predicts the probability that the model answers a prompt acceptably ";
+    s += &format!(
+        "(quality >= {}). The service picks the cheapest model whose prediction is within a calibrated margin of the best prediction (`{}`).\n\n",
+        m.quality_threshold, m.routing_rule
+    );
+    s += "## Data\n\n";
+    for src in &m.training.data_sources {
+        s += &format!("- `{src}`\n");
+    }
+    s += &format!(
+        "\n{} training prompts, {} test prompts ({}). Data sha256 `{}`. Created {}.\n\n",
+        m.training.train_prompts,
+        m.training.test_prompts,
+        m.training.split,
+        m.training.data_sha256,
+        m.created_at
+    );
+    if routellm {
+        s += "Outcome logs from RouteLLM (LMSYS, repository lm-sys/RouteLLM, folder routellm/evals/, Apache License 2.0): per-prompt correctness of `gpt-4-1106-preview` and `mistralai/Mixtral-8x7B-Instruct-v0.1` on MMLU (Hendrycks et al., MIT license) and GSM8K (Cobbe et al., MIT license). Prompts RouteLLM lists as contaminated were dropped. Costs are the RouteLLM paper's prices in USD per 1M tokens (24.7 vs 0.24), used only to order the models.\n\n";
+    }
+    s += "## Model\n\n";
+    s += &format!(
+        "- Features: `{}` — BPE tokenizer ({} tokens, trained on the training prompts with the `tokenizers` crate), token 1..{}-grams hashed into 2^{} buckets, sublinear TF x IDF, L2-normalised, first {} bytes / {} tokens; plus {} meta features ({:?}).\n",
+        m.features.kind,
+        m.training.tokenizer_vocab_size,
+        m.features.ngram_max,
+        m.features.hash_bits,
+        m.features.max_prompt_bytes,
+        m.features.max_tokens,
+        m.features.meta.len(),
+        m.features.meta
+    );
+    s += &format!(
+        "- Classifier: {} (alpha = {}).\n",
+        m.training.classifier, m.training.l2_alpha
+    );
+    s += &format!(
+        "- ONNX: `{}`, opset {}, input `{}` float32 [batch, {}], output `{}` float32 [batch, {}] in the order of `models` in the manifest.\n\n",
+        m.onnx.file,
+        m.onnx.opset,
+        m.onnx.input_name,
+        m.features.dim,
+        m.onnx.output_name,
+        m.models.len()
+    );
+    s += "## Held-out results\n\n";
+    s += &crate::report::to_text(r);
+    s += "\n## Limits\n\n";
+    s += "- Learned from text only; it has never seen the service's tasks, tenants or hints. Prompts unlike the training data (other languages, code, chat) get uninformative scores.\n";
+    s += "- Only the models listed in the manifest are scored; catalog models the bundle does not know must be routed by rules.\n";
+    s += "- RouteLLM outcomes are multiple-choice / math correctness of two 2023-era models; quality on open-ended tasks is not measured.\n";
+    s += "- Quality targets were calibrated on the held-out split, so their achieved ratios are in-sample for that split.\n";
+    s
+}

@@ -1,0 +1,127 @@
+//! `ingest`: normalise RouteLLM CSVs and service logs into the canonical table.
+
+pub mod csv_lines;
+pub mod routellm;
+pub mod service_logs;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::TrainError;
+
+/// What to do with a malformed row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BadRowPolicy {
+    /// Report, count and skip it.
+    Skip,
+    /// Stop with an error at the end of the file that contains it.
+    Fail,
+}
+
+/// A malformed row, with where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRow {
+    pub file: PathBuf,
+    /// 1-based line where the record starts.
+    pub line: usize,
+    pub reason: String,
+}
+
+impl fmt::Display for BadRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.reason)
+    }
+}
+
+/// Counts and findings of one ingest run.
+#[derive(Debug, Default, Clone)]
+pub struct IngestReport {
+    pub rows_written: usize,
+    /// (source, rows) in first-seen order.
+    pub rows_per_source: Vec<(String, usize)>,
+    pub bad_rows: Vec<BadRow>,
+    /// Prompts dropped because they are on a contamination list.
+    pub contaminated_dropped: usize,
+    /// Outcome rows skipped because their decision stored no prompt.
+    pub no_prompt_skipped: Vec<BadRow>,
+    pub files_read: usize,
+}
+
+impl IngestReport {
+    pub fn count_source(&mut self, source: &str, n: usize) {
+        match self.rows_per_source.iter_mut().find(|(s, _)| s == source) {
+            Some((_, c)) => *c += n,
+            None => self.rows_per_source.push((source.to_string(), n)),
+        }
+    }
+
+    /// Records a bad row; with [`BadRowPolicy::Fail`] this is an error.
+    pub fn bad(&mut self, row: BadRow, policy: BadRowPolicy) -> Result<(), TrainError> {
+        let fatal = policy == BadRowPolicy::Fail;
+        if fatal {
+            return Err(TrainError::BadRowsFatal {
+                count: self.bad_rows.len() + 1,
+                first: row.to_string(),
+            });
+        }
+        self.bad_rows.push(row);
+        Ok(())
+    }
+
+    /// Human summary (bad rows listed up to `max_listed`).
+    pub fn render(&self, max_listed: usize) -> String {
+        let mut s = format!(
+            "ingest: {} rows written from {} file(s)\n",
+            self.rows_written, self.files_read
+        );
+        for (src, n) in &self.rows_per_source {
+            s += &format!("  {src}: {n} rows\n");
+        }
+        s += &format!(
+            "  contaminated prompts dropped: {}\n  outcome rows without stored prompt (skipped): {}\n  bad rows (skipped): {}\n",
+            self.contaminated_dropped,
+            self.no_prompt_skipped.len(),
+            self.bad_rows.len()
+        );
+        for b in self
+            .bad_rows
+            .iter()
+            .chain(&self.no_prompt_skipped)
+            .take(max_listed)
+        {
+            s += &format!("    {b}\n");
+        }
+        let listed = self.bad_rows.len() + self.no_prompt_skipped.len();
+        if listed > max_listed {
+            s += &format!("    ... and {} more\n", listed - max_listed);
+        }
+        s
+    }
+}
+
+/// Stable prompt id: `<source>:<first 16 hex chars of sha256(prompt)>`.
+pub fn prompt_id(source: &str, prompt: &str) -> String {
+    let digest = Sha256::digest(prompt.as_bytes());
+    let mut hex = String::with_capacity(16);
+    for b in &digest[..8] {
+        hex += &format!("{b:02x}");
+    }
+    format!("{source}:{hex}")
+}
+
+/// Files in `dir` whose names start with `prefix` and end with `suffix`, sorted by name.
+pub fn list_files(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<PathBuf>, TrainError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(TrainError::io(dir))? {
+        let entry = entry.map_err(TrainError::io(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(prefix) && name.ends_with(suffix) {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,222 @@
+//! Shadow report: decisions where the service recorded both the live and the shadow
+//! router's choice, with outcomes: agreement and estimated quality/cost of each.
+//!
+//! A router's choice is scored with the observed outcome when it was the model that
+//! ran; otherwise quality is estimated by the decision's `predicted_quality` for that
+//! model, else the mean observed quality of that model on the same task (else overall),
+//! and cost by the mean observed cost of that model (same task, else overall).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+use crate::ingest::list_files;
+use crate::ingest::service_logs::for_each_line;
+
+#[derive(Debug, Deserialize)]
+struct Shadow {
+    router: String,
+    primary: String,
+    agrees: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Decision {
+    decision_id: String,
+    #[serde(default)]
+    task: Option<String>,
+    router: String,
+    primary: String,
+    #[serde(default)]
+    shadow: Option<Shadow>,
+    #[serde(default)]
+    predicted_quality: Option<HashMap<String, f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Outcome {
+    decision_id: String,
+    model_id: String,
+    quality: f64,
+    #[serde(default)]
+    cost_usd: Option<f64>,
+}
+
+/// Per-router estimate.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RouterEstimate {
+    pub decisions: usize,
+    pub mean_quality: f64,
+    pub mean_cost_usd: f64,
+    /// Decisions whose quality for this router was observed (not estimated).
+    pub observed: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ShadowReport {
+    pub decisions_with_shadow: usize,
+    pub with_outcome: usize,
+    pub agreement: f64,
+    /// Keyed by router name (`rules`, `learned`).
+    pub routers: BTreeMap<String, RouterEstimate>,
+    pub unestimable: usize,
+    pub bad_lines: usize,
+}
+
+pub fn run(dir: &Path) -> Result<ShadowReport, TrainError> {
+    let mut decisions = Vec::new();
+    let mut bad_lines = 0usize;
+    for p in list_files(dir, "decisions-", ".jsonl")? {
+        for_each_line(&p, |_, line| {
+            match serde_json::from_str::<Decision>(line) {
+                Ok(d) if d.shadow.is_some() => decisions.push(d),
+                Ok(_) => {}
+                Err(_) => bad_lines += 1,
+            }
+            Ok(())
+        })?;
+    }
+    let mut outcomes: HashMap<String, Vec<Outcome>> = HashMap::new();
+    let mut task_model: HashMap<(String, String), (f64, f64, usize, usize)> = HashMap::new();
+    let mut model_mean: HashMap<String, (f64, f64, usize, usize)> = HashMap::new();
+    let task_of: HashMap<&str, Option<&str>> = decisions
+        .iter()
+        .map(|d| (d.decision_id.as_str(), d.task.as_deref()))
+        .collect();
+    for p in list_files(dir, "outcomes-", ".jsonl")? {
+        for_each_line(&p, |_, line| {
+            let Ok(o) = serde_json::from_str::<Outcome>(line) else {
+                bad_lines += 1;
+                return Ok(());
+            };
+            let add = |e: &mut (f64, f64, usize, usize)| {
+                e.0 += o.quality;
+                e.2 += 1;
+                if let Some(c) = o.cost_usd {
+                    e.1 += c;
+                    e.3 += 1;
+                }
+            };
+            if let Some(Some(t)) = task_of.get(o.decision_id.as_str()) {
+                add(task_model
+                    .entry((t.to_string(), o.model_id.clone()))
+                    .or_default());
+            }
+            add(model_mean.entry(o.model_id.clone()).or_default());
+            outcomes.entry(o.decision_id.clone()).or_default().push(o);
+            Ok(())
+        })?;
+    }
+    let mean = |e: &(f64, f64, usize, usize)| {
+        (
+            (e.2 > 0).then(|| e.0 / e.2 as f64),
+            (e.3 > 0).then(|| e.1 / e.3 as f64),
+        )
+    };
+    let estimate = |d: &Decision, model: &str| -> (Option<f64>, Option<f64>) {
+        let tm = d
+            .task
+            .as_ref()
+            .and_then(|t| task_model.get(&(t.clone(), model.to_string())))
+            .map(mean)
+            .unwrap_or((None, None));
+        let mm = model_mean.get(model).map(mean).unwrap_or((None, None));
+        let q = d
+            .predicted_quality
+            .as_ref()
+            .and_then(|p| p.get(model).copied())
+            .or(tm.0)
+            .or(mm.0);
+        (q, tm.1.or(mm.1))
+    };
+    let mut rep = ShadowReport {
+        decisions_with_shadow: decisions.len(),
+        bad_lines,
+        ..ShadowReport::default()
+    };
+    let mut agree = 0usize;
+    let mut sums: BTreeMap<String, (f64, f64, usize, usize)> = BTreeMap::new();
+    for d in &decisions {
+        let Some(sh) = &d.shadow else { continue };
+        let Some(outs) = outcomes.get(&d.decision_id) else {
+            continue;
+        };
+        let Some(live) = outs.iter().find(|o| o.model_id == d.primary) else {
+            continue;
+        };
+        rep.with_outcome += 1;
+        if sh.agrees {
+            agree += 1;
+        }
+        let live_cost = live.cost_usd.or_else(|| estimate(d, &d.primary).1);
+        let shadow_obs = outs.iter().find(|o| o.model_id == sh.primary);
+        let (sq, sc, s_obs) = match shadow_obs {
+            Some(o) => (
+                Some(o.quality),
+                o.cost_usd.or_else(|| estimate(d, &sh.primary).1),
+                true,
+            ),
+            None => {
+                let (q, c) = estimate(d, &sh.primary);
+                (q, c, false)
+            }
+        };
+        let (Some(lc), Some(sq), Some(sc)) = (live_cost, sq, sc) else {
+            rep.unestimable += 1;
+            continue;
+        };
+        for (router, q, c, obs) in [
+            (&d.router, live.quality, lc, true),
+            (&sh.router, sq, sc, s_obs),
+        ] {
+            let e = sums.entry(router.clone()).or_default();
+            e.0 += q;
+            e.1 += c;
+            e.2 += 1;
+            e.3 += usize::from(obs);
+        }
+    }
+    rep.agreement = if rep.with_outcome > 0 {
+        agree as f64 / rep.with_outcome as f64
+    } else {
+        0.0
+    };
+    for (router, (q, c, n, obs)) in sums {
+        rep.routers.insert(
+            router,
+            RouterEstimate {
+                decisions: n,
+                mean_quality: q / n.max(1) as f64,
+                mean_cost_usd: c / n.max(1) as f64,
+                observed: obs,
+            },
+        );
+    }
+    Ok(rep)
+}
+
+pub fn render(r: &ShadowReport) -> String {
+    let mut s = format!(
+        "shadow report: {} decisions with a shadow decision, {} with an outcome of the live model\n  agreement: {:.1}%\n",
+        r.decisions_with_shadow,
+        r.with_outcome,
+        100.0 * r.agreement
+    );
+    for (name, e) in &r.routers {
+        s += &format!(
+            "  {name}: {} decisions, est. quality {:.3}, est. cost ${:.6}/request ({} observed, {} estimated)\n",
+            e.decisions,
+            e.mean_quality,
+            e.mean_cost_usd,
+            e.observed,
+            e.decisions - e.observed
+        );
+    }
+    s += &format!(
+        "  not estimable: {}, unreadable lines: {}\n",
+        r.unestimable, r.bad_lines
+    );
+    s
+}

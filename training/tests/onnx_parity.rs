@@ -1,0 +1,211 @@
+//! End to end on a slice of the real RouteLLM MMLU logs: ingest -> featurize -> fit ->
+//! bundle; then (1) the exported ONNX file passes the `onnx` checker, (2) ONNX Runtime
+//! gives the in-Rust model's scores to 1e-5 on the whole test split, (3) the featurizer
+//! loaded from the bundle (as the service loads it) reproduces training features exactly.
+//!
+//! Needs python3 with `onnx` and `onnxruntime==1.31.1` (or ORT_DYLIB_PATH). Without them
+//! the ONNX checks are skipped unless the CI environment variable is set (then they fail).
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use signalbox_features::{BundleManifest, Featurizer};
+use signalbox_train::featurize::FeatureSettings;
+use signalbox_train::ingest::routellm::ingest_csv;
+use signalbox_train::ingest::{BadRowPolicy, IngestReport};
+use signalbox_train::pipeline::{DataArgs, Experiment, ModelArgs, run_experiment};
+use signalbox_train::table::TableWriter;
+
+const SUBJECTS: [&str; 4] = [
+    "anatomy",
+    "college_physics",
+    "marketing",
+    "high_school_mathematics",
+];
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+fn model_args() -> ModelArgs {
+    ModelArgs {
+        strong: "gpt-4-1106-preview".into(),
+        weak: "mistralai/Mixtral-8x7B-Instruct-v0.1".into(),
+        quality_threshold: 0.5,
+        alpha: 3.0,
+        max_iterations: 60,
+        costs: vec![],
+        max_train_prompts: 100_000,
+        rules_config: None,
+        features: FeatureSettings {
+            hash_bits: 10,
+            ngram_max: 2,
+            max_prompt_bytes: 1024,
+            max_tokens: 256,
+            vocab_size: 2000,
+            no_meta: false,
+            linear_tf: false,
+        },
+    }
+}
+
+fn train_small(dir: &Path) -> (Experiment, PathBuf) {
+    let table = dir.join("mmlu4.parquet");
+    let mut w = TableWriter::create(&table).unwrap();
+    let mut rep = IngestReport::default();
+    for s in SUBJECTS {
+        let csv = common::routellm().join(format!("mmlu/mmlu_{s}.csv"));
+        ingest_csv(
+            &csv,
+            Some(s),
+            "routellm/mmlu",
+            &HashSet::new(),
+            &mut w,
+            &mut rep,
+            BadRowPolicy::Fail,
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let data = DataArgs {
+        table: Some(table),
+        train: None,
+        test: None,
+        seed: 7,
+        test_fraction: 0.3,
+    };
+    let margs = model_args();
+    let exp = run_experiment(&data, &margs, "parity").unwrap();
+    let bundle = dir.join("bundle");
+    signalbox_train::bundle::write(&bundle, "parity", &exp, &margs).unwrap();
+    (exp, bundle)
+}
+
+fn python_has(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn ort_library() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        return Some(PathBuf::from(p));
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import onnxruntime,os;print(os.path.dirname(onnxruntime.__file__))",
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("capi");
+    std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so.1"))
+        })
+        .max()
+}
+
+#[test]
+fn bundle_onnx_is_valid_matches_ort_and_featurizer_reloads_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exp, bundle) = train_small(dir.path());
+    let manifest = BundleManifest::load(&bundle).unwrap();
+    assert_eq!(manifest.models.len(), 2);
+    assert_eq!(manifest.onnx.opset, 13);
+
+    // Featurizer parity: the service's load path gives bit-identical features.
+    let served = Featurizer::load(&bundle).unwrap();
+    let dim = served.dim();
+    assert_eq!(dim, exp.featurizer.dim());
+    for (i, p) in exp.test.prompts.iter().enumerate() {
+        let f = served.featurize(p).unwrap();
+        assert_eq!(
+            f.as_slice(),
+            &exp.test_features[i * dim..(i + 1) * dim],
+            "prompt {i}"
+        );
+    }
+    // ONNX round trip through our own reader equals the trained weights (as f32).
+    let back = signalbox_train::onnx::read(&bundle.join("model.onnx")).unwrap();
+    assert_eq!(back.models, exp.model.models);
+    for (a, b) in back
+        .weights
+        .iter()
+        .flatten()
+        .zip(exp.model.weights.iter().flatten())
+    {
+        assert_eq!(*a, f64::from(*b as f32));
+    }
+
+    // ONNX checker.
+    let model_path = bundle.join("model.onnx");
+    if python_has("onnx") {
+        let status = Command::new("python3")
+            .args([
+                "-c",
+                "import onnx,sys; m=onnx.load(sys.argv[1]); onnx.checker.check_model(m, full_check=True); print('onnx checker ok, opset', m.opset_import[0].version)",
+            ])
+            .arg(&model_path)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "onnx.checker rejected {}",
+            model_path.display()
+        );
+    } else {
+        assert!(!in_ci(), "CI must have the python package onnx");
+        eprintln!("SKIPPED onnx checker: python package onnx not installed");
+    }
+
+    // ONNX Runtime parity on the whole test split.
+    let Some(lib) = ort_library() else {
+        assert!(!in_ci(), "CI must have onnxruntime (pip) or ORT_DYLIB_PATH");
+        eprintln!("SKIPPED ONNX Runtime parity: no onnxruntime library found");
+        return;
+    };
+    let env = ort::init_from(&lib).unwrap().build().unwrap();
+    let mut session = ort::session::Session::builder(&env)
+        .unwrap()
+        .commit_from_file(&model_path)
+        .unwrap();
+    let n = exp.test.len();
+    let input =
+        ort::value::Tensor::from_array((vec![n as i64, dim as i64], exp.test_features.clone()))
+            .unwrap();
+    let outputs = session
+        .run(ort::inputs![manifest.onnx.input_name.as_str() => input])
+        .unwrap();
+    let (shape, scores) = outputs[manifest.onnx.output_name.as_str()]
+        .try_extract_tensor::<f32>()
+        .unwrap();
+    assert_eq!(
+        shape.iter().copied().collect::<Vec<i64>>(),
+        vec![n as i64, 2]
+    );
+    let mut max_diff = 0.0f64;
+    for (i, row) in exp.probs.iter().enumerate() {
+        for (m, &p) in row.iter().enumerate() {
+            max_diff = max_diff.max((f64::from(scores[i * 2 + m]) - p).abs());
+        }
+    }
+    eprintln!(
+        "ONNX Runtime vs in-Rust model: max |diff| = {max_diff:.2e} over {n} prompts x 2 models"
+    );
+    assert!(max_diff <= 1e-5, "max diff {max_diff}");
+    // The model is not trivial: scores vary across prompts.
+    let first = exp.probs[0][0];
+    assert!(exp.probs.iter().any(|r| (r[0] - first).abs() > 1e-3));
+}
