@@ -356,25 +356,11 @@ impl Shared {
         };
         let primary = policy.model(decision.primary);
         self.circuits.note_routed(&primary.id, &primary.provider);
-        let mut models = vec![primary.id.clone()];
-        models.extend(
-            decision
-                .fallbacks
-                .iter()
-                .map(|&m| policy.model(m).id.clone()),
-        );
-        models.extend(
-            decision
-                .cascade
-                .iter()
-                .map(|s| policy.model(s.model).id.clone()),
-        );
         self.tracker.insert(
-            decision_id.clone(),
+            &decision_id,
             TrackedDecision {
                 tenant_id: input.tenant_id.clone(),
                 user_id: input.user_id.clone(),
-                models,
                 created: Instant::now(),
             },
         );

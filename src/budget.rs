@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use crate::config::{BudgetCaps, OnExceeded, Policy};
 use crate::money::Micros;
+use crate::tracking::DecisionKey;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BudgetVerdict {
@@ -107,15 +108,15 @@ impl Accounts {
 /// One shard of the per-decision reservations (many entries: one per decision in flight).
 #[derive(Debug, Default)]
 struct Reservations {
-    by_id: HashMap<String, Reservation>,
+    by_id: HashMap<DecisionKey, Reservation>,
     /// Ordered by expiry time.
-    expiry: BTreeSet<(Instant, String)>,
+    expiry: BTreeSet<(Instant, DecisionKey)>,
 }
 
 impl Reservations {
-    fn take(&mut self, decision_id: &str) -> Option<Reservation> {
-        let r = self.by_id.remove(decision_id)?;
-        self.expiry.remove(&(r.expires, decision_id.to_string()));
+    fn take(&mut self, key: &DecisionKey) -> Option<Reservation> {
+        let r = self.by_id.remove(key)?;
+        self.expiry.remove(&(r.expires, key.clone()));
         Some(r)
     }
 
@@ -167,8 +168,8 @@ impl BudgetLedger {
         BudgetLedger::default()
     }
 
-    fn shard(&self, decision_id: &str) -> &Mutex<Reservations> {
-        &self.reservations[(self.hasher.hash_one(decision_id) as usize) % SHARDS]
+    fn shard(&self, key: &DecisionKey) -> &Mutex<Reservations> {
+        &self.reservations[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     /// Is the tenant or the user at or over a cap? The strictest verdict wins (deny over downgrade).
@@ -234,9 +235,10 @@ impl BudgetLedger {
             return;
         }
         let expires = Instant::now() + ttl;
-        let mut shard = self.shard(decision_id).lock();
+        let key = DecisionKey::of(decision_id);
+        let mut shard = self.shard(&key).lock();
         // A decision id is reserved once; a repeat replaces the old reservation.
-        let old = shard.take(decision_id);
+        let old = shard.take(&key);
         {
             let mut acc = self.accounts.lock();
             if let Some(old) = &old {
@@ -247,7 +249,7 @@ impl BudgetLedger {
             }
         }
         shard.by_id.insert(
-            decision_id.to_string(),
+            key.clone(),
             Reservation {
                 tenant: tenant.to_string(),
                 user: user.to_string(),
@@ -255,7 +257,7 @@ impl BudgetLedger {
                 expires,
             },
         );
-        shard.expiry.insert((expires, decision_id.to_string()));
+        shard.expiry.insert((expires, key));
     }
 
     /// Book a reported cost: releases the decision's reservation and adds the actual cost.
@@ -267,8 +269,9 @@ impl BudgetLedger {
         cost: Micros,
         at: DateTime<Utc>,
     ) {
-        let mut shard = self.shard(decision_id).lock();
-        let reservation = shard.take(decision_id);
+        let key = DecisionKey::of(decision_id);
+        let mut shard = self.shard(&key).lock();
+        let reservation = shard.take(&key);
         let mut acc = self.accounts.lock();
         if let Some(r) = &reservation {
             acc.release(r);

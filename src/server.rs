@@ -139,15 +139,11 @@ fn restore(
                 .ok()
                 .and_then(|a| mono_now.checked_sub(a))
                 .unwrap_or(mono_now);
-            let mut models = vec![d.primary];
-            models.extend(d.fallbacks);
-            models.extend(d.cascade);
             tracker.insert(
-                d.decision_id,
+                &d.decision_id,
                 TrackedDecision {
                     tenant_id: d.tenant_id,
                     user_id: d.user_id,
-                    models,
                     created,
                 },
             );

@@ -14,15 +14,29 @@ const SHARDS: usize = 64;
 pub struct TrackedDecision {
     pub tenant_id: String,
     pub user_id: String,
-    /// Every model the decision named: primary, fallbacks, cascade steps.
-    pub models: Vec<String>,
     pub created: Instant,
+}
+
+/// Decision ids are UUIDs we generated: kept as 16 bytes, anything else as text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DecisionKey {
+    Uuid(u128),
+    Other(Box<str>),
+}
+
+impl DecisionKey {
+    pub fn of(id: &str) -> DecisionKey {
+        match uuid::Uuid::try_parse(id) {
+            Ok(u) => DecisionKey::Uuid(u.as_u128()),
+            Err(_) => DecisionKey::Other(id.into()),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Shard {
-    by_id: HashMap<String, TrackedDecision>,
-    order: VecDeque<(Instant, String)>,
+    by_id: HashMap<DecisionKey, TrackedDecision>,
+    order: VecDeque<(Instant, DecisionKey)>,
 }
 
 impl Shard {
@@ -57,24 +71,24 @@ impl DecisionTracker {
         }
     }
 
-    fn shard(&self, id: &str) -> &Mutex<Shard> {
-        &self.shards[(self.hasher.hash_one(id) as usize) % SHARDS]
+    fn shard(&self, key: &DecisionKey) -> &Mutex<Shard> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
-    pub fn insert(&self, decision_id: String, decision: TrackedDecision) {
-        let mut shard = self.shard(&decision_id).lock();
+    pub fn insert(&self, decision_id: &str, decision: TrackedDecision) {
+        let key = DecisionKey::of(decision_id);
+        let mut shard = self.shard(&key).lock();
         shard.evict(Instant::now(), self.ttl, self.per_shard);
-        shard
-            .order
-            .push_back((decision.created, decision_id.clone()));
-        shard.by_id.insert(decision_id, decision);
+        shard.order.push_back((decision.created, key.clone()));
+        shard.by_id.insert(key, decision);
     }
 
     pub fn get(&self, decision_id: &str) -> Option<TrackedDecision> {
-        self.shard(decision_id)
+        let key = DecisionKey::of(decision_id);
+        self.shard(&key)
             .lock()
             .by_id
-            .get(decision_id)
+            .get(&key)
             .filter(|d| d.created.elapsed() <= self.ttl)
             .cloned()
     }
@@ -103,7 +117,6 @@ mod tests {
         TrackedDecision {
             tenant_id: "t".into(),
             user_id: String::new(),
-            models: vec!["m".into()],
             created,
         }
     }
@@ -113,14 +126,14 @@ mod tests {
         let tracker = DecisionTracker::new(Duration::from_secs(60), 128);
         let now = Instant::now();
         for i in 0..10_000 {
-            tracker.insert(format!("d{i}"), tracked(now));
+            tracker.insert(&format!("d{i}"), tracked(now));
         }
         assert!(tracker.len() <= 128, "{}", tracker.len());
         assert!(tracker.get("d9999").is_some(), "the newest stays");
         assert!(tracker.get("d0").is_none(), "the oldest went");
 
         let short = DecisionTracker::new(Duration::from_millis(1), 10);
-        short.insert("old".into(), tracked(now - Duration::from_secs(1)));
+        short.insert("old", tracked(now - Duration::from_secs(1)));
         assert!(short.get("old").is_none());
         short.sweep(Instant::now());
         assert!(short.is_empty());
