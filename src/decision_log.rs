@@ -342,15 +342,25 @@ pub fn segments(dir: &Path, kind: &str) -> Result<Vec<PathBuf>, LogError> {
     Ok(out)
 }
 
-/// Read every record of one kind, oldest first. A line that does not parse (e.g. cut by a crash)
-/// is reported through `on_bad(path, line_no, error)` and skipped.
+/// Read every record of one kind, oldest first, from segments last modified at or after
+/// `modified_since` (all when `None`). A line that does not parse (e.g. cut by a crash) is
+/// reported through `on_bad(path, line_no, error)` and skipped.
 pub fn read_records<T: for<'de> Deserialize<'de>>(
     dir: &Path,
     kind: &str,
+    modified_since: Option<std::time::SystemTime>,
     mut on_record: impl FnMut(T),
     mut on_bad: impl FnMut(&Path, usize, String),
 ) -> Result<(), LogError> {
     for path in segments(dir, kind)? {
+        if let Some(since) = modified_since {
+            let modified = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .map_err(io_err(&path))?;
+            if modified < since {
+                continue;
+            }
+        }
         let file = File::open(&path).map_err(io_err(&path))?;
         for (i, line) in BufReader::new(file).lines().enumerate() {
             let line = line.map_err(io_err(&path))?;

@@ -98,9 +98,16 @@ fn restore(
     let dir = &policy.log.dir;
     let mut bad = 0usize;
     let mut outcomes = 0usize;
+    // Segments last written before this month cannot hold this month's spend.
+    let month_start = now
+        .date_naive()
+        .with_day(1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| std::time::SystemTime::from(d.and_utc()));
     decision_log::read_records::<OutcomeRecord>(
         dir,
         "outcomes",
+        month_start,
         |o| {
             if let (Ok(ts), Some(cost)) = (
                 DateTime::parse_from_rfc3339(&o.ts),
@@ -123,9 +130,12 @@ fn restore(
     );
     let mono_now = Instant::now();
     let mut decisions = 0usize;
+    let ttl_ago = std::time::SystemTime::now()
+        .checked_sub(Duration::from_secs(policy.server.decision_ttl_secs));
     decision_log::read_records::<DecisionRecord>(
         dir,
         "decisions",
+        ttl_ago,
         |d| {
             let Ok(ts) = DateTime::parse_from_rfc3339(&d.ts) else {
                 return;
