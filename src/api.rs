@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -34,9 +35,39 @@ pub struct Routed {
     pub live: Arc<LiveState>,
 }
 
+/// Decisions by router and model, and how often the shadow router agreed.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    pub by_router_model: parking_lot::Mutex<BTreeMap<(RouterKind, String), u64>>,
+    pub with_shadow: AtomicU64,
+    pub shadow_agreements: AtomicU64,
+    pub reloads: AtomicU64,
+    pub failed_reloads: AtomicU64,
+}
+
+impl RouteStats {
+    fn record(&self, d: &Decision, policy: &Policy) {
+        *self
+            .by_router_model
+            .lock()
+            .entry((d.router, policy.model(d.primary).id.clone()))
+            .or_default() += 1;
+        if let Some(s) = &d.shadow {
+            self.with_shadow.fetch_add(1, Ordering::Relaxed);
+            if s.primary == d.primary {
+                self.shadow_agreements.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// Service state shared by all requests.
 pub struct Shared {
     pub live: ArcSwap<LiveState>,
+    /// The policy file, for reloads (`None` when started from an in-memory policy).
+    pub config_path: Option<std::path::PathBuf>,
+    pub reload_lock: tokio::sync::Mutex<()>,
+    pub stats: RouteStats,
     pub budgets: BudgetLedger,
     pub circuits: CircuitBreakers,
     pub tracker: DecisionTracker,
@@ -356,6 +387,7 @@ impl Shared {
         };
         let primary = policy.model(decision.primary);
         self.circuits.note_routed(&primary.id, &primary.provider);
+        self.stats.record(&decision, policy);
         self.tracker.insert(
             &decision_id,
             TrackedDecision {
@@ -479,6 +511,7 @@ fn base_record(decision_id: &str, input: &RouteInput, policy: &Policy) -> Decisi
         cascade: Vec::new(),
         shadow: None,
         predicted_quality: None,
+        quality_target: None,
         estimated_cost_usd: 0.0,
         policy_version: policy.version.clone(),
         model_version: String::new(),
@@ -547,6 +580,7 @@ fn decision_record(
     r.predicted_quality =
         (!d.predicted_quality.is_empty()).then(|| d.predicted_quality.iter().cloned().collect());
     r.estimated_cost_usd = d.estimated_cost.usd();
+    r.quality_target = d.quality_target;
     r.policy_version = d.policy_version.clone();
     r.model_version = d.model_version.clone();
     r.reasons = d.reasons.clone();
@@ -663,6 +697,8 @@ pub fn decision_response(
         }),
         predicted_quality: d.predicted_quality.iter().cloned().collect(),
         server_time_us: u64::try_from(server_time.as_micros()).unwrap_or(u64::MAX),
+        quality_target: d.quality_target,
+        quality_margin: d.margin,
     }
 }
 
@@ -709,5 +745,63 @@ impl proto::router_server::Router for RouterService {
             outcome_input(request.into_inner(), live.engine.policy())?
         };
         Ok(Response::new(self.shared.report(outcome).await?))
+    }
+}
+
+/// The Admin service: reload and counters.
+#[derive(Clone)]
+pub struct AdminService {
+    shared: Arc<Shared>,
+}
+
+impl AdminService {
+    pub fn new(shared: Arc<Shared>) -> AdminService {
+        AdminService { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::admin_server::Admin for AdminService {
+    async fn reload(
+        &self,
+        request: Request<proto::ReloadRequest>,
+    ) -> Result<Response<proto::ReloadReply>, Status> {
+        let proto::ReloadRequest {} = request.into_inner();
+        match crate::reload::reload(&self.shared).await {
+            Ok(loaded) => Ok(Response::new(proto::ReloadReply {
+                policy_version: loaded.policy_version,
+                model_version: loaded.model_version,
+                router_mode: loaded.mode,
+            })),
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        }
+    }
+
+    async fn stats(
+        &self,
+        request: Request<proto::StatsRequest>,
+    ) -> Result<Response<proto::StatsReply>, Status> {
+        let proto::StatsRequest {} = request.into_inner();
+        let s = &self.shared.stats;
+        let decisions = s
+            .by_router_model
+            .lock()
+            .iter()
+            .map(|((router, model), n)| proto::RouterModelCount {
+                router: proto_router(*router) as i32,
+                model_id: model.clone(),
+                decisions: *n,
+            })
+            .collect();
+        let loaded = crate::reload::describe(&self.shared.live.load());
+        Ok(Response::new(proto::StatsReply {
+            decisions,
+            with_shadow: s.with_shadow.load(Ordering::Relaxed),
+            shadow_agreements: s.shadow_agreements.load(Ordering::Relaxed),
+            reloads: s.reloads.load(Ordering::Relaxed),
+            failed_reloads: s.failed_reloads.load(Ordering::Relaxed),
+            policy_version: loaded.policy_version,
+            model_version: loaded.model_version,
+        }))
     }
 }

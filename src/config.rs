@@ -60,6 +60,53 @@ pub mod raw {
         #[serde(default)]
         pub cascade: Cascade,
         pub rules: Vec<Rule>,
+        pub learned: Option<Learned>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Learned {
+        /// learned_primary | rules_primary | rules_only
+        pub mode: String,
+        /// Model bundle directory, relative to the config file.
+        pub bundle: String,
+        /// tract | onnxruntime
+        #[serde(default = "default_backend")]
+        pub backend: String,
+        /// Path of libonnxruntime.so for the onnxruntime backend; empty = ORT_DYLIB_PATH or
+        /// the onnxruntime Python wheel.
+        #[serde(default)]
+        pub onnxruntime_library: String,
+        /// Inference sessions; 0 = one per core.
+        #[serde(default)]
+        pub sessions: usize,
+        /// Quality target (fraction of the best model's quality) at preference 0 and 1.
+        #[serde(default = "default_min_target")]
+        pub min_quality_target: f64,
+        #[serde(default = "default_max_target")]
+        pub max_quality_target: f64,
+        /// Batch cascades try a cheaper model first when its predicted quality is within this
+        /// band below the bar the chosen model met.
+        #[serde(default = "default_band")]
+        pub cascade_band: f64,
+        /// Poll the config file and the bundle for changes and reload (seconds; 0 = off).
+        #[serde(default = "default_watch")]
+        pub watch_secs: u64,
+    }
+    fn default_backend() -> String {
+        "tract".into()
+    }
+    fn default_min_target() -> f64 {
+        0.9
+    }
+    fn default_max_target() -> f64 {
+        1.0
+    }
+    fn default_band() -> f64 {
+        0.1
+    }
+    fn default_watch() -> u64 {
+        2
     }
 
     #[derive(Debug, Deserialize)]
@@ -507,6 +554,45 @@ pub struct ServerPolicy {
     pub max_tracked_decisions: usize,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LearnedMode {
+    /// The learned router decides; the rules run as shadow.
+    LearnedPrimary,
+    /// The rules decide; the learned router runs as shadow (to trial a new bundle safely).
+    RulesPrimary,
+    /// No learned router.
+    RulesOnly,
+}
+
+impl LearnedMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LearnedMode::LearnedPrimary => "learned_primary",
+            LearnedMode::RulesPrimary => "rules_primary",
+            LearnedMode::RulesOnly => "rules_only",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendChoice {
+    Tract,
+    /// `None` = find it (ORT_DYLIB_PATH, then the onnxruntime Python wheel).
+    OnnxRuntime(Option<PathBuf>),
+}
+
+#[derive(Debug, Clone)]
+pub struct LearnedPolicy {
+    pub mode: LearnedMode,
+    pub bundle: PathBuf,
+    pub backend: BackendChoice,
+    pub sessions: usize,
+    pub min_quality_target: f64,
+    pub max_quality_target: f64,
+    pub cascade_band: f64,
+    pub watch_secs: u64,
+}
+
 /// The validated policy: everything the router needs, with model references resolved to indices.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -527,6 +613,8 @@ pub struct Policy {
     pub retrieval: BTreeMap<TaskType, RetrievalPolicy>,
     pub cascade: CascadePolicy,
     pub rules: Vec<Rule>,
+    /// `None` when the file has no `[learned]` section (rules only).
+    pub learned: Option<LearnedPolicy>,
 }
 
 impl Policy {
@@ -625,6 +713,7 @@ fn validate(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Policy, Conf
         retrieval,
         cascade,
         rules,
+        learned,
     } = raw;
 
     if version.trim().is_empty() {
@@ -1054,6 +1143,8 @@ fn validate(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Policy, Conf
         });
     }
 
+    let learned = learned.map(|l| learned_policy(l, base)).transpose()?;
+
     Ok(Policy {
         version: format!("{}+{:08x}", version.trim(), hash >> 32),
         server: ServerPolicy {
@@ -1075,6 +1166,71 @@ fn validate(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Policy, Conf
         retrieval: retrieval_plans,
         cascade,
         rules: compiled,
+        learned,
+    })
+}
+
+fn learned_policy(l: raw::Learned, base: &Path) -> Result<LearnedPolicy, ConfigError> {
+    let raw::Learned {
+        mode,
+        bundle,
+        backend,
+        onnxruntime_library,
+        sessions,
+        min_quality_target,
+        max_quality_target,
+        cascade_band,
+        watch_secs,
+    } = l;
+    let mode = match mode.as_str() {
+        "learned_primary" => LearnedMode::LearnedPrimary,
+        "rules_primary" => LearnedMode::RulesPrimary,
+        "rules_only" => LearnedMode::RulesOnly,
+        other => {
+            return Err(invalid(
+                "learned.mode",
+                format!(
+                    "unknown mode {other:?}, expected learned_primary, rules_primary or rules_only"
+                ),
+            ));
+        }
+    };
+    if bundle.trim().is_empty() {
+        return Err(invalid("learned.bundle", "must not be empty"));
+    }
+    let resolve = |p: &str| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() { p } else { base.join(p) }
+    };
+    let backend = match backend.as_str() {
+        "tract" => BackendChoice::Tract,
+        "onnxruntime" => BackendChoice::OnnxRuntime(
+            (!onnxruntime_library.trim().is_empty()).then(|| resolve(&onnxruntime_library)),
+        ),
+        other => {
+            return Err(invalid(
+                "learned.backend",
+                format!("unknown backend {other:?}, expected tract or onnxruntime"),
+            ));
+        }
+    };
+    let lo = unit_interval("learned.min_quality_target", min_quality_target)?;
+    let hi = unit_interval("learned.max_quality_target", max_quality_target)?;
+    if lo > hi {
+        return Err(invalid(
+            "learned.min_quality_target",
+            "must not exceed learned.max_quality_target",
+        ));
+    }
+    Ok(LearnedPolicy {
+        mode,
+        bundle: resolve(&bundle),
+        backend,
+        sessions,
+        min_quality_target: lo,
+        max_quality_target: hi,
+        cascade_band: unit_interval("learned.cascade_band", cascade_band)?,
+        watch_secs,
     })
 }
 

@@ -52,6 +52,9 @@ pub struct DecisionRecord {
     pub cascade: Vec<String>,
     pub shadow: Option<ShadowRecord>,
     pub predicted_quality: Option<BTreeMap<String, f64>>,
+    /// Learned router: the quality target the request's preference asked for.
+    #[serde(default)]
+    pub quality_target: Option<f64>,
     pub estimated_cost_usd: f64,
     pub policy_version: String,
     pub model_version: String,

@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use crate::budget::{BudgetLedger, BudgetVerdict};
 use crate::circuit::{CircuitBreakers, Gate};
 use crate::classify::{RiskDomain, TaskType, TextClassifier};
-use crate::config::{ModelIdx, OnExceeded, Policy, RetrievalPolicy};
+use crate::config::{LearnedMode, ModelIdx, OnExceeded, Policy, RetrievalPolicy};
 use crate::domain::{Capability, DataClass, Mode, RiskTier, RouterKind};
+use crate::learned::{LearnedError, LearnedRouter};
 use crate::money::Micros;
 use crate::pii::{PiiDetector, PiiKind};
 use crate::rules::{self, RuleContext};
@@ -154,6 +155,9 @@ pub struct Decision {
     pub model_version: String,
     pub shadow: Option<Shadow>,
     pub predicted_quality: Vec<(String, f64)>,
+    /// Learned router only: the quality target for the request's preference and its margin.
+    pub quality_target: Option<f64>,
+    pub margin: Option<f64>,
     /// The prompt as it may be logged: PII redacted, `None` when the data class forbids storing.
     pub loggable_prompt: Option<String>,
     pub prompt_chars: usize,
@@ -186,6 +190,7 @@ struct Inspection {
 /// The compiled, immutable part of routing: policy plus detectors. Swapped whole on reload.
 pub struct DecisionEngine {
     policy: Policy,
+    learned: Option<LearnedRouter>,
     pii: PiiDetector,
     classifier: TextClassifier,
 }
@@ -202,11 +207,23 @@ pub enum EngineError {
     Pii(#[from] crate::pii::PiiError),
     #[error(transparent)]
     Classify(#[from] crate::classify::ClassifyError),
+    #[error(transparent)]
+    Learned(#[from] LearnedError),
 }
 
 impl DecisionEngine {
+    /// Compile the policy; with a `[learned]` section (not rules_only) also initialise the
+    /// inference backend and load and validate the bundle.
     pub fn new(policy: Policy) -> Result<DecisionEngine, EngineError> {
+        let learned = match &policy.learned {
+            Some(l) if l.mode != LearnedMode::RulesOnly => {
+                crate::learned::init_backend(&l.backend)?;
+                Some(LearnedRouter::load(l, &policy)?)
+            }
+            _ => None,
+        };
         Ok(DecisionEngine {
+            learned,
             pii: PiiDetector::new(&policy.pii_detectors)?,
             classifier: TextClassifier::new()?,
             policy,
@@ -215,6 +232,10 @@ impl DecisionEngine {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    pub fn learned(&self) -> Option<&LearnedRouter> {
+        self.learned.as_ref()
     }
 
     /// Decide. `now` is the wall clock used for budget periods, `mono` for circuit windows.
@@ -247,10 +268,89 @@ impl DecisionEngine {
             capabilities: &input.capabilities,
             tenant: &input.tenant_id,
         };
-        let choice = rules::choose(policy, &ctx, &eligible);
-        reasons.extend(choice.reasons);
-        let mut primary = choice.primary;
-        let mut fallbacks = choice.fallbacks;
+        let rules_choice = rules::choose(policy, &ctx, &eligible);
+        let learned =
+            self.learned
+                .as_ref()
+                .and_then(|l| match l.predict(input.prompt.task_text()) {
+                    Ok(probs) => Some((l, probs)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "learned prediction failed; the rules decide");
+                        reasons.push(reason(
+                            "learned.error",
+                            format!("learned router unavailable for this request: {e}"),
+                        ));
+                        None
+                    }
+                });
+        let learned_choice = learned
+            .as_ref()
+            .and_then(|(l, probs)| l.choose(policy, probs, &eligible, ctx.quality_preference));
+        let predicted_quality: Vec<(String, f64)> = learned
+            .as_ref()
+            .map(|(l, probs)| {
+                l.models()
+                    .iter()
+                    .zip(probs)
+                    .map(|(&m, &p)| (policy.model(m).id.clone(), f64::from(p)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let learned_primary = self
+            .learned
+            .as_ref()
+            .is_some_and(|l| l.mode() == LearnedMode::LearnedPrimary);
+        if learned.is_some() && learned_choice.is_none() {
+            reasons.push(reason(
+                "learned.no_eligible_model",
+                "the learned bundle knows none of the eligible models; the rules decide",
+            ));
+        }
+        let rules_shadow = |c: &rules::Choice| Shadow {
+            router: RouterKind::Rules,
+            primary: c.primary,
+            reasons: c.reasons.clone(),
+        };
+        let (router, mut primary, mut fallbacks, learned_cascade, target, shadow) =
+            match learned_choice {
+                Some(lc) if learned_primary => {
+                    reasons.extend(lc.reasons);
+                    (
+                        RouterKind::Learned,
+                        lc.primary,
+                        lc.fallbacks,
+                        Some(lc.cascade_first),
+                        Some((lc.quality_target, lc.margin)),
+                        Some(rules_shadow(&rules_choice)),
+                    )
+                }
+                Some(lc) => {
+                    reasons.extend(rules_choice.reasons);
+                    (
+                        RouterKind::Rules,
+                        rules_choice.primary,
+                        rules_choice.fallbacks,
+                        None,
+                        Some((lc.quality_target, lc.margin)),
+                        Some(Shadow {
+                            router: RouterKind::Learned,
+                            primary: lc.primary,
+                            reasons: lc.reasons,
+                        }),
+                    )
+                }
+                None => {
+                    reasons.extend(rules_choice.reasons);
+                    (
+                        RouterKind::Rules,
+                        rules_choice.primary,
+                        rules_choice.fallbacks,
+                        None,
+                        None,
+                        None,
+                    )
+                }
+            };
 
         // 4. Budgets: estimated cost of the primary against tenant and user caps.
         let cost_of = |m: ModelIdx| {
@@ -300,7 +400,19 @@ impl DecisionEngine {
         }
 
         // 5. Cascade (cheaper models first, escalate on named signals) where the mode allows it.
-        let cascade = self.cascade_plan(input.mode, primary, &eligible, &cost_of, &mut reasons);
+        let cascade = match &learned_cascade {
+            // The learned plan is only valid for the primary it was made for (not after a
+            // budget downgrade).
+            Some(first) if router == RouterKind::Learned => {
+                let first: Vec<ModelIdx> = first
+                    .iter()
+                    .copied()
+                    .filter(|&m| cost_of(m) < cost_of(primary))
+                    .collect();
+                self.cascade_plan(input.mode, primary, &first, &cost_of, &mut reasons)
+            }
+            _ => self.cascade_plan(input.mode, primary, &eligible, &cost_of, &mut reasons),
+        };
 
         // 6. Retrieval plan for the task.
         let retrieval = policy.retrieval.get(&seen.task).cloned();
@@ -331,11 +443,17 @@ impl DecisionEngine {
             effective_data_class: seen.effective_class,
             pii: seen.pii,
             reasons,
-            router: RouterKind::Rules,
+            router,
             policy_version: policy.version.clone(),
-            model_version: String::new(),
-            shadow: None,
-            predicted_quality: Vec::new(),
+            model_version: self
+                .learned
+                .as_ref()
+                .map(|l| l.version().to_string())
+                .unwrap_or_default(),
+            shadow,
+            predicted_quality,
+            quality_target: target.map(|t| t.0),
+            margin: target.map(|t| t.1),
             loggable_prompt: seen.loggable_prompt,
             prompt_chars: seen.prompt_chars,
             prompt_tokens: seen.prompt_tokens,

@@ -84,7 +84,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(policy, listen)) {
+            match runtime.block_on(serve(policy, config, listen)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -95,9 +95,37 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(policy: Policy, listen: SocketAddr) -> Result<(), signalbox::server::ServerError> {
+async fn serve(
+    policy: Policy,
+    config: PathBuf,
+    listen: SocketAddr,
+) -> Result<(), signalbox::server::ServerError> {
     tracing::info!(policy_version = %policy.version, log_dir = %policy.log.dir.display(), "starting");
-    let server = signalbox::server::start(policy, listen).await?;
+    let server = signalbox::server::start_from_file(policy, config, listen).await?;
+    {
+        let live = server.shared().live.load();
+        let loaded = signalbox::reload::describe(&live);
+        tracing::info!(
+            mode = %loaded.mode,
+            model_version = %loaded.model_version,
+            "router ready"
+        );
+    }
+    #[cfg(unix)]
+    {
+        let shared = server.shared().clone();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading");
+                        let _ = signalbox::reload::reload(&shared).await;
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot install a SIGHUP handler ({e})"),
+        }
+    }
     tracing::info!("listening on {}", server.local_addr());
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests and the decision log");

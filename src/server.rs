@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::{LiveState, RouterService, Shared};
+use crate::api::{AdminService, LiveState, RouterService, Shared};
 use crate::budget::BudgetLedger;
 use crate::circuit::CircuitBreakers;
 use crate::config::Policy;
@@ -48,6 +48,7 @@ pub struct RunningServer {
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<LogStats, ServerError>>,
+    watcher: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -61,6 +62,9 @@ impl RunningServer {
 
     /// Graceful shutdown: stop accepting, finish in-flight requests, drain and sync the log.
     pub async fn shutdown(mut self) -> Result<LogStats, ServerError> {
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -69,7 +73,10 @@ impl RunningServer {
 }
 
 /// Build the service state for `policy`, restoring budgets and recent decisions from its log.
-pub fn build_shared(policy: Policy) -> Result<Arc<Shared>, ServerError> {
+pub fn build_shared(
+    policy: Policy,
+    config_path: Option<std::path::PathBuf>,
+) -> Result<Arc<Shared>, ServerError> {
     let log = DecisionLog::open(&policy.log)?;
     let budgets = BudgetLedger::new();
     let tracker = DecisionTracker::new(
@@ -80,6 +87,9 @@ pub fn build_shared(policy: Policy) -> Result<Arc<Shared>, ServerError> {
     let engine = DecisionEngine::new(policy)?;
     Ok(Arc::new(Shared {
         live: ArcSwap::from_pointee(LiveState { engine }),
+        config_path,
+        reload_lock: tokio::sync::Mutex::new(()),
+        stats: crate::api::RouteStats::default(),
         budgets,
         circuits: CircuitBreakers::new(),
         tracker,
@@ -168,9 +178,29 @@ fn restore(
     Ok(())
 }
 
-/// Bind `listen` (port 0 allowed) and serve until [`RunningServer::shutdown`].
+/// Serve an in-memory policy (no reloads): bind `listen` (port 0 allowed) and serve until
+/// [`RunningServer::shutdown`].
 pub async fn start(policy: Policy, listen: SocketAddr) -> Result<RunningServer, ServerError> {
-    let shared = build_shared(policy)?;
+    serve(build_shared(policy, None)?, listen).await
+}
+
+/// Serve the policy file at `config` (already validated into `policy`), reloading it and its
+/// bundle on Admin/Reload, SIGHUP (see `main.rs`) and changes on disk.
+pub async fn start_from_file(
+    policy: Policy,
+    config: std::path::PathBuf,
+    listen: SocketAddr,
+) -> Result<RunningServer, ServerError> {
+    let shared = build_shared(policy, Some(config))?;
+    let server = serve(shared.clone(), listen).await?;
+    let watcher = tokio::spawn(crate::reload::watch(shared));
+    Ok(RunningServer {
+        watcher: Some(watcher),
+        ..server
+    })
+}
+
+async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer, ServerError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -196,6 +226,7 @@ pub async fn start(policy: Policy, listen: SocketAddr) -> Result<RunningServer, 
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let router = proto::router_server::RouterServer::new(RouterService::new(shared.clone()));
+    let admin = proto::admin_server::AdminServer::new(AdminService::new(shared.clone()));
 
     // Release budget reservations whose outcome never came, and forget expired decisions.
     let sweeper = {
@@ -220,6 +251,7 @@ pub async fn start(policy: Policy, listen: SocketAddr) -> Result<RunningServer, 
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(router)
+            .add_service(admin)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop_rx.await;
                 health_reporter
@@ -244,5 +276,6 @@ pub async fn start(policy: Policy, listen: SocketAddr) -> Result<RunningServer, 
         shared,
         stop: Some(stop_tx),
         task,
+        watcher: None,
     })
 }

@@ -457,9 +457,13 @@ fn backend_is_fixed_once_chosen() {
 #[ignore = "timing; prints numbers, asserts nothing about speed"]
 fn timing_single_row_score() {
     let backend = backend_or_skip!();
-    for (d, k) in [(64, 2), (4096, 2), (16384, 2)] {
+    let batches = [("dynamic", Dim::Symbolic("N")), ("fixed-1", Dim::Fixed(1))];
+    for ((d, k), (batch_name, batch)) in [(64, 2), (4096, 2), (16384, 2)]
+        .into_iter()
+        .flat_map(|dk| batches.map(|b| (dk, b)))
+    {
         let model = Linear::patterned(d, k);
-        let scorer = Scorer::from_bytes(&model.onnx(Dim::Symbolic("N")), 1).expect("load");
+        let scorer = Scorer::from_bytes(&model.onnx(batch), 1).expect("load");
         let x = rows(1, d, 11);
         let mut out = vec![0.0_f32; k];
         for _ in 0..200 {
@@ -477,7 +481,7 @@ fn timing_single_row_score() {
         let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
         let mean = samples.iter().sum::<f64>() / samples.len() as f64;
         eprintln!(
-            "timing backend={} D={d} K={k}: mean {mean:.1} µs, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+            "timing backend={} batch={batch_name} D={d} K={k}: mean {mean:.1} µs, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
             backend.name(),
             pct(0.50),
             pct(0.99),
