@@ -48,6 +48,9 @@ pub struct FitOptions {
     /// linfa `alpha`: L2 penalty `alpha/2 |w|^2` added to the summed log-loss.
     pub alpha: f64,
     pub max_iterations: u64,
+    /// Only the `max_features` columns non-zero in the most training rows are given to
+    /// linfa (document-frequency feature selection); the others get weight 0.
+    pub max_features: usize,
 }
 
 /// Fits one logistic regression per model. `labels[m][i]` is the label of prompt row
@@ -82,7 +85,11 @@ pub fn fit(
     let mut weights = Vec::new();
     let mut bias = Vec::new();
     for r in fitted {
-        let (w, b) = r?;
+        let (w_sel, b) = r?;
+        let mut w = vec![0.0; dim];
+        for (&j, v) in cols.iter().zip(w_sel) {
+            w[j] = v;
+        }
         weights.push(w);
         bias.push(b);
     }
@@ -108,7 +115,6 @@ fn fit_one(
         let p = (pos as f64 + 1.0) / (rows.len() as f64 + 2.0);
         return Ok((vec![0.0; dim], (p / (1.0 - p)).ln()));
     }
-    let first_is_positive = y[0];
     let params = LogisticRegression::default()
         .alpha(opts.alpha)
         .max_iterations(opts.max_iterations)
@@ -120,8 +126,8 @@ fn fit_one(
         params.fit(&DatasetBase::new(sub, y))
     }
     .map_err(|e| TrainError::Fit(e.to_string()))?;
-    // linfa's positive class is the first label it sees.
-    let sign = if first_is_positive { 1.0 } else { -1.0 };
+    // linfa's positive class is the more frequent label: flip if that is `false`.
+    let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
     let w = fitted.params().iter().map(|v| sign * v).collect();
     Ok((w, sign * fitted.intercept()))
 }
@@ -132,7 +138,7 @@ mod tests {
 
     #[test]
     fn learns_the_direction_of_a_separable_signal() {
-        // feature 0 high => model A acceptable; model B the opposite; first label false.
+        // feature 0 high => model A acceptable; model B the opposite (B has more positives).
         let mut x = Vec::new();
         let mut a = Vec::new();
         let mut b = Vec::new();
@@ -140,7 +146,7 @@ mod tests {
             let on = i % 2 == 1;
             x.extend_from_slice(&[if on { 1.0 } else { 0.0 }, 0.5]);
             a.push(Some(on));
-            b.push(if i == 3 { None } else { Some(!on) });
+            b.push(if i == 3 { None } else { Some(!on || i == 5) });
         }
         let m = fit(
             &x,

@@ -57,8 +57,11 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 3.0)]
     pub alpha: f64,
     /// L-BFGS iterations.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 30)]
     pub max_iterations: u64,
+    /// Feature columns given to linfa (most frequent in training; others weight 0).
+    #[arg(long, default_value_t = 1024)]
+    pub max_fit_features: usize,
     /// Relative cost per call, `MODEL=COST` (repeatable); default: observed mean
     /// `cost_usd`, else the RouteLLM paper prices for its two models.
     #[arg(long = "cost", value_name = "MODEL=COST")]
@@ -224,6 +227,7 @@ pub fn run_experiment(
     let opts = FitOptions {
         alpha: margs.alpha,
         max_iterations: margs.max_iterations,
+        max_features: margs.max_fit_features,
     };
     let model = fit(
         &x_train,

@@ -37,6 +37,7 @@ fn model_args() -> ModelArgs {
         quality_threshold: 0.5,
         alpha: 3.0,
         max_iterations: 60,
+        max_fit_features: 512,
         costs: vec![],
         max_train_prompts: 100_000,
         rules_config: None,

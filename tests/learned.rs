@@ -1,0 +1,344 @@
+//! The learned router inside the real server (tract backend, process-global): learned primary
+//! with the rules as shadow, rules primary with the learned router as shadow, and hot reload
+//! that rejects a truncated model and a bundle naming an unknown model while the old state
+//! keeps serving.
+//!
+//! The bundle is built here: a tokenizer trained on a few prompts, a flat IDF table, and an ONNX
+//! model `P(acceptable) = Sigmoid(features · W + b)` whose weak-model column falls with the
+//! share of digits in the prompt, so number-heavy prompts go to the strong model.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use prost::Message;
+use signalbox::proto::{self, admin_client::AdminClient};
+use signalbox_features::{
+    BundleManifest, FeatureConfig, MANIFEST_VERSION, MetaFeature, ModelEntry, OnnxSpec,
+    QualityTarget, TrainingInfo,
+};
+use tract_onnx::pb;
+
+const WEAK: &str = "mistralai/Mixtral-8x7B-Instruct-v0.1";
+const STRONG: &str = "gpt-4-1106-preview";
+const HASH_BITS: u32 = 6;
+
+fn value_info(name: &str, dims: &[Option<i64>]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{Dimension, dimension::Value};
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            denotation: String::new(),
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            denotation: String::new(),
+                            value: Some(match d {
+                                Some(n) => Value::DimValue(*n),
+                                None => Value::DimParam("batch".into()),
+                            }),
+                        })
+                        .collect(),
+                }),
+            })),
+        }),
+        doc_string: String::new(),
+    }
+}
+
+fn tensor(name: &str, dims: &[i64], values: Vec<f32>) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: pb::tensor_proto::DataType::Float as i32,
+        float_data: values,
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name: output.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    }
+}
+
+/// Write a complete bundle for `models` (weak first) into `dir`.
+fn write_bundle(dir: &Path, name: &str, models: [&str; 2]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let prompts = [
+        "What is the capital of Australia?",
+        "Solve 12 * 17 + 3 = ? and 45 / 9 = ?",
+        "Write a haiku about the sea.",
+        "Janet has 16 eggs, eats 3 and bakes with 4. She sells the rest for $2.",
+    ];
+    let tokenizer =
+        signalbox_features::vocab::train_tokenizer(prompts.iter().copied(), 200, 4096).unwrap();
+    tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
+    let meta = MetaFeature::ALL.to_vec();
+    let hash_dim = 1usize << HASH_BITS;
+    let dim = hash_dim + meta.len();
+    std::fs::write(
+        dir.join("idf.json"),
+        serde_json::to_string(&vec![1.0f32; hash_dim]).unwrap(),
+    )
+    .unwrap();
+    // Column 0 (weak): 2 - 8·digit_share; column 1 (strong): 2.
+    let digit = hash_dim
+        + meta
+            .iter()
+            .position(|m| *m == MetaFeature::DigitShare)
+            .unwrap();
+    let mut w = vec![0.0f32; dim * 2];
+    w[digit * 2] = -8.0;
+    let graph = pb::GraphProto {
+        name: "routing".into(),
+        node: vec![
+            node("Gemm", &["features", "W", "B"], "logits"),
+            node("Sigmoid", &["logits"], "p_acceptable"),
+        ],
+        initializer: vec![
+            tensor("W", &[dim as i64, 2], w),
+            tensor("B", &[2], vec![2.0, 2.0]),
+        ],
+        input: vec![value_info("features", &[None, Some(dim as i64)])],
+        output: vec![value_info("p_acceptable", &[None, Some(2)])],
+        ..Default::default()
+    };
+    let model = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        producer_name: "signalbox-tests".into(),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    std::fs::write(dir.join("model.onnx"), model.encode_to_vec()).unwrap();
+    let manifest = BundleManifest {
+        version: MANIFEST_VERSION,
+        name: name.into(),
+        created_at: "2026-11-22T00:00:00Z".into(),
+        models: vec![
+            ModelEntry {
+                id: models[0].into(),
+                cost: 1.0,
+            },
+            ModelEntry {
+                id: models[1].into(),
+                cost: 10.0,
+            },
+        ],
+        quality_threshold: 0.5,
+        features: FeatureConfig {
+            kind: "hashed_tfidf_v1".into(),
+            tokenizer_file: "tokenizer.json".into(),
+            idf_file: "idf.json".into(),
+            hash_bits: HASH_BITS,
+            ngram_max: 2,
+            max_prompt_bytes: 4096,
+            max_tokens: 512,
+            sublinear_tf: true,
+            meta,
+            dim,
+        },
+        onnx: OnnxSpec {
+            file: "model.onnx".into(),
+            opset: 13,
+            ir_version: 8,
+            input_name: "features".into(),
+            output_name: "p_acceptable".into(),
+            input_shape: vec!["batch".into(), dim.to_string()],
+            output_shape: vec!["batch".into(), "2".into()],
+        },
+        routing_rule: "cheapest_within_margin_v1".into(),
+        quality_targets: [(0.9, 0.1), (0.95, 0.05), (1.0, 0.0)]
+            .iter()
+            .map(|&(target, margin)| QualityTarget {
+                target,
+                margin,
+                achieved_quality_ratio: target,
+                cost_ratio: 0.5,
+            })
+            .collect(),
+        training: TrainingInfo {
+            data_sha256: format!("{:0>64}", name.len()),
+            data_sources: vec!["tests/learned.rs".into()],
+            train_prompts: prompts.len(),
+            test_prompts: 0,
+            split: "none".into(),
+            calibration_split: "none".into(),
+            classifier: "hand-set weights".into(),
+            l2_alpha: 0.0,
+            tokenizer_vocab_size: 200,
+            signalbox_train_version: "test".into(),
+        },
+        metrics: Default::default(),
+    };
+    manifest.save(dir).unwrap();
+}
+
+fn policy_text(log_dir: &Path, bundle: &Path, mode: &str) -> String {
+    format!(
+        "{}\n[learned]\nmode = \"{mode}\"\nbundle = {:?}\nbackend = \"tract\"\nsessions = 2\nwatch_secs = 0\n",
+        example_policy_text(log_dir),
+        bundle.display().to_string()
+    )
+}
+
+#[tokio::test]
+async fn learned_router_serves_with_rules_shadow_and_reload_swaps_or_rejects_bundles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let bundle_a = tmp.path().join("bundle-a");
+    write_bundle(&bundle_a, "tiny-a", [WEAK, STRONG]);
+    let config = tmp.path().join("policy.toml");
+    std::fs::write(&config, policy_text(&log_dir, &bundle_a, "learned_primary")).unwrap();
+    let policy = signalbox::config::Policy::load(&config).unwrap();
+    let server =
+        signalbox::server::start_from_file(policy, config.clone(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let mut client = signalbox::proto::router_client::RouterClient::connect(url.clone())
+        .await
+        .unwrap();
+    let mut admin = AdminClient::connect(url).await.unwrap();
+
+    // Plain text: both predicted equally good → the cheaper (weak) model.
+    let d = client
+        .route(text_request("acme", "Tell me about the history of Rome."))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        d.router,
+        proto::RouterKind::Learned as i32,
+        "{:?}",
+        d.reasons
+    );
+    assert_eq!(primary_id(&d), WEAK);
+    assert!(
+        d.model_version.starts_with("tiny-a@"),
+        "{}",
+        d.model_version
+    );
+    assert_eq!(d.predicted_quality.len(), 2);
+    assert!((d.predicted_quality[STRONG] - 0.8808).abs() < 1e-3);
+    assert_eq!(d.quality_target, Some(0.95));
+    assert_eq!(d.quality_margin, Some(0.05));
+    let shadow = d.shadow.as_ref().expect("rules shadow");
+    assert_eq!(shadow.router, proto::RouterKind::Rules as i32);
+    assert_eq!(
+        shadow.primary.as_ref().unwrap().model_id,
+        WEAK,
+        "default rule"
+    );
+    assert!(shadow.agrees);
+    assert!(policy_ids(&d).contains(&"learned.route"));
+
+    // Digit-heavy text: the weak model's prediction drops → the strong model.
+    let d = client
+        .route(text_request(
+            "acme",
+            "Compute 1234 * 5678 - 9012 / 34 + 567 = ?",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(primary_id(&d), STRONG, "{:?}", d.reasons);
+    assert!(d.predicted_quality[WEAK] < 0.7);
+
+    // Policy filters come first: PII keeps it off the hosted strong model whatever the model says.
+    let d = client
+        .route(text_request(
+            "acme",
+            "Compute 1234 * 5678 for jane@example.com",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(primary_id(&d), WEAK);
+    assert_eq!(d.effective_data_class, proto::DataClass::Pii as i32);
+
+    // A truncated model is rejected; the old bundle keeps serving.
+    let bundle_b = tmp.path().join("bundle-b");
+    write_bundle(&bundle_b, "tiny-b", [WEAK, STRONG]);
+    let onnx = std::fs::read(bundle_b.join("model.onnx")).unwrap();
+    std::fs::write(bundle_b.join("model.onnx"), &onnx[..onnx.len() / 2]).unwrap();
+    std::fs::write(&config, policy_text(&log_dir, &bundle_b, "learned_primary")).unwrap();
+    let err = admin.reload(proto::ReloadRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("bundle-b"), "{}", err.message());
+    let d = client
+        .route(text_request("acme", "Tell me about Rome."))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(d.model_version.starts_with("tiny-a@"));
+
+    // A bundle naming a model the catalog does not have is rejected too.
+    let bundle_c = tmp.path().join("bundle-c");
+    write_bundle(&bundle_c, "tiny-c", [WEAK, "gpt-7-ultra"]);
+    std::fs::write(&config, policy_text(&log_dir, &bundle_c, "learned_primary")).unwrap();
+    let err = admin.reload(proto::ReloadRequest {}).await.unwrap_err();
+    assert!(err.message().contains("gpt-7-ultra"), "{}", err.message());
+
+    // A valid new bundle in rules_primary mode: swapped as one unit, learned becomes the shadow.
+    let bundle_d = tmp.path().join("bundle-d");
+    write_bundle(&bundle_d, "tiny-d", [WEAK, STRONG]);
+    std::fs::write(&config, policy_text(&log_dir, &bundle_d, "rules_primary")).unwrap();
+    let reply = admin
+        .reload(proto::ReloadRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.model_version.starts_with("tiny-d@"));
+    assert_eq!(reply.router_mode, "rules_primary");
+    let d = client
+        .route(text_request(
+            "acme",
+            "Compute 1234 * 5678 - 9012 / 34 + 567 = ?",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.router, proto::RouterKind::Rules as i32);
+    assert!(d.model_version.starts_with("tiny-d@"));
+    let shadow = d.shadow.as_ref().unwrap();
+    assert_eq!(shadow.router, proto::RouterKind::Learned as i32);
+    assert_eq!(shadow.primary.as_ref().unwrap().model_id, STRONG);
+
+    let stats = admin
+        .stats(proto::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stats.reloads, stats.failed_reloads), (1, 2));
+    assert_eq!(stats.with_shadow, 5);
+    assert!(
+        stats
+            .decisions
+            .iter()
+            .any(|c| c.router == proto::RouterKind::Learned as i32 && c.model_id == STRONG)
+    );
+
+    server.shutdown().await.unwrap();
+    // Both routers' decisions are in the log, for the training CLI's shadow report.
+    let decisions = read_log(&log_dir, "decisions");
+    assert_eq!(decisions.len(), 5);
+    assert_eq!(decisions[0]["router"], "learned");
+    assert_eq!(decisions[0]["shadow"]["router"], "rules");
+    assert_eq!(decisions[0]["shadow"]["agrees"], true);
+    assert!(decisions[1]["predicted_quality"][WEAK].as_f64().unwrap() < 0.7);
+    assert_eq!(decisions[4]["router"], "rules");
+    assert_eq!(decisions[4]["shadow"]["router"], "learned");
+}
