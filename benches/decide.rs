@@ -83,5 +83,79 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The learned decision path (featurize + ONNX inference + choice + rules shadow), on the bundle
+/// in `SIGNALBOX_BENCH_BUNDLE` (default `models/routellm-mmlu`) with the backend in
+/// `SIGNALBOX_BENCH_BACKEND` (`tract`, default, or `onnxruntime`; the backend is process-global,
+/// so compare backends in two runs). Prints p50/p99 over 20k decisions after criterion's mean.
+fn bench_learned(c: &mut Criterion) {
+    let bundle = std::env::var("SIGNALBOX_BENCH_BUNDLE")
+        .unwrap_or_else(|_| "models/routellm-mmlu".to_string());
+    let backend = std::env::var("SIGNALBOX_BENCH_BACKEND").unwrap_or_else(|_| "tract".to_string());
+    if !Path::new(&bundle).join("manifest.json").exists() {
+        eprintln!("learned benchmark skipped: no bundle at {bundle}");
+        return;
+    }
+    let bundle = std::fs::canonicalize(&bundle).expect("bundle path");
+    let text = format!(
+        "{}\n[learned]\nmode = \"learned_primary\"\nbundle = {:?}\nbackend = {backend:?}\nwatch_secs = 0\n",
+        std::fs::read_to_string("config/signalbox.toml").expect("run from the repo root"),
+        bundle.display().to_string()
+    );
+    let policy = Policy::from_toml(&text, Path::new("bench.toml"), Path::new("config"))
+        .expect("policy with [learned] is valid");
+    let engine = DecisionEngine::new(policy).expect("bundle loads");
+    let budgets = BudgetLedger::new();
+    let circuits = CircuitBreakers::new();
+    let state = RuntimeState {
+        budgets: &budgets,
+        circuits: &circuits,
+    };
+    let mut group = c.benchmark_group(format!("learned_in_process_{backend}"));
+    group.measurement_time(Duration::from_secs(4));
+    for (name, prompt) in CASES {
+        let req = proto::RouteRequest {
+            tenant_id: "acme".into(),
+            prompt: Some(Prompt::Text(prompt.to_string())),
+            ..Default::default()
+        };
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let input = route_input(black_box(req.clone()), engine.policy()).expect("valid");
+                black_box(
+                    engine
+                        .decide(&input, &state, chrono::Utc::now(), Instant::now())
+                        .expect("decides"),
+                )
+            })
+        });
+    }
+    group.finish();
+    let mut samples = Vec::with_capacity(20_000);
+    for i in 0..20_000 {
+        let (_, prompt) = CASES[i % CASES.len()];
+        let req = proto::RouteRequest {
+            tenant_id: "acme".into(),
+            prompt: Some(Prompt::Text(prompt.to_string())),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let input = route_input(req, engine.policy()).expect("valid");
+        let d = engine
+            .decide(&input, &state, chrono::Utc::now(), Instant::now())
+            .expect("decides");
+        samples.push(started.elapsed());
+        black_box(d);
+    }
+    samples.sort();
+    let q = |f: f64| samples[((samples.len() as f64 * f) as usize).min(samples.len() - 1)];
+    eprintln!(
+        "learned decision ({backend}): p50 {:?} p99 {:?} max {:?} over {} decisions",
+        q(0.5),
+        q(0.99),
+        samples[samples.len() - 1],
+        samples.len()
+    );
+}
+
+criterion_group!(benches, bench, bench_learned);
 criterion_main!(benches);
