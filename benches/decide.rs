@@ -34,6 +34,10 @@ const CASES: &[(&str, &str)] = &[
 
 fn bench(c: &mut Criterion) {
     let text = std::fs::read_to_string("config/signalbox.toml").expect("run from the repo root");
+    // The rules path alone: cut the `[learned]` section (last in the file).
+    let text = text
+        .find("\n[learned]")
+        .map_or(text.clone(), |at| text[..at].to_string());
     let policy = Policy::from_toml(
         &text,
         Path::new("config/signalbox.toml"),
@@ -98,7 +102,12 @@ fn bench_learned(c: &mut Criterion) {
     let bundle = std::fs::canonicalize(&bundle).expect("bundle path");
     let text = format!(
         "{}\n[learned]\nmode = \"learned_primary\"\nbundle = {:?}\nbackend = {backend:?}\nwatch_secs = 0\n",
-        std::fs::read_to_string("config/signalbox.toml").expect("run from the repo root"),
+        {
+            let t =
+                std::fs::read_to_string("config/signalbox.toml").expect("run from the repo root");
+            t.find("\n[learned]")
+                .map_or(t.clone(), |at| t[..at].to_string())
+        },
         bundle.display().to_string()
     );
     let policy = Policy::from_toml(&text, Path::new("bench.toml"), Path::new("config"))

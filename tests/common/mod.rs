@@ -11,14 +11,18 @@ use tonic::transport::Channel;
 
 pub const EXAMPLE_CONFIG: &str = include_str!("../../config/signalbox.toml");
 
-/// The example policy text with its log directory moved to `log_dir`.
+/// The example policy text, rules only (its `[learned]` section, which must come last, is cut),
+/// with its log directory moved to `log_dir`.
 pub fn example_policy_text(log_dir: &Path) -> String {
     let original = "dir = \"../signalbox-data/log\"";
     assert!(
         EXAMPLE_CONFIG.contains(original),
         "example config log dir moved"
     );
-    EXAMPLE_CONFIG.replace(
+    let rules_only = EXAMPLE_CONFIG
+        .find("\n[learned]")
+        .map_or(EXAMPLE_CONFIG, |at| &EXAMPLE_CONFIG[..at]);
+    rules_only.replace(
         original,
         &format!("dir = {:?}", log_dir.display().to_string()),
     )

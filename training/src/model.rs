@@ -3,7 +3,7 @@
 
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView2, Axis, ShapeBuilder};
 
 use crate::error::TrainError;
 
@@ -63,9 +63,29 @@ pub fn fit(
     opts: FitOptions,
 ) -> Result<LinearModel, TrainError> {
     let n = x.len() / dim.max(1);
-    let full: Array2<f64> =
-        Array2::from_shape_vec((n, dim), x.iter().map(|&v| f64::from(v)).collect())
-            .map_err(|e| TrainError::Fit(e.to_string()))?;
+    let mut nnz = vec![0usize; dim];
+    for row in x.chunks(dim) {
+        for (j, &v) in row.iter().enumerate() {
+            if v != 0.0 {
+                nnz[j] += 1;
+            }
+        }
+    }
+    let mut cols: Vec<usize> = (0..dim).filter(|&j| nnz[j] > 0).collect();
+    cols.sort_by(|&a, &b| nnz[b].cmp(&nnz[a]).then(a.cmp(&b)));
+    cols.truncate(opts.max_features.max(1));
+    cols.sort_unstable();
+    let k = cols.len();
+    // Column-major: linfa's gradient is X^T r, which ndarray (no BLAS) computes row by
+    // row of X^T; column-major X makes those rows contiguous.
+    let mut col_major = vec![0.0f64; n * k];
+    for (c, &j) in cols.iter().enumerate() {
+        for i in 0..n {
+            col_major[c * n + i] = f64::from(x[i * dim + j]);
+        }
+    }
+    let full: Array2<f64> = Array2::from_shape_vec((n, k).f(), col_major)
+        .map_err(|e| TrainError::Fit(e.to_string()))?;
     let fitted: Vec<Result<(Vec<f64>, f64), TrainError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = labels
             .iter()
