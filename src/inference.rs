@@ -902,6 +902,77 @@ mod tests {
     }
 
     #[test]
+    fn pins_symbolic_and_unknown_batch_dimensions() {
+        use prost::Message;
+        use tract_onnx::pb;
+        use tract_onnx::pb::tensor_shape_proto::dimension::Value as DimValue;
+
+        let info = |name: &str, dims: Vec<Option<DimValue>>| pb::ValueInfoProto {
+            name: name.to_owned(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: dims
+                            .into_iter()
+                            .map(|value| pb::tensor_shape_proto::Dimension {
+                                value,
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sym = |s: &str| Some(DimValue::DimParam(s.to_owned()));
+        let val = |v: i64| Some(DimValue::DimValue(v));
+        let model = pb::ModelProto {
+            graph: Some(pb::GraphProto {
+                initializer: vec![pb::TensorProto {
+                    name: "W".to_owned(),
+                    ..Default::default()
+                }],
+                input: vec![
+                    info("features", vec![sym("N"), val(8)]),
+                    // An initializer listed as an input (old IR) keeps its shape.
+                    info("W", vec![sym("N"), val(2)]),
+                ],
+                output: vec![info("quality", vec![None, val(2)])],
+                value_info: vec![
+                    info("hidden", vec![sym("N"), sym("H")]),
+                    info("fixed", vec![val(4), val(2)]),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pinned = pin_batch_to_one(&model.encode_to_vec()).expect("pin");
+        let pinned = pb::ModelProto::decode(pinned.as_slice()).expect("decode");
+        let graph = pinned.graph.expect("graph");
+        let shape = |info: &pb::ValueInfoProto| match &info
+            .r#type
+            .as_ref()
+            .and_then(|t| t.value.as_ref())
+        {
+            Some(pb::type_proto::Value::TensorType(t)) => t
+                .shape
+                .as_ref()
+                .map(|s| s.dim.iter().map(|d| d.value.clone()).collect::<Vec<_>>()),
+            None => None,
+        };
+        assert_eq!(shape(&graph.input[0]), Some(vec![val(1), val(8)]));
+        assert_eq!(shape(&graph.input[1]), Some(vec![sym("N"), val(2)]));
+        assert_eq!(shape(&graph.output[0]), Some(vec![val(1), val(2)]));
+        assert_eq!(shape(&graph.value_info[0]), Some(vec![val(1), sym("H")]));
+        assert_eq!(shape(&graph.value_info[1]), Some(vec![val(4), val(2)]));
+
+        let err = pin_batch_to_one(b"\xff\xff not a protobuf").expect_err("garbage");
+        assert!(matches!(err, InferenceError::InvalidModel(_)), "{err}");
+    }
+
+    #[test]
     fn matrix_shape_validation() {
         let tensor = |ty, dims: &[i64]| ValueType::Tensor {
             ty,

@@ -229,6 +229,7 @@ fn scores_one_row_to_hand_computed_values() {
     assert_eq!(scorer.output_dim(), 2);
     assert_eq!(scorer.sessions(), 2);
     assert_eq!(scorer.backend(), &backend);
+    assert_eq!(scorer.single_row_specialised(), backend == Backend::Tract);
 
     let mut out = [0.0_f32; 2];
     scorer.score(&[0.5, -1.0, 0.25], &mut out).expect("score");
@@ -243,9 +244,11 @@ fn scores_one_row_to_hand_computed_values() {
 
 #[test]
 fn scores_batches_like_single_rows() {
-    backend_or_skip!();
+    let backend = backend_or_skip!();
     let model = Linear::patterned(16, 3);
     let scorer = Scorer::from_bytes(&model.onnx(Dim::Symbolic("batch")), 1).expect("load");
+    // tract runs single rows on a batch-1 copy of a dynamic-batch model; ONNX Runtime does not.
+    assert_eq!(scorer.single_row_specialised(), backend == Backend::Tract);
     let n = 5;
     let x = rows(n, 16, 1);
     let batch = scorer.score_batch(&x, n).expect("score batch");
@@ -269,6 +272,7 @@ fn fixed_batch_of_one_model_scores_rows_and_rejects_larger_batches() {
     backend_or_skip!();
     let model = Linear::patterned(8, 2);
     let scorer = Scorer::from_bytes(&model.onnx(Dim::Fixed(1)), 1).expect("load");
+    assert!(!scorer.single_row_specialised());
     let x = rows(2, 8, 3);
     let mut out = [0.0_f32; 2];
     scorer.score(&x[..8], &mut out).expect("score");
@@ -416,7 +420,7 @@ fn concurrent_scoring_matches_sequential_results() {
         }
         std::thread::scope(|s| {
             for t in 0..4 {
-                let (scorer, x, expected) = (&scorer, &x, &expected);
+                let (scorer, x, expected, model) = (&scorer, &x, &expected, &model);
                 s.spawn(move || {
                     let mut out = [0.0_f32; 4];
                     for i in 0..400 {
@@ -425,6 +429,17 @@ fn concurrent_scoring_matches_sequential_results() {
                             .score(&x[r * 32..(r + 1) * 32], &mut out)
                             .expect("concurrent score");
                         assert_eq!(out, expected[r], "thread {t}, row {r}, sessions {sessions}");
+                        if i % 20 == 0 {
+                            // Batches share the pool (or tract's batch session) with rows.
+                            let r = r.min(n_rows - 3);
+                            let batch = scorer
+                                .score_batch(&x[r * 32..(r + 3) * 32], 3)
+                                .expect("concurrent batch");
+                            for (j, got) in batch.chunks(4).enumerate() {
+                                let want = model.reference(&x[(r + j) * 32..(r + j + 1) * 32]);
+                                assert_close(got, &want, 1e-6);
+                            }
+                        }
                     }
                 });
             }

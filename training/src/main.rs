@@ -1,6 +1,6 @@
 //! `signalbox-train` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -124,7 +124,7 @@ enum Command {
     },
 }
 
-fn ingest(input: &IngestArgs, out: &PathBuf) -> Result<IngestReport, TrainError> {
+fn ingest(input: &IngestArgs, out: &Path) -> Result<IngestReport, TrainError> {
     let mut writer = TableWriter::create(out)?;
     let mut report = IngestReport::default();
     if input.benchmarks.is_empty() && input.service_logs.is_empty() {
@@ -172,7 +172,7 @@ fn train_and_bundle(
     data: &DataArgs,
     model: &ModelArgs,
     output: &OutputArgs,
-    bundle_dir: &PathBuf,
+    bundle_dir: &Path,
 ) -> Result<Vec<(String, f64)>, TrainError> {
     let exp = pipeline::run_experiment(data, model, &output.title)?;
     let t = Instant::now();
@@ -199,7 +199,7 @@ fn eval_bundle(
     data: &DataArgs,
     model: &ModelArgs,
     output: &OutputArgs,
-    dir: &PathBuf,
+    dir: &Path,
 ) -> Result<(), TrainError> {
     let manifest = signalbox_features::BundleManifest::load(dir)?;
     let featurizer = signalbox_features::Featurizer::load_with(dir, &manifest.features)?;

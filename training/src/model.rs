@@ -176,6 +176,7 @@ mod tests {
             FitOptions {
                 alpha: 0.1,
                 max_iterations: 200,
+                max_features: 2,
             },
         )
         .unwrap();

@@ -290,11 +290,9 @@ pub fn emit_reports(reports: &[&EvalReport], out: &OutputArgs) -> Result<(), Tra
         std::fs::write(p, &text).map_err(TrainError::io(p))?;
         println!("report: {}", p.display());
     }
-    if let Some(p) = &out.plot {
-        if let Some(first) = reports.first() {
-            std::fs::write(p, report::to_svg(first)).map_err(TrainError::io(p))?;
-            println!("plot: {}", p.display());
-        }
+    if let (Some(p), Some(first)) = (&out.plot, reports.first()) {
+        std::fs::write(p, report::to_svg(first)).map_err(TrainError::io(p))?;
+        println!("plot: {}", p.display());
     }
     Ok(())
 }
