@@ -177,25 +177,17 @@ fn bundle_onnx_is_valid_matches_ort_and_featurizer_reloads_identically() {
         eprintln!("SKIPPED ONNX Runtime parity: no onnxruntime library found");
         return;
     };
-    let env = ort::init_from(&lib).unwrap().build().unwrap();
-    let mut session = ort::session::Session::builder(&env)
-        .unwrap()
-        .commit_from_file(&model_path)
-        .unwrap();
+    // Through the service's own inference path (ort's API is process-global: the service's
+    // loader installs ONNX Runtime, `Scorer` runs it).
+    signalbox::inference::init_backend(&signalbox::inference::Backend::OnnxRuntime {
+        library: lib,
+    })
+    .unwrap();
+    let scorer = signalbox::inference::Scorer::load(&model_path, 1).unwrap();
     let n = exp.test.len();
-    let input =
-        ort::value::Tensor::from_array((vec![n as i64, dim as i64], exp.test_features.clone()))
-            .unwrap();
-    let outputs = session
-        .run(ort::inputs![manifest.onnx.input_name.as_str() => input])
-        .unwrap();
-    let (shape, scores) = outputs[manifest.onnx.output_name.as_str()]
-        .try_extract_tensor::<f32>()
-        .unwrap();
-    assert_eq!(
-        shape.iter().copied().collect::<Vec<i64>>(),
-        vec![n as i64, 2]
-    );
+    assert_eq!((scorer.input_dim(), scorer.output_dim()), (dim, 2));
+    let scores = scorer.score_batch(&exp.test_features, n).unwrap();
+    assert_eq!(scores.len(), n * 2);
     let mut max_diff = 0.0f64;
     for (i, row) in exp.probs.iter().enumerate() {
         for (m, &p) in row.iter().enumerate() {
