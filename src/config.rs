@@ -660,6 +660,12 @@ static DENY_ALL: DataClassPolicy = DataClassPolicy {
     store_prompt: false,
 };
 
+/// A path from the policy file: absolute as given, relative to the file's directory otherwise.
+fn resolve_path(base: &Path, p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_absolute() { p } else { base.join(p) }
+}
+
 fn fnv64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
@@ -750,13 +756,8 @@ fn validate(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Policy, Conf
     if buffer_records == 0 {
         return Err(invalid("log.buffer_records", "must be positive"));
     }
-    let dir = PathBuf::from(dir);
     let log = LogPolicy {
-        dir: if dir.is_absolute() {
-            dir
-        } else {
-            base.join(dir)
-        },
+        dir: resolve_path(base, &dir),
         segment_max_bytes,
         buffer_records,
         flush_interval_ms: flush_interval_ms.max(1),
@@ -1198,10 +1199,7 @@ fn learned_policy(l: raw::Learned, base: &Path) -> Result<LearnedPolicy, ConfigE
     if bundle.trim().is_empty() {
         return Err(invalid("learned.bundle", "must not be empty"));
     }
-    let resolve = |p: &str| {
-        let p = PathBuf::from(p);
-        if p.is_absolute() { p } else { base.join(p) }
-    };
+    let resolve = |p: &str| resolve_path(base, p);
     let backend = match backend.as_str() {
         "tract" => BackendChoice::Tract,
         "onnxruntime" => BackendChoice::OnnxRuntime(
