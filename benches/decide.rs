@@ -166,5 +166,38 @@ fn bench_learned(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench, bench_learned);
+/// The featurizer of the default bundle: token ids through the exact ASCII fast path against
+/// the `tokenizers` pipeline it replaces, and the whole feature vector (fast path).
+fn bench_featurize(c: &mut Criterion) {
+    let featurizer = signalbox_features::Featurizer::load(Path::new("models/routellm-mmlu"))
+        .expect("default bundle loads");
+    let mut out = vec![0.0f32; featurizer.dim()];
+    let mut group = c.benchmark_group("featurize");
+    group.measurement_time(Duration::from_secs(3));
+    for (name, prompt) in CASES {
+        group.bench_function(format!("{name}/token_ids_fast"), |b| {
+            b.iter(|| black_box(featurizer.token_ids(black_box(prompt)).expect("ids")))
+        });
+        group.bench_function(format!("{name}/token_ids_tokenizers"), |b| {
+            b.iter(|| {
+                black_box(
+                    featurizer
+                        .reference_token_ids(black_box(prompt))
+                        .expect("ids"),
+                )
+            })
+        });
+        group.bench_function(format!("{name}/features"), |b| {
+            b.iter(|| {
+                featurizer
+                    .featurize_into(black_box(prompt), &mut out)
+                    .expect("features");
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_featurize, bench_learned);
 criterion_main!(benches);

@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 
-use signalbox_features::{BundleManifest, FeatureError, Featurizer};
+use signalbox_features::{BundleManifest, FeatureError, Featurizer, routing};
 
 use crate::config::{BackendChoice, LearnedMode, LearnedPolicy, ModelIdx, Policy};
 use crate::engine::Reason;
@@ -89,6 +89,9 @@ pub struct LearnedRouter {
     scorer: Scorer,
     /// ONNX output column → policy model.
     columns: Vec<ModelIdx>,
+    /// Catalog price per column (micro-USD for 1k tokens in + 1k out): the one cost every
+    /// learned choice uses (routing rule, fallback order, cascade).
+    costs: Vec<f64>,
     min_target: f64,
     max_target: f64,
     cascade_band: f64,
@@ -149,6 +152,11 @@ impl LearnedRouter {
                     })?,
             );
         }
+        let costs: Vec<f64> = columns
+            .iter()
+            .map(|&m| policy.model(m).cost(1000, 1000).0 as f64)
+            .collect();
+        check_cost_order(&manifest, &costs, policy, &columns).map_err(mismatch)?;
         // Every quality target the policy can ask for must be calibrated.
         for t in [learned.min_quality_target, learned.max_quality_target] {
             manifest.margin_for_target(t).map_err(feature_err)?;
@@ -168,6 +176,7 @@ impl LearnedRouter {
             featurizer,
             scorer,
             columns,
+            costs,
             min_target: learned.min_quality_target,
             max_target: learned.max_quality_target,
             cascade_band: learned.cascade_band,
@@ -234,7 +243,7 @@ impl LearnedRouter {
         let allowed: Vec<bool> = self.columns.iter().map(|m| eligible.contains(m)).collect();
         let target = self.quality_target(preference);
         let margin = self.manifest.margin_for_target(target).ok()?;
-        let col = self.manifest.route(probs, target, &allowed).ok()??;
+        let col = routing::choose(probs, &self.costs, &allowed, margin as f32)?;
         let primary = self.columns[col];
         let best = (0..probs.len())
             .filter(|&i| allowed[i])
@@ -246,7 +255,12 @@ impl LearnedRouter {
                 .position(|&c| c == m)
                 .map(|i| f64::from(probs[i]))
         };
-        let cost_of = |m: ModelIdx| policy.model(m).cost(1000, 1000);
+        let cost_of = |m: ModelIdx| -> f64 {
+            match self.columns.iter().position(|&c| c == m) {
+                Some(i) => self.costs[i],
+                None => policy.model(m).cost(1000, 1000).0 as f64,
+            }
+        };
         // Fallbacks: other eligible bundle models by prediction (best first), then eligible
         // models the bundle does not know by prior quality.
         let mut known: Vec<(f64, ModelIdx)> = eligible
@@ -254,7 +268,10 @@ impl LearnedRouter {
             .filter(|&&m| m != primary)
             .filter_map(|&m| prob_of(m).map(|p| (p, m)))
             .collect();
-        known.sort_by(|a, b| b.0.total_cmp(&a.0).then(cost_of(a.1).cmp(&cost_of(b.1))));
+        known.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then(cost_of(a.1).total_cmp(&cost_of(b.1)))
+        });
         let mut unknown: Vec<ModelIdx> = eligible
             .iter()
             .copied()
@@ -269,7 +286,7 @@ impl LearnedRouter {
             .filter(|(p, m)| *p >= bar && cost_of(*m) < cost_of(primary))
             .map(|(p, m)| (*m, *p))
             .collect();
-        cascade_first.sort_by_key(|(m, _)| cost_of(*m));
+        cascade_first.sort_by(|a, b| cost_of(a.0).total_cmp(&cost_of(b.0)));
 
         let preds = self
             .columns
@@ -295,4 +312,33 @@ impl LearnedRouter {
             reasons,
         })
     }
+}
+
+/// The bundle's margins were calibrated with its manifest's cost order (which model is the
+/// cheap one); serving prices come from the catalog. The two must order the bundle's models
+/// the same way, or every calibrated margin would mean the opposite trade.
+fn check_cost_order(
+    manifest: &BundleManifest,
+    catalog_costs: &[f64],
+    policy: &Policy,
+    columns: &[ModelIdx],
+) -> Result<(), String> {
+    let n = manifest.models.len();
+    for i in 0..n {
+        for j in 0..n {
+            let (mi, mj) = (&manifest.models[i], &manifest.models[j]);
+            if mi.cost < mj.cost && catalog_costs[i] > catalog_costs[j] {
+                return Err(format!(
+                    "the bundle was calibrated with {} cheaper than {}, but the catalog prices {} at {} and {} at {} per 1k+1k tokens",
+                    mi.id,
+                    mj.id,
+                    policy.model(columns[i]).id,
+                    policy.model(columns[i]).cost(1000, 1000),
+                    policy.model(columns[j]).id,
+                    policy.model(columns[j]).cost(1000, 1000),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use prost::Message;
 use signalbox::inference::{self, Backend, InferenceError, Scorer};
 use tract_onnx::pb;
 
@@ -52,72 +51,9 @@ macro_rules! backend_or_skip {
 // Model building
 // ---------------------------------------------------------------------------------------------
 
-const FLOAT: i32 = pb::tensor_proto::DataType::Float as i32;
-
-#[derive(Clone, Copy)]
-enum Dim {
-    Fixed(i64),
-    Symbolic(&'static str),
-}
-
-fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{Dimension, dimension::Value};
-    let dim = dims
-        .iter()
-        .map(|d| Dimension {
-            denotation: String::new(),
-            value: Some(match *d {
-                Dim::Fixed(n) => Value::DimValue(n),
-                Dim::Symbolic(s) => Value::DimParam(s.to_owned()),
-            }),
-        })
-        .collect();
-    pb::ValueInfoProto {
-        name: name.to_owned(),
-        r#type: Some(pb::TypeProto {
-            denotation: String::new(),
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: FLOAT,
-                shape: Some(pb::TensorShapeProto { dim }),
-            })),
-        }),
-        doc_string: String::new(),
-    }
-}
-
-fn initializer(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.to_owned(),
-        dims: dims.to_vec(),
-        data_type: FLOAT,
-        float_data: values.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
-    pb::NodeProto {
-        op_type: op.to_owned(),
-        name: format!("{op}_{output}"),
-        input: inputs.iter().map(|s| (*s).to_owned()).collect(),
-        output: vec![output.to_owned()],
-        ..Default::default()
-    }
-}
-
-fn encode(graph: pb::GraphProto) -> Vec<u8> {
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        producer_name: "signalbox-tests".to_owned(),
-        graph: Some(graph),
-        ..Default::default()
-    }
-    .encode_to_vec()
-}
+#[path = "common/onnx.rs"]
+mod onnx;
+use onnx::{Dim, encode, node, value_info};
 
 /// A linear routing model `quality = Sigmoid(features · W + b)` and a reference implementation.
 struct Linear {
@@ -141,21 +77,7 @@ impl Linear {
 
     /// The ONNX model; `batch` is the first dimension of input and output.
     fn onnx(&self, batch: Dim) -> Vec<u8> {
-        let (d, k) = (self.d as i64, self.k as i64);
-        encode(pb::GraphProto {
-            name: "routing".to_owned(),
-            node: vec![
-                node("Gemm", &["features", "W", "B"], "logits"),
-                node("Sigmoid", &["logits"], "quality"),
-            ],
-            initializer: vec![
-                initializer("W", &[d, k], &self.w),
-                initializer("B", &[k], &self.b),
-            ],
-            input: vec![value_info("features", &[batch, Dim::Fixed(d)])],
-            output: vec![value_info("quality", &[batch, Dim::Fixed(k)])],
-            ..Default::default()
-        })
+        onnx::linear_sigmoid(&self.w, &self.b, self.d, batch, "quality")
     }
 
     /// Reference scores for one row, computed in f64.

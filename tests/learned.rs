@@ -11,67 +11,25 @@ mod common;
 
 use std::path::Path;
 
+use common::onnx::{Dim, linear_sigmoid};
 use common::*;
-use prost::Message;
 use signalbox::proto::{self, admin_client::AdminClient};
 use signalbox_features::{
     BundleManifest, FeatureConfig, MANIFEST_VERSION, MetaFeature, ModelEntry, OnnxSpec,
     QualityTarget, TrainingInfo,
 };
-use tract_onnx::pb;
 
 const WEAK: &str = "mistralai/Mixtral-8x7B-Instruct-v0.1";
 const STRONG: &str = "gpt-4-1106-preview";
 const HASH_BITS: u32 = 6;
 
-fn value_info(name: &str, dims: &[Option<i64>]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{Dimension, dimension::Value};
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            denotation: String::new(),
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| Dimension {
-                            denotation: String::new(),
-                            value: Some(match d {
-                                Some(n) => Value::DimValue(*n),
-                                None => Value::DimParam("batch".into()),
-                            }),
-                        })
-                        .collect(),
-                }),
-            })),
-        }),
-        doc_string: String::new(),
-    }
-}
-
-fn tensor(name: &str, dims: &[i64], values: Vec<f32>) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: pb::tensor_proto::DataType::Float as i32,
-        float_data: values,
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
-    pb::NodeProto {
-        op_type: op.into(),
-        name: output.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        ..Default::default()
-    }
-}
-
 /// Write a complete bundle for `models` (weak first) into `dir`.
 fn write_bundle(dir: &Path, name: &str, models: [&str; 2]) {
+    write_bundle_with_costs(dir, name, models, [1.0, 10.0]);
+}
+
+/// [`write_bundle`] with the manifest's relative costs of the two models.
+fn write_bundle_with_costs(dir: &Path, name: &str, models: [&str; 2], costs: [f64; 2]) {
     std::fs::create_dir_all(dir).unwrap();
     let prompts = [
         "What is the capital of Australia?",
@@ -98,31 +56,8 @@ fn write_bundle(dir: &Path, name: &str, models: [&str; 2]) {
             .unwrap();
     let mut w = vec![0.0f32; dim * 2];
     w[digit * 2] = -8.0;
-    let graph = pb::GraphProto {
-        name: "routing".into(),
-        node: vec![
-            node("Gemm", &["features", "W", "B"], "logits"),
-            node("Sigmoid", &["logits"], "p_acceptable"),
-        ],
-        initializer: vec![
-            tensor("W", &[dim as i64, 2], w),
-            tensor("B", &[2], vec![2.0, 2.0]),
-        ],
-        input: vec![value_info("features", &[None, Some(dim as i64)])],
-        output: vec![value_info("p_acceptable", &[None, Some(2)])],
-        ..Default::default()
-    };
-    let model = pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        producer_name: "signalbox-tests".into(),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    std::fs::write(dir.join("model.onnx"), model.encode_to_vec()).unwrap();
+    let model = linear_sigmoid(&w, &[2.0, 2.0], dim, Dim::Symbolic("batch"), "p_acceptable");
+    std::fs::write(dir.join("model.onnx"), model).unwrap();
     let manifest = BundleManifest {
         version: MANIFEST_VERSION,
         name: name.into(),
@@ -130,11 +65,11 @@ fn write_bundle(dir: &Path, name: &str, models: [&str; 2]) {
         models: vec![
             ModelEntry {
                 id: models[0].into(),
-                cost: 1.0,
+                cost: costs[0],
             },
             ModelEntry {
                 id: models[1].into(),
-                cost: 10.0,
+                cost: costs[1],
             },
         ],
         quality_threshold: 0.5,
@@ -341,4 +276,89 @@ async fn learned_router_serves_with_rules_shadow_and_reload_swaps_or_rejects_bun
     assert!(decisions[1]["predicted_quality"][WEAK].as_f64().unwrap() < 0.7);
     assert_eq!(decisions[4]["router"], "rules");
     assert_eq!(decisions[4]["shadow"]["router"], "learned");
+}
+
+fn cascade_ids(d: &proto::RouteDecision) -> Vec<&str> {
+    d.cascade
+        .as_ref()
+        .map(|c| {
+            c.steps
+                .iter()
+                .map(|s| s.target.as_ref().unwrap().model_id.as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The cascade follows the predictions: a batch request whose cheap model is predicted just
+/// below the bar starts on it and escalates; one whose cheap model is predicted far below goes
+/// straight to the strong model (the rules' cascade would start cheap for both). Interactive
+/// requests get no cascade (the example policy's `[cascade]`).
+#[tokio::test]
+async fn learned_cascade_escalates_only_when_the_cheap_model_is_near_the_bar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("bundle");
+    write_bundle(&bundle, "tiny", [WEAK, STRONG]);
+    let policy = policy_from(
+        &policy_text(&tmp.path().join("log"), &bundle, "learned_primary"),
+        tmp.path(),
+    );
+    let (server, mut client) = start_with(policy).await;
+    let batch = |prompt: &str| proto::RouteRequest {
+        mode: proto::Mode::Batch as i32,
+        ..text_request("acme", prompt)
+    };
+    // 4 digits in 40 bytes: P(weak) = sigmoid(2 - 8 * 0.1) = 0.769; P(strong) = 0.881.
+    // Target 0.95 → margin 0.05: the bar is 0.831, so the strong model serves; the cascade band
+    // (0.1) reaches down to 0.731, so the weak model is tried first.
+    let near = "Please add the numbers 12 and 34 for me.";
+    let d = client.route(batch(near)).await.unwrap().into_inner();
+    assert_eq!(primary_id(&d), STRONG, "{:?}", d.reasons);
+    assert!((d.predicted_quality[WEAK] - 0.7685).abs() < 1e-3);
+    assert_eq!(cascade_ids(&d), [WEAK, STRONG]);
+    let steps = &d.cascade.as_ref().unwrap().steps;
+    assert!(!steps[0].escalate_on.is_empty());
+    assert!(steps[1].escalate_on.is_empty());
+    assert!(policy_ids(&d).contains(&"cascade.batch"));
+    // The rules shadow would have cascaded too (it has no predictions to stop it).
+    assert_eq!(
+        d.shadow.as_ref().unwrap().router,
+        proto::RouterKind::Rules as i32
+    );
+
+    // Digit-heavy: P(weak) far below the bar: no cascade, straight to the strong model.
+    let far = "Compute 1234 * 5678 - 9012 / 34 + 567 = ?";
+    let d = client.route(batch(far)).await.unwrap().into_inner();
+    assert_eq!(primary_id(&d), STRONG);
+    assert!(d.predicted_quality[WEAK] < 0.5);
+    assert_eq!(cascade_ids(&d), Vec::<&str>::new(), "{:?}", d.reasons);
+
+    // Near the bar but interactive: the policy allows no interactive cascade.
+    let d = client
+        .route(text_request("acme", near))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(primary_id(&d), STRONG);
+    assert_eq!(cascade_ids(&d), Vec::<&str>::new());
+    server.shutdown().await.unwrap();
+}
+
+/// The bundle's margins were calibrated with its own cost order; a catalog that prices the two
+/// models the other way round would invert every decision, so such a bundle is refused.
+#[test]
+fn bundle_whose_cost_order_contradicts_the_catalog_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("bundle");
+    write_bundle_with_costs(&bundle, "swapped", [WEAK, STRONG], [10.0, 1.0]);
+    let policy = policy_from(
+        &policy_text(&tmp.path().join("log"), &bundle, "learned_primary"),
+        tmp.path(),
+    );
+    let err = match signalbox::engine::DecisionEngine::new(policy) {
+        Ok(_) => panic!("a bundle with the catalog's cost order reversed was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("calibrated with"), "{err}");
+    assert!(err.contains(WEAK) && err.contains(STRONG), "{err}");
 }

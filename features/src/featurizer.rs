@@ -2,10 +2,12 @@
 //! TF-IDF, L2-normalised, followed by meta features).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use tokenizers::Tokenizer;
 
 use crate::error::FeatureError;
+use crate::fast_tokenizer::FastTokenizer;
 use crate::hashing::ngram_bucket;
 use crate::manifest::{BundleManifest, FeatureConfig};
 use crate::meta::{self, TextStats};
@@ -15,6 +17,8 @@ use crate::meta::{self, TextStats};
 pub struct Featurizer {
     config: FeatureConfig,
     tokenizer: Tokenizer,
+    /// Exact ASCII fast path of `tokenizer` (`None` for pipelines it does not cover).
+    fast: Option<Arc<FastTokenizer>>,
     idf: Vec<f32>,
 }
 
@@ -84,9 +88,11 @@ impl Featurizer {
                 "IDF table has a negative or non-finite entry".into(),
             ));
         }
+        let fast = FastTokenizer::from_tokenizer(&tokenizer).map(Arc::new);
         Ok(Featurizer {
             config,
             tokenizer,
+            fast,
             idf,
         })
     }
@@ -110,6 +116,25 @@ impl Featurizer {
 
     /// Token ids of the featurization window of `text` (at most `max_tokens`).
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, FeatureError> {
+        let win = window(text, self.config.max_prompt_bytes);
+        if let Some(ids) = self
+            .fast
+            .as_ref()
+            .and_then(|f| f.encode(win, self.config.max_tokens))
+        {
+            return Ok(ids);
+        }
+        self.reference_token_ids(text)
+    }
+
+    /// The exact ASCII fast path of this featurizer's tokenizer, if it has one.
+    pub fn fast_path(&self) -> Option<&FastTokenizer> {
+        self.fast.as_deref()
+    }
+
+    /// [`Featurizer::token_ids`] through the `tokenizers` pipeline only (the reference
+    /// the fast path is tested against).
+    pub fn reference_token_ids(&self, text: &str) -> Result<Vec<u32>, FeatureError> {
         let win = window(text, self.config.max_prompt_bytes);
         let enc = self
             .tokenizer

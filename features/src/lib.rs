@@ -12,6 +12,7 @@
 //! model with [`BundleManifest::route`].
 
 pub mod error;
+pub mod fast_tokenizer;
 pub mod featurizer;
 pub mod hashing;
 pub mod manifest;

@@ -1,6 +1,8 @@
 //! Shared helpers: the example policy with its log in a temp dir, a server on port 0, a client.
 #![allow(dead_code)]
 
+pub mod onnx;
+
 use std::path::{Path, PathBuf};
 
 use signalbox::config::Policy;

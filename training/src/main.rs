@@ -45,7 +45,7 @@ enum Command {
     Ingest {
         #[command(flatten)]
         input: IngestArgs,
-        /// Output table (.parquet).
+        /// Output table: .parquet, or .jsonl / .ndjson for JSON Lines.
         #[arg(long)]
         out: PathBuf,
     },

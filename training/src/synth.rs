@@ -16,9 +16,11 @@ const TASKS: [&str; 7] = [
     "chat",
     "qa",
 ];
+/// (model id, cost per call in USD, base P(correct)): models of the example catalog, with
+/// costs in the catalog's order so a bundle trained on these logs serves under it.
 const MODELS: [(&str, f64, f64); 3] = [
-    ("mistralai/Mixtral-8x7B-Instruct-v0.1", 0.0006, 0.55),
-    ("claude-3-haiku", 0.0012, 0.65),
+    ("gpt-4o-mini", 0.0003, 0.50),
+    ("mistralai/Mixtral-8x7B-Instruct-v0.1", 0.0006, 0.60),
     ("gpt-4-1106-preview", 0.02, 0.85),
 ];
 const WORDS: [&str; 24] = [

@@ -124,6 +124,49 @@ fn service_logs_join_decisions_and_outcomes() {
     assert_eq!(ds.sources, vec!["service"]);
 }
 
+/// The canonical table in JSON Lines holds the same data as in Parquet, and a malformed line
+/// is an error naming its line.
+#[test]
+fn canonical_table_as_json_lines_matches_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = common::datasets().join("service-logs-sample");
+    let mut loaded = Vec::new();
+    for name in ["t.parquet", "t.jsonl"] {
+        let out = dir.path().join(name);
+        let mut w = TableWriter::create(&out).unwrap();
+        let mut rep = IngestReport::default();
+        service_logs::ingest_dir(&logs, &mut w, &mut rep, BadRowPolicy::Skip, &hidden()).unwrap();
+        assert_eq!(w.finish().unwrap(), 12);
+        loaded.push(Dataset::load(&out).unwrap());
+    }
+    let (parquet, jsonl) = (&loaded[0], &loaded[1]);
+    assert_eq!(parquet.prompt_ids, jsonl.prompt_ids);
+    assert_eq!(parquet.prompts, jsonl.prompts);
+    assert_eq!(parquet.tasks, jsonl.tasks);
+    assert_eq!(parquet.models, jsonl.models);
+    assert_eq!(parquet.quality, jsonl.quality);
+    assert_eq!(parquet.observed_cost, jsonl.observed_cost);
+    let text = std::fs::read_to_string(dir.path().join("t.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 12);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    for column in signalbox_train::table::COLUMNS {
+        assert!(first.get(column).is_some(), "{column} missing in {first}");
+    }
+
+    let bad = dir.path().join("bad.jsonl");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[2] = r#"{"prompt_id": "x", "model_id": "m", "quality": "high", "source": "s"}"#;
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let err = Dataset::load(&bad).unwrap_err().to_string();
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("bad.jsonl"), "{err}");
+    let err = TableWriter::create(&dir.path().join("t.csv"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains(".jsonl"), "{err}");
+}
+
 #[test]
 fn malformed_service_logs_are_reported_with_lines() {
     let dir = tempfile::tempdir().unwrap();

@@ -47,3 +47,54 @@ fn default_bundle_reproduces_its_parity_samples() {
         );
     }
 }
+
+/// The featurizer's fast tokenizer gives the `tokenizers` pipeline's token ids on every
+/// RouteLLM prompt (MMLU and GSM8K) and covers every one without an added token.
+#[test]
+fn fast_tokenizer_matches_tokenizers_on_every_routellm_prompt() {
+    use signalbox_features::featurizer::window;
+    use signalbox_train::dataset::Dataset;
+    use signalbox_train::ingest::routellm::{Benchmark, ingest_benchmark};
+    use signalbox_train::ingest::{BadRowPolicy, IngestReport};
+    use signalbox_train::table::TableWriter;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let table = tmp.path().join("t.parquet");
+    let mut writer = TableWriter::create(&table).unwrap();
+    let mut report = IngestReport::default();
+    for bench in [Benchmark::Mmlu, Benchmark::Gsm8k] {
+        ingest_benchmark(
+            &common::routellm(),
+            bench,
+            &mut writer,
+            &mut report,
+            BadRowPolicy::Skip,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap();
+    }
+    writer.finish().unwrap();
+    let prompts = Dataset::load(&table).unwrap().prompts;
+    assert!(prompts.len() > 14_000, "{} prompts", prompts.len());
+
+    let featurizer = Featurizer::load(&common::repo().join("models/routellm-mmlu")).unwrap();
+    let fast = featurizer
+        .fast_path()
+        .expect("the bundle tokenizer has a fast path");
+    let config = featurizer.config();
+    let mut covered = 0;
+    let with_added_token = prompts.iter().filter(|p| p.contains("[UNK]")).count();
+    for p in &prompts {
+        let reference = featurizer.reference_token_ids(p).unwrap();
+        if let Some(ids) = fast.encode(window(p, config.max_prompt_bytes), config.max_tokens) {
+            assert_eq!(ids, reference, "prompt {:?}", &p[..p.len().min(80)]);
+            covered += 1;
+        }
+        assert_eq!(featurizer.token_ids(p).unwrap(), reference);
+    }
+    assert_eq!(
+        covered + with_added_token,
+        prompts.len(),
+        "the fast path declined prompts without an added token"
+    );
+}
