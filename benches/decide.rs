@@ -199,5 +199,28 @@ fn bench_featurize(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_featurize, bench_learned);
+/// One ONNX inference of the default bundle's classifier on a featurized prompt, on the backend
+/// in `SIGNALBOX_BENCH_BACKEND` (see `bench_learned`).
+fn bench_score(c: &mut Criterion) {
+    let backend = match std::env::var("SIGNALBOX_BENCH_BACKEND").as_deref() {
+        Ok("onnxruntime") => signalbox::inference::Backend::OnnxRuntime {
+            library: signalbox::inference::find_onnxruntime().expect("ONNX Runtime library"),
+        },
+        _ => signalbox::inference::Backend::Tract,
+    };
+    signalbox::inference::init_backend(&backend).expect("backend");
+    let dir = Path::new("models/routellm-mmlu");
+    let featurizer = signalbox_features::Featurizer::load(dir).expect("default bundle loads");
+    let scorer = signalbox::inference::Scorer::load(&dir.join("model.onnx"), 1).expect("model");
+    let x = featurizer.featurize(CASES[1].1).expect("features");
+    let mut out = vec![0.0f32; scorer.output_dim()];
+    c.bench_function(&format!("score/{}", backend.name()), |b| {
+        b.iter(|| {
+            scorer.score(black_box(&x), &mut out).expect("score");
+            black_box(&out);
+        })
+    });
+}
+
+criterion_group!(benches, bench, bench_featurize, bench_score, bench_learned);
 criterion_main!(benches);

@@ -83,6 +83,7 @@ fn write_bundle_with_costs(dir: &Path, name: &str, models: [&str; 2], costs: [f6
             max_tokens: 512,
             sublinear_tf: true,
             meta,
+            columns: None,
             dim,
         },
         onnx: OnnxSpec {

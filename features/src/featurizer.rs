@@ -1,6 +1,7 @@
 //! The featurizer: prompt text -> `dim` float32 features (hashed token n-gram
 //! TF-IDF, L2-normalised, followed by meta features).
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,6 +21,18 @@ pub struct Featurizer {
     /// Exact ASCII fast path of `tokenizer` (`None` for pipelines it does not cover).
     fast: Option<Arc<FastTokenizer>>,
     idf: Vec<f32>,
+    /// Full column → output column, [`DROPPED`] for columns not selected
+    /// (`FeatureConfig::columns`); `None` when every column is emitted.
+    column_of: Option<Arc<[u32]>>,
+}
+
+/// Marks a full-vector column the bundle's classifier does not use.
+const DROPPED: u32 = u32::MAX;
+
+thread_local! {
+    /// Per-thread bucket accumulator of selected-column featurization (`2^hash_bits` floats,
+    /// zero between calls: only touched buckets are written and reset).
+    static BUCKETS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Longest prefix of `text` of at most `max_bytes` bytes ending on a char boundary.
@@ -89,11 +102,22 @@ impl Featurizer {
             ));
         }
         let fast = FastTokenizer::from_tokenizer(&tokenizer).map(Arc::new);
+        let column_of = config.columns.as_ref().map(|cols| {
+            let mut map = vec![DROPPED; config.full_dim()];
+            for (out, &col) in cols.iter().enumerate() {
+                // `validate` checked every column is inside the full vector.
+                if let Some(slot) = map.get_mut(col as usize) {
+                    *slot = out as u32;
+                }
+            }
+            Arc::from(map)
+        });
         Ok(Featurizer {
             config,
             tokenizer,
             fast,
             idf,
+            column_of,
         })
     }
 
@@ -170,36 +194,66 @@ impl Featurizer {
                 got: out.len(),
             });
         }
-        out.fill(0.0);
         let ids = self.token_ids(text)?;
         let hash_dim = self.config.hash_dim();
-        let (hashed, meta_out) = out.split_at_mut(hash_dim);
-        let mut touched = Vec::with_capacity(ids.len() * self.config.ngram_max);
-        self.bucket_counts(&ids, hashed, &mut touched);
+        let win = window(text, self.config.max_prompt_bytes);
+        let stats = TextStats::of(win);
+        let meta = self
+            .config
+            .meta
+            .iter()
+            .map(|&f| meta::value(f, text.len(), &stats, ids.len(), self.config.max_tokens));
+        out.fill(0.0);
+        let Some(column_of) = &self.column_of else {
+            let (hashed, meta_out) = out.split_at_mut(hash_dim);
+            let mut touched = Vec::with_capacity(ids.len() * self.config.ngram_max);
+            self.bucket_counts(&ids, hashed, &mut touched);
+            let inv = self.tfidf_in_place(hashed, &touched);
+            for &b in &touched {
+                hashed[b] *= inv;
+            }
+            for (slot, v) in meta_out.iter_mut().zip(meta) {
+                *slot = v;
+            }
+            return Ok(());
+        };
+        BUCKETS.with(|buckets| {
+            let mut buckets = buckets.borrow_mut();
+            buckets.resize(hash_dim, 0.0);
+            let mut touched = Vec::with_capacity(ids.len() * self.config.ngram_max);
+            self.bucket_counts(&ids, &mut buckets, &mut touched);
+            let inv = self.tfidf_in_place(&mut buckets, &touched);
+            for &b in &touched {
+                if let Some(&col) = column_of.get(b).filter(|&&c| c != DROPPED) {
+                    out[col as usize] = buckets[b] * inv;
+                }
+                buckets[b] = 0.0;
+            }
+        });
+        for (i, v) in meta.enumerate() {
+            if let Some(&col) = column_of.get(hash_dim + i).filter(|&&c| c != DROPPED) {
+                out[col as usize] = v;
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns the raw counts of the `touched` buckets into TF-IDF weights in place; returns the
+    /// factor that L2-normalises them (0 when all are zero).
+    fn tfidf_in_place(&self, buckets: &mut [f32], touched: &[usize]) -> f32 {
         let mut norm2 = 0.0f32;
-        for &b in &touched {
-            let tf = hashed[b];
+        for &b in touched {
+            let tf = buckets[b];
             let tf = if self.config.sublinear_tf {
                 1.0 + tf.ln()
             } else {
                 tf
             };
             let v = tf * self.idf[b];
-            hashed[b] = v;
+            buckets[b] = v;
             norm2 += v * v;
         }
-        if norm2 > 0.0 {
-            let inv = 1.0 / norm2.sqrt();
-            for &b in &touched {
-                hashed[b] *= inv;
-            }
-        }
-        let win = window(text, self.config.max_prompt_bytes);
-        let stats = TextStats::of(win);
-        for (slot, &f) in meta_out.iter_mut().zip(&self.config.meta) {
-            *slot = meta::value(f, text.len(), &stats, ids.len(), self.config.max_tokens);
-        }
-        Ok(())
+        if norm2 > 0.0 { 1.0 / norm2.sqrt() } else { 0.0 }
     }
 
     /// Allocating convenience wrapper around [`Featurizer::featurize_into`].

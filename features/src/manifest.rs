@@ -71,13 +71,23 @@ pub struct FeatureConfig {
     pub sublinear_tf: bool,
     /// Meta features appended after the `2^hash_bits` TF-IDF floats, in this order.
     pub meta: Vec<MetaFeature>,
-    /// Total input width: `2^hash_bits + meta.len()`.
+    /// The columns of the full feature vector (`2^hash_bits` buckets, then the meta features)
+    /// the classifier uses, strictly ascending: the featurizer emits only these, in this order
+    /// (the TF-IDF L2 norm is still taken over all buckets). Absent: every column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<u32>>,
+    /// Input width: `columns.len()`, or `2^hash_bits + meta.len()` without `columns`.
     pub dim: usize,
 }
 
 impl FeatureConfig {
     pub fn hash_dim(&self) -> usize {
         1usize << self.hash_bits
+    }
+
+    /// Width of the full feature vector: `2^hash_bits + meta.len()`.
+    pub fn full_dim(&self) -> usize {
+        self.hash_dim() + self.meta.len()
     }
 
     /// Checks internal consistency (kind, ranges, `dim`).
@@ -98,12 +108,34 @@ impl FeatureConfig {
         if self.max_tokens == 0 || self.max_prompt_bytes == 0 {
             return bad("max_tokens and max_prompt_bytes must be positive".into());
         }
-        if self.dim != self.hash_dim() + self.meta.len() {
-            return bad(format!(
-                "dim {} != 2^hash_bits + meta features ({})",
-                self.dim,
-                self.hash_dim() + self.meta.len()
-            ));
+        match &self.columns {
+            None if self.dim != self.full_dim() => {
+                return bad(format!(
+                    "dim {} != 2^hash_bits + meta features ({})",
+                    self.dim,
+                    self.full_dim()
+                ));
+            }
+            None => {}
+            Some(cols) => {
+                if cols.is_empty() || cols.len() != self.dim {
+                    return bad(format!(
+                        "dim {} != number of selected columns ({})",
+                        self.dim,
+                        cols.len()
+                    ));
+                }
+                if cols.windows(2).any(|w| w[0] >= w[1]) {
+                    return bad("columns must be strictly ascending".into());
+                }
+                if cols.last().is_some_and(|&c| c as usize >= self.full_dim()) {
+                    return bad(format!(
+                        "column {:?} outside the {} features",
+                        cols.last(),
+                        self.full_dim()
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -256,5 +288,39 @@ impl BundleManifest {
             allowed,
             margin as f32,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(columns: Option<Vec<u32>>, dim: usize) -> FeatureConfig {
+        FeatureConfig {
+            kind: FEATURE_KIND.into(),
+            tokenizer_file: "tokenizer.json".into(),
+            idf_file: "idf.json".into(),
+            hash_bits: 4,
+            ngram_max: 2,
+            max_prompt_bytes: 100,
+            max_tokens: 10,
+            sublinear_tf: true,
+            meta: vec![MetaFeature::LogBytes, MetaFeature::DigitShare],
+            columns,
+            dim,
+        }
+    }
+
+    #[test]
+    fn column_selection_is_validated() {
+        assert!(config(None, 18).validate().is_ok());
+        assert!(config(None, 17).validate().is_err());
+        assert!(config(Some(vec![0, 5, 17]), 3).validate().is_ok());
+        let err = |c: FeatureConfig| c.validate().unwrap_err().to_string();
+        assert!(err(config(Some(vec![0, 5, 17]), 4)).contains("selected columns"));
+        assert!(err(config(Some(vec![5, 5]), 2)).contains("ascending"));
+        assert!(err(config(Some(vec![3, 1]), 2)).contains("ascending"));
+        assert!(err(config(Some(vec![0, 18]), 2)).contains("outside"));
+        assert!(err(config(Some(vec![]), 0)).contains("selected columns"));
     }
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 use serde::Serialize;
 use signalbox_features::manifest::RouterMetrics;
 use signalbox_features::routing::RULE_CHEAPEST_WITHIN_MARGIN;
-use signalbox_features::{BundleManifest, MANIFEST_VERSION, ModelEntry, TrainingInfo};
+use signalbox_features::{
+    BundleManifest, FeatureConfig, MANIFEST_VERSION, ModelEntry, TrainingInfo,
+};
 
 use crate::error::TrainError;
 use crate::evaluate::EvalReport;
@@ -70,7 +72,7 @@ pub fn manifest(
             })
             .collect(),
         quality_threshold: margs.quality_threshold,
-        features: exp.featurizer.config().clone(),
+        features: selected_features(exp),
         onnx: onnx::spec(),
         routing_rule: RULE_CHEAPEST_WITHIN_MARGIN.to_string(),
         quality_targets: targets(exp),
@@ -88,6 +90,18 @@ pub fn manifest(
         },
         metrics,
     })
+}
+
+/// The bundle's feature config: the training featurizer's, restricted to the columns the
+/// classifier gives a weight (the others would be multiplied by zero on every request).
+fn selected_features(exp: &Experiment) -> FeatureConfig {
+    let mut config = exp.featurizer.config().clone();
+    let used = exp.model.used_columns();
+    if used.len() < config.full_dim() {
+        config.dim = used.len();
+        config.columns = Some(used.iter().map(|&c| c as u32).collect());
+    }
+    config
 }
 
 /// Writes the complete bundle into `dir`.
@@ -112,7 +126,14 @@ pub fn write(
     std::fs::write(&idf, serde_json::to_string(exp.featurizer.idf())?)
         .map_err(TrainError::io(&idf))?;
     let doc = format!("signalbox routing model {name}: P(acceptable) per model");
-    onnx::write(&exp.model, &doc, &dir.join(&m.onnx.file))?;
+    let exported = match &cfg.columns {
+        Some(cols) => {
+            let cols: Vec<usize> = cols.iter().map(|&c| c as usize).collect();
+            exp.model.select(&cols)
+        }
+        None => exp.model.clone(),
+    };
+    onnx::write(&exported, &doc, &dir.join(&m.onnx.file))?;
     let samples: Vec<ParitySample> = exp
         .test
         .prompts

@@ -50,6 +50,7 @@ impl FeatureSettings {
             sublinear_tf: !self.linear_tf,
             dim: (1usize << self.hash_bits) + meta.len(),
             meta,
+            columns: None,
         }
     }
 }

@@ -34,6 +34,30 @@ impl LinearModel {
             .collect()
     }
 
+    /// Columns with a non-zero weight for some model, ascending (at least one column, so the
+    /// exported model always has an input).
+    pub fn used_columns(&self) -> Vec<usize> {
+        let used: Vec<usize> = (0..self.dim)
+            .filter(|&j| self.weights.iter().any(|w| w[j] != 0.0))
+            .collect();
+        if used.is_empty() { vec![0] } else { used }
+    }
+
+    /// The same model over only `columns` of its input (the other weights must be zero for
+    /// the predictions to be unchanged).
+    pub fn select(&self, columns: &[usize]) -> LinearModel {
+        LinearModel {
+            models: self.models.clone(),
+            dim: columns.len(),
+            weights: self
+                .weights
+                .iter()
+                .map(|w| columns.iter().map(|&j| w[j]).collect())
+                .collect(),
+            bias: self.bias.clone(),
+        }
+    }
+
     /// Predictions for a row-major matrix of `n x dim` features.
     pub fn predict(&self, x: &[f32]) -> Vec<Vec<f64>> {
         x.chunks(self.dim)

@@ -126,26 +126,53 @@ fn bundle_onnx_is_valid_matches_ort_and_featurizer_reloads_identically() {
     assert_eq!(manifest.models.len(), 2);
     assert_eq!(manifest.onnx.opset, 13);
 
-    // Featurizer parity: the service's load path gives bit-identical features.
+    // The bundle keeps only the columns the classifier weights (at most --max-fit-features,
+    // here 512, of 2^10 buckets + 7 meta features).
+    let full = exp.featurizer.dim();
+    let columns: Vec<usize> = manifest
+        .features
+        .columns
+        .as_ref()
+        .expect("a column selection")
+        .iter()
+        .map(|&c| c as usize)
+        .collect();
+    assert_eq!(columns, exp.model.used_columns());
+    assert!(
+        columns.len() <= 512 && full == 1024 + 7,
+        "{} of {full}",
+        columns.len()
+    );
+
+    // Featurizer parity: the service's load path gives bit-identical features (the selected
+    // columns of the training features).
     let served = Featurizer::load(&bundle).unwrap();
     let dim = served.dim();
-    assert_eq!(dim, exp.featurizer.dim());
+    assert_eq!(dim, columns.len());
+    let mut served_rows = Vec::with_capacity(exp.test.len() * dim);
     for (i, p) in exp.test.prompts.iter().enumerate() {
         let f = served.featurize(p).unwrap();
-        assert_eq!(
-            f.as_slice(),
-            &exp.test_features[i * dim..(i + 1) * dim],
-            "prompt {i}"
-        );
+        let row = &exp.test_features[i * full..(i + 1) * full];
+        let selected: Vec<f32> = columns.iter().map(|&c| row[c]).collect();
+        assert_eq!(f, selected, "prompt {i}");
+        // Nothing the classifier weights is lost.
+        for (j, &v) in row.iter().enumerate() {
+            assert!(
+                v == 0.0 || columns.contains(&j) || exp.model.weights.iter().all(|w| w[j] == 0.0)
+            );
+        }
+        served_rows.extend(f);
     }
-    // ONNX round trip through our own reader equals the trained weights (as f32).
+    // ONNX round trip through our own reader equals the trained weights of those columns
+    // (as f32).
     let back = signalbox_train::onnx::read(&bundle.join("model.onnx")).unwrap();
     assert_eq!(back.models, exp.model.models);
+    assert_eq!(back.dim, dim);
     for (a, b) in back
         .weights
         .iter()
         .flatten()
-        .zip(exp.model.weights.iter().flatten())
+        .zip(exp.model.select(&columns).weights.iter().flatten())
     {
         assert_eq!(*a, f64::from(*b as f32));
     }
@@ -186,7 +213,7 @@ fn bundle_onnx_is_valid_matches_ort_and_featurizer_reloads_identically() {
     let scorer = signalbox::inference::Scorer::load(&model_path, 1).unwrap();
     let n = exp.test.len();
     assert_eq!((scorer.input_dim(), scorer.output_dim()), (dim, 2));
-    let scores = scorer.score_batch(&exp.test_features, n).unwrap();
+    let scores = scorer.score_batch(&served_rows, n).unwrap();
     assert_eq!(scores.len(), n * 2);
     let mut max_diff = 0.0f64;
     for (i, row) in exp.probs.iter().enumerate() {
