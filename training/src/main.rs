@@ -37,6 +37,9 @@ struct IngestArgs {
     /// What to do with malformed rows.
     #[arg(long, value_enum, default_value_t = BadRowPolicy::Skip)]
     bad_rows: BadRowPolicy,
+    /// Memory budget of the service-log join, in MB of decision logs per partition.
+    #[arg(long, default_value_t = 64)]
+    join_budget_mb: u64,
 }
 
 #[derive(Subcommand)]
@@ -132,6 +135,10 @@ fn ingest(input: &IngestArgs, out: &Path) -> Result<IngestReport, TrainError> {
             "nothing to ingest: pass --benchmark and/or --service-logs".into(),
         ));
     }
+    let join = service_logs::JoinOptions {
+        budget_bytes: input.join_budget_mb.max(1) << 20,
+        temp_parent: None,
+    };
     let bar = progress::bar(0, "ingesting");
     for &b in &input.benchmarks {
         bar.inc_length(
@@ -152,7 +159,7 @@ fn ingest(input: &IngestArgs, out: &Path) -> Result<IngestReport, TrainError> {
                 .map(|d| d.count() as u64)
                 .unwrap_or(0),
         );
-        service_logs::ingest_dir(dir, &mut writer, &mut report, input.bad_rows, &bar)?;
+        service_logs::ingest_dir_with(dir, &mut writer, &mut report, input.bad_rows, &bar, &join)?;
     }
     bar.finish_and_clear();
     let n = writer.finish()?;

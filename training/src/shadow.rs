@@ -4,7 +4,9 @@
 //! A router's choice is scored with the observed outcome when it was the model that
 //! ran; otherwise quality is estimated by the decision's `predicted_quality` for that
 //! model, else the mean observed quality of that model on the same task (else overall),
-//! and cost by the mean observed cost of that model (same task, else overall).
+//! and cost by the mean observed cost of that model (same task, else overall). The task
+//! means use the outcomes of every decision, with or without a shadow decision.
+//! Unreadable lines are counted and listed as `file:line: reason`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -63,17 +65,25 @@ pub struct ShadowReport {
     pub routers: BTreeMap<String, RouterEstimate>,
     pub unestimable: usize,
     pub bad_lines: usize,
+    /// Unreadable lines as `file:line: reason`.
+    pub malformed: Vec<String>,
 }
 
 pub fn run(dir: &Path) -> Result<ShadowReport, TrainError> {
     let mut decisions = Vec::new();
-    let mut bad_lines = 0usize;
+    // decision_id -> task of every decision (for the per-task means).
+    let mut task_of: HashMap<String, Option<String>> = HashMap::new();
+    let mut malformed: Vec<String> = Vec::new();
     for p in list_files(dir, "decisions-", ".jsonl")? {
-        for_each_line(&p, |_, line| {
+        for_each_line(&p, |line_no, line| {
             match serde_json::from_str::<Decision>(line) {
-                Ok(d) if d.shadow.is_some() => decisions.push(d),
-                Ok(_) => {}
-                Err(_) => bad_lines += 1,
+                Ok(d) => {
+                    task_of.insert(d.decision_id.clone(), d.task.clone());
+                    if d.shadow.is_some() {
+                        decisions.push(d);
+                    }
+                }
+                Err(e) => malformed.push(format!("{}:{line_no}: decision: {e}", p.display())),
             }
             Ok(())
         })?;
@@ -81,15 +91,14 @@ pub fn run(dir: &Path) -> Result<ShadowReport, TrainError> {
     let mut outcomes: HashMap<String, Vec<Outcome>> = HashMap::new();
     let mut task_model: HashMap<(String, String), (f64, f64, usize, usize)> = HashMap::new();
     let mut model_mean: HashMap<String, (f64, f64, usize, usize)> = HashMap::new();
-    let task_of: HashMap<&str, Option<&str>> = decisions
-        .iter()
-        .map(|d| (d.decision_id.as_str(), d.task.as_deref()))
-        .collect();
     for p in list_files(dir, "outcomes-", ".jsonl")? {
-        for_each_line(&p, |_, line| {
-            let Ok(o) = serde_json::from_str::<Outcome>(line) else {
-                bad_lines += 1;
-                return Ok(());
+        for_each_line(&p, |line_no, line| {
+            let o = match serde_json::from_str::<Outcome>(line) {
+                Ok(o) => o,
+                Err(e) => {
+                    malformed.push(format!("{}:{line_no}: outcome: {e}", p.display()));
+                    return Ok(());
+                }
             };
             let add = |e: &mut (f64, f64, usize, usize)| {
                 e.0 += o.quality;
@@ -109,6 +118,8 @@ pub fn run(dir: &Path) -> Result<ShadowReport, TrainError> {
             Ok(())
         })?;
     }
+    drop(task_of);
+    let bad_lines = malformed.len();
     let mean = |e: &(f64, f64, usize, usize)| {
         (
             (e.2 > 0).then(|| e.0 / e.2 as f64),
@@ -134,6 +145,7 @@ pub fn run(dir: &Path) -> Result<ShadowReport, TrainError> {
     let mut rep = ShadowReport {
         decisions_with_shadow: decisions.len(),
         bad_lines,
+        malformed,
         ..ShadowReport::default()
     };
     let mut agree = 0usize;
@@ -218,5 +230,11 @@ pub fn render(r: &ShadowReport) -> String {
         "  not estimable: {}, unreadable lines: {}\n",
         r.unestimable, r.bad_lines
     );
+    for m in r.malformed.iter().take(20) {
+        s += &format!("    {m}\n");
+    }
+    if r.malformed.len() > 20 {
+        s += &format!("    ... and {} more\n", r.malformed.len() - 20);
+    }
     s
 }

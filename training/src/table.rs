@@ -101,7 +101,7 @@ pub struct TableWriter {
 }
 
 enum Sink {
-    Parquet(polars::io::parquet::write::BatchedWriter<File>),
+    Parquet(Box<polars::io::parquet::write::BatchedWriter<File>>),
     JsonLines(BufWriter<File>),
 }
 
@@ -114,11 +114,11 @@ impl TableWriter {
         }
         let file = File::create(path).map_err(TrainError::io(path))?;
         let sink = match format {
-            TableFormat::Parquet => Sink::Parquet(
+            TableFormat::Parquet => Sink::Parquet(Box::new(
                 ParquetWriter::new(file)
                     .with_compression(ParquetCompression::Zstd(None))
                     .batched(&schema())?,
-            ),
+            )),
             TableFormat::JsonLines => Sink::JsonLines(BufWriter::with_capacity(1 << 20, file)),
         };
         Ok(TableWriter {
@@ -127,6 +127,11 @@ impl TableWriter {
             buffer: Vec::new(),
             written: 0,
         })
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn push(&mut self, row: OutcomeRow) -> Result<(), TrainError> {

@@ -73,7 +73,7 @@ fn write_policy(path: &Path, log_dir: &Path, bundle: &Path) {
 fn prompt(i: usize) -> String {
     const TOPICS: [&str; 6] = ["history", "recipe", "python", "email", "table", "budget"];
     let topic = TOPICS[i % TOPICS.len()];
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         let hard = HARD_WORDS[(i / 3) % HARD_WORDS.len()];
         format!("explain the {hard} behind this {topic} {hard} step by step, request {i}")
     } else {

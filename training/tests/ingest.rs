@@ -238,3 +238,341 @@ fn labels_follow_the_quality_threshold() {
     assert_eq!(labels(0.1), 12);
     assert_eq!(labels(1.0), 9);
 }
+
+/// Writes a log directory with `n` decisions in 3 decision segments and 2 outcome segments:
+/// decisions without prompt, a repeated decision_id (last record wins), outcomes of
+/// unknown decisions and malformed lines spread over the files.
+fn write_partition_test_logs(dir: &std::path::Path, n: usize) {
+    use std::fmt::Write as _;
+    let mut decisions = [String::new(), String::new(), String::new()];
+    for d in 0..n {
+        let prompt = if d % 17 == 5 {
+            "null".to_string()
+        } else {
+            format!("\"prompt {d}: {}\"", "word ".repeat(d % 13))
+        };
+        let task = if d % 4 == 0 {
+            "null".to_string()
+        } else {
+            format!("\"task{}\"", d % 5)
+        };
+        let seg = &mut decisions[d % 3];
+        writeln!(
+            seg,
+            r#"{{"decision_id": "d{d:05}", "prompt": {prompt}, "task": {task}, "router": "rules"}}"#
+        )
+        .unwrap();
+        if d % 50 == 7 {
+            seg.push_str("{broken decision\n");
+        }
+    }
+    // A repeated decision: the later record (segment 2) replaces the prompt.
+    writeln!(
+        decisions[2],
+        r#"{{"decision_id": "d00001", "prompt": "replaced prompt", "task": "late"}}"#
+    )
+    .unwrap();
+    for (i, text) in decisions.iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("decisions-2025010{i}T000000-000001.jsonl")),
+            text,
+        )
+        .unwrap();
+    }
+    let mut outcomes = [String::new(), String::new()];
+    for d in 0..n {
+        for (m, model) in ["strong", "weak"].iter().enumerate() {
+            let seg = &mut outcomes[(d + m) % 2];
+            let q = ((d * 7 + m * 3) % 10) as f64 / 10.0;
+            writeln!(
+                seg,
+                r#"{{"ts": "2025-01-01T00:00:00Z", "decision_id": "d{d:05}", "model_id": "{model}", "success": true, "quality": {q}, "cost_usd": {}, "latency_ms": {}}}"#,
+                0.001 * (m + 1) as f64,
+                100 + d
+            )
+            .unwrap();
+        }
+        if d % 41 == 3 {
+            writeln!(
+                outcomes[d % 2],
+                r#"{{"ts": "t", "decision_id": "ghost-{d}", "model_id": "weak", "success": true, "quality": 0.5}}"#
+            )
+            .unwrap();
+        }
+        if d % 60 == 11 {
+            outcomes[d % 2].push_str(r#"{"ts": "t", "decision_id": "d00000", "model_id": "weak", "success": "yes", "quality": 0.5}"#);
+            outcomes[d % 2].push('\n');
+        }
+    }
+    for (i, text) in outcomes.iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("outcomes-2025010{i}T000000-000001.jsonl")),
+            text,
+        )
+        .unwrap();
+    }
+}
+
+fn ingest_with_budget(
+    logs: &std::path::Path,
+    out: &std::path::Path,
+    budget_bytes: u64,
+    policy: BadRowPolicy,
+) -> Result<IngestReport, signalbox_train::TrainError> {
+    let mut w = TableWriter::create(out)?;
+    let mut rep = IngestReport::default();
+    let opts = service_logs::JoinOptions {
+        budget_bytes,
+        temp_parent: None,
+    };
+    service_logs::ingest_dir_with(logs, &mut w, &mut rep, policy, &hidden(), &opts)?;
+    w.finish()?;
+    Ok(rep)
+}
+
+/// The bounded join with many partitions writes exactly the table (rows and their order) and
+/// reports of a single-partition join, and removes its temporary files.
+#[test]
+fn partitioned_service_log_join_matches_single_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    write_partition_test_logs(&logs, 600);
+    let out_dir = dir.path().join("out");
+    let mut results = Vec::new();
+    for (name, budget) in [("one", u64::MAX), ("many", 2_000), ("max", 1)] {
+        let out = out_dir.join(format!("{name}.jsonl"));
+        let rep = ingest_with_budget(&logs, &out, budget, BadRowPolicy::Skip).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        results.push((rep, text));
+    }
+    let (one, one_text) = &results[0];
+    assert_eq!(one.join_partitions, 1);
+    assert!(
+        results[1].0.join_partitions > 20,
+        "{}",
+        results[1].0.join_partitions
+    );
+    assert_eq!(results[2].0.join_partitions, service_logs::MAX_PARTITIONS);
+    // 600 decisions x 2 outcomes, minus those of the 36 decisions without prompt (d % 17 == 5).
+    let no_prompt = (0..600).filter(|d| d % 17 == 5).count();
+    assert_eq!(one.rows_written, 2 * (600 - no_prompt));
+    assert_eq!(one.no_prompt_skipped.len(), 2 * no_prompt);
+    let unknown = one
+        .bad_rows
+        .iter()
+        .filter(|b| b.reason.contains("unknown decision_id"))
+        .count();
+    assert_eq!(unknown, (0..600).filter(|d| d % 41 == 3).count());
+    assert_eq!(
+        one.bad_rows.len(),
+        unknown + 12 + (0..600).filter(|d| d % 60 == 11).count()
+    );
+    // Reported in file order: decision files, then outcome files, each by line.
+    let order: Vec<(std::path::PathBuf, usize)> = one
+        .bad_rows
+        .iter()
+        .map(|b| (b.file.clone(), b.line))
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+    for (rep, text) in &results[1..] {
+        assert_eq!(
+            text, one_text,
+            "table differs with {} partitions",
+            rep.join_partitions
+        );
+        assert_eq!(rep.bad_rows, one.bad_rows);
+        assert_eq!(rep.no_prompt_skipped, one.no_prompt_skipped);
+        assert_eq!(rep.rows_written, one.rows_written);
+        assert_eq!(rep.rows_per_source, one.rows_per_source);
+    }
+    // The repeated decision's last record won.
+    let row = one_text
+        .lines()
+        .find(|l| l.contains("\"service:d00001\""))
+        .unwrap();
+    assert!(
+        row.contains("replaced prompt") && row.contains("\"late\""),
+        "{row}"
+    );
+    // Temporary partition directories are gone.
+    let left: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    // The Parquet table of a partitioned join loads to the same dataset.
+    let pq = out_dir.join("many.parquet");
+    ingest_with_budget(&logs, &pq, 2_000, BadRowPolicy::Skip).unwrap();
+    let a = Dataset::load(&pq).unwrap();
+    let b = Dataset::load(&out_dir.join("one.jsonl")).unwrap();
+    assert_eq!(a.prompt_ids, b.prompt_ids);
+    assert_eq!(a.prompts, b.prompts);
+    assert_eq!(a.quality, b.quality);
+}
+
+/// With --bad-rows fail, the first bad row in file order is fatal, also when it is an
+/// outcome of an unknown decision (found only when its partition is joined).
+#[test]
+fn partitioned_join_fail_policy_reports_the_first_bad_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let mut d = String::new();
+    for i in 0..200 {
+        d += &format!("{{\"decision_id\": \"d{i}\", \"prompt\": \"p {i}\"}}\n");
+    }
+    std::fs::write(logs.join("decisions-1.jsonl"), d).unwrap();
+    let ok = |i: usize| {
+        format!(
+            "{{\"ts\": \"t\", \"decision_id\": \"d{i}\", \"model_id\": \"m\", \"success\": true, \"quality\": 1.0}}\n"
+        )
+    };
+    let mut o = String::new();
+    for i in 0..50 {
+        o += &ok(i);
+    }
+    o += "{\"ts\": \"t\", \"decision_id\": \"ghost\", \"model_id\": \"m\", \"success\": true, \"quality\": 1.0}\n";
+    for i in 50..100 {
+        o += &ok(i);
+    }
+    o += "{not json\n";
+    std::fs::write(logs.join("outcomes-1.jsonl"), o).unwrap();
+    for budget in [u64::MAX, 500] {
+        let out = dir.path().join(format!("t{budget}.parquet"));
+        let err = ingest_with_budget(&logs, &out, budget, BadRowPolicy::Fail)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("outcomes-1.jsonl:51: unknown decision_id \"ghost\""),
+            "{err}"
+        );
+        let rep = ingest_with_budget(&logs, &out, budget, BadRowPolicy::Skip).unwrap();
+        let lines: Vec<usize> = rep.bad_rows.iter().map(|b| b.line).collect();
+        assert_eq!(lines, vec![51, 102], "{:?}", rep.bad_rows);
+        assert_eq!(rep.rows_written, 100);
+    }
+    // A malformed line before any unknown decision is the one reported.
+    let mut o = ok(0);
+    o += "{not json\n";
+    o += "{\"ts\": \"t\", \"decision_id\": \"ghost\", \"model_id\": \"m\", \"success\": true, \"quality\": 1.0}\n";
+    std::fs::write(logs.join("outcomes-1.jsonl"), o).unwrap();
+    let err = ingest_with_budget(
+        &logs,
+        &dir.path().join("u.parquet"),
+        500,
+        BadRowPolicy::Fail,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("outcomes-1.jsonl:2: outcome:"), "{err}");
+}
+
+/// The shadow report on a log directory whose numbers are computed by hand: agreement,
+/// each router's estimated quality and cost (observed, `predicted_quality`, per-task mean
+/// of every decision's outcomes, overall mean), unestimable decisions, and malformed lines
+/// reported as file:line.
+#[test]
+fn shadow_report_numbers_match_a_hand_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = |model: &str, agrees: bool| {
+        format!(r#"{{"router": "learned", "primary": "{model}", "agrees": {agrees}}}"#)
+    };
+    let decision = |id: &str, task: &str, primary: &str, shadow: &str, extra: &str| {
+        format!(
+            r#"{{"decision_id": "{id}", "task": "{task}", "router": "rules", "primary": "{primary}", "shadow": {shadow}{extra}, "future": 1}}"#
+        )
+    };
+    let decisions = [
+        decision("d1", "qa", "A", &shadow("A", true), ""),
+        decision("d2", "qa", "A", &shadow("B", false), ""),
+        "{broken".to_string(),
+        decision(
+            "d3",
+            "code",
+            "B",
+            &shadow("A", false),
+            r#", "predicted_quality": {"A": 0.9, "B": 0.3}"#,
+        ),
+        decision("d4", "code", "B", &shadow("A", false), ""),
+        decision("d5", "code", "A", "null", ""), // no shadow: only feeds the means
+        decision("d6", "qa", "A", &shadow("A", true), ""), // no outcome
+        decision("d7", "qa", "B", &shadow("C", false), ""), // C never observed
+    ];
+    std::fs::write(
+        dir.path().join("decisions-20250101T000000-000001.jsonl"),
+        decisions.join("\n") + "\n",
+    )
+    .unwrap();
+    let outcome = |id: &str, model: &str, q: f64, c: f64| {
+        format!(
+            r#"{{"ts": "2025-01-01T00:00:00Z", "decision_id": "{id}", "model_id": "{model}", "success": true, "quality": {q}, "cost_usd": {c}}}"#
+        )
+    };
+    let outcomes = [
+        outcome("d1", "A", 1.0, 0.01),
+        outcome("d2", "A", 0.5, 0.01),
+        outcome("d2", "B", 0.8, 0.001),
+        outcome("d3", "B", 0.2, 0.002),
+        outcome("d4", "B", 0.4, 0.002),
+        "not json".to_string(),
+        outcome("d5", "A", 0.6, 0.013),
+        outcome("d7", "B", 1.0, 0.002),
+    ];
+    std::fs::write(
+        dir.path().join("outcomes-20250101T000000-000001.jsonl"),
+        outcomes.join("\n") + "\n",
+    )
+    .unwrap();
+
+    let r = signalbox_train::shadow::run(dir.path()).unwrap();
+    // d1, d2, d3, d4, d6, d7 have a shadow decision; d6 has no outcome.
+    assert_eq!(r.decisions_with_shadow, 6);
+    assert_eq!(r.with_outcome, 5);
+    // Only d1 agrees.
+    assert_eq!(r.agreement, 1.0 / 5.0);
+    // d7's shadow choice C has no outcome, prediction or mean anywhere.
+    assert_eq!(r.unestimable, 1);
+    assert_eq!(r.routers.len(), 2);
+    // Live router: the observed outcomes of d1..d4.
+    let rules = &r.routers["rules"];
+    assert_eq!((rules.decisions, rules.observed), (4, 4));
+    assert_eq!(rules.mean_quality, (1.0 + 0.5 + 0.2 + 0.4) / 4.0);
+    assert_eq!(rules.mean_cost_usd, (0.01 + 0.01 + 0.002 + 0.002) / 4.0);
+    // Shadow router: d1 A observed (1.0, 0.01); d2 B observed (0.8, 0.001); d3 A from
+    // predicted_quality 0.9, cost = mean cost of A on `code` (d5: 0.013); d4 A from the
+    // mean of A on `code` (d5: 0.6, 0.013). d5 has no shadow but counts for the task mean.
+    let learned = &r.routers["learned"];
+    assert_eq!((learned.decisions, learned.observed), (4, 2));
+    assert_eq!(learned.mean_quality, (1.0 + 0.8 + 0.9 + 0.6) / 4.0);
+    assert_eq!(learned.mean_cost_usd, (0.01 + 0.001 + 0.013 + 0.013) / 4.0);
+    // Malformed lines, with file and line.
+    assert_eq!(r.bad_lines, 2);
+    assert_eq!(r.malformed.len(), 2);
+    assert!(
+        r.malformed[0].contains("decisions-20250101T000000-000001.jsonl:3: decision:"),
+        "{:?}",
+        r.malformed
+    );
+    assert!(
+        r.malformed[1].contains("outcomes-20250101T000000-000001.jsonl:6: outcome:"),
+        "{:?}",
+        r.malformed
+    );
+    let text = signalbox_train::shadow::render(&r);
+    assert!(text.contains("agreement: 20.0%"), "{text}");
+    assert!(
+        text.contains("learned: 4 decisions, est. quality 0.825, est. cost $0.009250/request (2 observed, 2 estimated)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rules: 4 decisions, est. quality 0.525, est. cost $0.006000/request (4 observed, 0 estimated)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("outcomes-20250101T000000-000001.jsonl:6: outcome:"),
+        "{text}"
+    );
+}

@@ -3,6 +3,7 @@
 pub mod csv_lines;
 pub mod routellm;
 pub mod service_logs;
+pub mod spill;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,8 @@ pub struct IngestReport {
     /// Outcome rows skipped because their decision stored no prompt.
     pub no_prompt_skipped: Vec<BadRow>,
     pub files_read: usize,
+    /// Partitions of the service-log join (largest over the directories; 0: none read).
+    pub join_partitions: usize,
 }
 
 impl IngestReport {
@@ -85,6 +88,9 @@ impl IngestReport {
             self.no_prompt_skipped.len(),
             self.bad_rows.len()
         );
+        if self.join_partitions > 1 {
+            s += &format!("  service-log join: {} partitions\n", self.join_partitions);
+        }
         for b in self
             .bad_rows
             .iter()
