@@ -32,12 +32,28 @@ use unicode_normalization_alignments::UnicodeNormalization;
 /// The pattern of `tokenizers`' `Whitespace` pre-tokenizer: its matches are the pieces.
 static PIECES: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"\w+|[^\w\s]+").ok());
 
-/// Longest piece whose encoding is kept in the load-time table.
+/// Longest piece whose encoding is kept in the load-time table or the per-thread cache.
 const MAX_TABLE_PIECE: usize = 32;
+
+/// Entries of the per-thread cache of merged pieces (cleared when full).
+const MERGE_CACHE_ENTRIES: usize = 8192;
+
+/// (id of the tokenizer the entries belong to, piece → ids).
+type MergeCache = (u64, FxHashMap<Box<str>, Box<[u32]>>);
+
+thread_local! {
+    static MERGED: std::cell::RefCell<MergeCache> =
+        std::cell::RefCell::new((u64::MAX, FxHashMap::default()));
+}
+
+/// Source of [`FastTokenizer::id`]s.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The ASCII fast path of one bundle tokenizer.
 #[derive(Debug, Clone)]
 pub struct FastTokenizer {
+    /// Unique per loaded tokenizer (clones share it: same contents), keys the merge cache.
+    id: u64,
     /// Token id of each ASCII byte as a one-character token (`unk` when absent).
     byte_ids: [u32; 128],
     /// Token ids of the non-ASCII one-character tokens.
@@ -127,6 +143,7 @@ impl FastTokenizer {
             })
             .collect::<Option<Vec<_>>>()?;
         let mut fast = FastTokenizer {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             byte_ids,
             char_ids,
             unk,
@@ -179,7 +196,7 @@ impl FastTokenizer {
             }
             match self.pieces.get(m.as_str().as_bytes()) {
                 Some(known) => ids.extend_from_slice(known),
-                None => self.merge_piece(m.as_str(), &mut ids),
+                None => self.merge_cached(m.as_str(), &mut ids),
             }
         }
         ids.truncate(max_tokens);
@@ -222,7 +239,7 @@ impl FastTokenizer {
             match self.pieces.get(lower) {
                 Some(known) => ids.extend_from_slice(known),
                 // Lower-cased ASCII is valid UTF-8.
-                None => self.merge_piece(std::str::from_utf8(lower).ok()?, &mut ids),
+                None => self.merge_cached(std::str::from_utf8(lower).ok()?, &mut ids),
             }
         }
         // The unsupported-byte check must cover the whole text, not only the used part.
@@ -234,6 +251,33 @@ impl FastTokenizer {
         }
         ids.truncate(max_tokens);
         Some(ids)
+    }
+
+    /// [`FastTokenizer::merge_piece`] through a per-thread cache of recent pieces (as
+    /// `tokenizers` caches words): prompts repeat their rarer words across requests.
+    fn merge_cached(&self, piece: &str, out: &mut Vec<u32>) {
+        if piece.len() > MAX_TABLE_PIECE {
+            return self.merge_piece(piece, out);
+        }
+        MERGED.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let (owner, map) = &mut *cache;
+            // One cache per thread, for the tokenizer that used it last (a reload starts over).
+            if *owner != self.id {
+                map.clear();
+                *owner = self.id;
+            }
+            if let Some(ids) = map.get(piece) {
+                out.extend_from_slice(ids);
+                return;
+            }
+            let start = out.len();
+            self.merge_piece(piece, out);
+            if map.len() >= MERGE_CACHE_ENTRIES {
+                map.clear();
+            }
+            map.insert(piece.into(), out[start..].into());
+        })
     }
 
     /// Appends the BPE encoding of one normalized piece: `BPE::merge_word` followed by
