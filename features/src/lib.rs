@@ -9,7 +9,8 @@
 //! Serving flow: [`Featurizer::load`] once, then per request
 //! [`Featurizer::featurize_into`] into a reused `Vec<f32>` of [`Featurizer::dim`]
 //! floats, run `model.onnx` on it (input/output names in [`OnnxSpec`]), and pick a
-//! model with [`BundleManifest::route`].
+//! model with [`routing::choose`] (margins from [`BundleManifest::margin_for_target`],
+//! costs from the caller's catalog).
 
 pub mod error;
 pub mod fast_tokenizer;

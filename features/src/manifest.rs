@@ -31,7 +31,7 @@ pub struct BundleManifest {
     pub quality_threshold: f64,
     pub features: FeatureConfig,
     pub onnx: OnnxSpec,
-    /// Routing rule: see [`BundleManifest::route`].
+    /// Routing rule: see [`crate::routing::choose`].
     pub routing_rule: String,
     /// Calibrated margins per quality target, ascending by `target`.
     pub quality_targets: Vec<QualityTarget>,
@@ -269,25 +269,6 @@ impl BundleManifest {
             .find(|q| q.target + 1e-12 >= target)
             .map(|q| q.margin)
             .ok_or(FeatureError::NoTarget(target))
-    }
-
-    /// Index (ONNX output order) of the model to use for predictions `probs` at a
-    /// quality `target`, among models with `allowed[i] == true` (policy, catalog).
-    /// `None` when no model is allowed.
-    pub fn route(
-        &self,
-        probs: &[f32],
-        target: f64,
-        allowed: &[bool],
-    ) -> Result<Option<usize>, FeatureError> {
-        let margin = self.margin_for_target(target)?;
-        let costs: Vec<f64> = self.models.iter().map(|m| m.cost).collect();
-        Ok(crate::routing::choose(
-            probs,
-            &costs,
-            allowed,
-            margin as f32,
-        ))
     }
 }
 

@@ -38,12 +38,11 @@ fn default_bundle_reproduces_its_parity_samples() {
     // Every calibrated target routes something sensible.
     let allowed = vec![true; ids.len()];
     let probs = vec![0.7f32, 0.9f32];
+    let costs: Vec<f64> = manifest.models.iter().map(|m| m.cost).collect();
     for q in &manifest.quality_targets {
+        let margin = manifest.margin_for_target(q.target).unwrap();
         assert!(
-            manifest
-                .route(&probs, q.target, &allowed)
-                .unwrap()
-                .is_some()
+            signalbox_features::routing::choose(&probs, &costs, &allowed, margin as f32).is_some()
         );
     }
 }
