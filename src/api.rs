@@ -388,20 +388,21 @@ impl Shared {
         let primary = policy.model(decision.primary);
         self.circuits.note_routed(&primary.id, &primary.provider);
         self.stats.record(&decision, policy);
+        let now = Instant::now();
+        let payer = self.budgets.payer(&input.tenant_id, &input.user_id);
+        let reservation = self.budgets.reserve(
+            &payer,
+            decision.estimated_cost,
+            Duration::from_secs(policy.budgets.in_flight_ttl_secs),
+            now,
+        );
         self.tracker.insert(
             &decision_id,
             TrackedDecision {
-                tenant_id: input.tenant_id.clone(),
-                user_id: input.user_id.clone(),
-                created: Instant::now(),
+                payer,
+                created: now,
+                reservation,
             },
-        );
-        self.budgets.reserve(
-            &decision_id,
-            &input.tenant_id,
-            &input.user_id,
-            decision.estimated_cost,
-            Duration::from_secs(policy.budgets.in_flight_ttl_secs),
         );
         self.log
             .append(LogRecord::Decision(Box::new(decision_record(
@@ -420,9 +421,14 @@ impl Shared {
 
     /// The whole ReportOutcome path after validation.
     pub async fn report(&self, o: OutcomeInput) -> Result<proto::OutcomeAck, ApiError> {
+        let live = self.live.load();
+        let policy = live.engine.policy();
+        let Some(spec) = policy.find_model(&o.model_id).map(|m| policy.model(m)) else {
+            return Err(bad("model_id", format!("unknown model {:?}", o.model_id)));
+        };
         let tracked = self
             .tracker
-            .get(&o.decision_id)
+            .claim(&o.decision_id)
             .ok_or_else(|| ApiError::NotFound {
                 field: "decision_id",
                 message: format!(
@@ -430,22 +436,12 @@ impl Shared {
                     o.decision_id
                 ),
             })?;
-        let live = self.live.load();
-        let policy = live.engine.policy();
-        let Some(spec) = policy.find_model(&o.model_id).map(|m| policy.model(m)) else {
-            return Err(bad("model_id", format!("unknown model {:?}", o.model_id)));
-        };
         let cost = o
             .cost
             .unwrap_or_else(|| spec.cost(u64::from(o.tokens_in), u64::from(o.tokens_out)));
         let now = Utc::now();
-        self.budgets.settle(
-            &o.decision_id,
-            &tracked.tenant_id,
-            &tracked.user_id,
-            cost,
-            now,
-        );
+        self.budgets
+            .settle(&tracked.payer, tracked.reservation, cost, now);
         let circuit_state = self.circuits.record(
             &policy.circuit,
             &spec.id,
@@ -457,8 +453,8 @@ impl Shared {
             .append(LogRecord::Outcome(OutcomeRecord {
                 ts: now.to_rfc3339_opts(SecondsFormat::Millis, true),
                 decision_id: o.decision_id.clone(),
-                tenant_id: tracked.tenant_id,
-                user_id: tracked.user_id,
+                tenant_id: tracked.payer.tenant_id().to_string(),
+                user_id: tracked.payer.user_id().to_string(),
                 model_id: o.model_id,
                 success: o.success,
                 quality: o.quality,

@@ -1,16 +1,15 @@
 //! Spend per tenant and per user, per UTC day and month, from reported costs plus the estimated
 //! cost of decisions still in flight. A cap is exceeded when committed spend is at or over it.
 
-use std::collections::{BTreeSet, HashMap};
-use std::hash::{BuildHasher, RandomState};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Utc};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::config::{BudgetCaps, OnExceeded, Policy};
 use crate::money::Micros;
-use crate::tracking::DecisionKey;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BudgetVerdict {
@@ -21,9 +20,6 @@ pub enum BudgetVerdict {
         action: OnExceeded,
     },
 }
-
-/// (tenant, user); user is empty for the tenant-wide account.
-type Account = (String, String);
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Spend {
@@ -77,88 +73,133 @@ impl Spend {
     }
 }
 
-#[derive(Debug)]
-struct Reservation {
-    tenant: String,
-    user: String,
-    amount: Micros,
-    expires: Instant,
-}
-
-/// Spend and in-flight totals per account (few entries: one per tenant and user).
+/// Spend and in-flight estimates of one account (a tenant, or one user of a tenant).
 #[derive(Debug, Default)]
-struct Accounts {
-    spend: HashMap<Account, Spend>,
-    in_flight: HashMap<Account, Micros>,
+struct AccountState {
+    spend: Spend,
+    /// Estimates still in flight, summed per expiry second (ascending): memory grows with the
+    /// in-flight TTL in seconds, not with the number of decisions.
+    in_flight: VecDeque<(u64, Micros)>,
+    in_flight_total: Micros,
 }
 
-impl Accounts {
-    fn release(&mut self, r: &Reservation) {
-        for account in accounts(&r.tenant, &r.user) {
-            if let Some(v) = self.in_flight.get_mut(&account) {
-                *v = v.saturating_sub(r.amount);
-                if *v == Micros::ZERO {
-                    self.in_flight.remove(&account);
-                }
-            }
-        }
-    }
-}
-
-/// One shard of the per-decision reservations (many entries: one per decision in flight).
-#[derive(Debug, Default)]
-struct Reservations {
-    by_id: HashMap<DecisionKey, Reservation>,
-    /// Ordered by expiry time.
-    expiry: BTreeSet<(Instant, DecisionKey)>,
-}
-
-impl Reservations {
-    fn take(&mut self, key: &DecisionKey) -> Option<Reservation> {
-        let r = self.by_id.remove(key)?;
-        self.expiry.remove(&(r.expires, key.clone()));
-        Some(r)
-    }
-
-    fn take_expired(&mut self, now: Instant) -> Vec<Reservation> {
-        let mut out = Vec::new();
-        while let Some((at, id)) = self.expiry.first().cloned() {
-            if at > now {
+impl AccountState {
+    fn expire(&mut self, now_sec: u64) {
+        while let Some(&(expires, amount)) = self.in_flight.front() {
+            if expires > now_sec {
                 break;
             }
-            self.expiry.remove(&(at, id.clone()));
-            out.extend(self.by_id.remove(&id));
+            self.in_flight.pop_front();
+            self.in_flight_total = self.in_flight_total.saturating_sub(amount);
         }
-        out
+    }
+
+    fn hold(&mut self, expires: u64, amount: Micros) {
+        match self.in_flight.back_mut() {
+            Some((at, total)) if *at == expires => *total += amount,
+            Some((at, _)) if *at > expires => {
+                // Only after a reload shortened the TTL: keep the ring sorted.
+                match self.in_flight.binary_search_by_key(&expires, |&(e, _)| e) {
+                    Ok(i) => self.in_flight[i].1 += amount,
+                    Err(i) => self.in_flight.insert(i, (expires, amount)),
+                }
+            }
+            _ => self.in_flight.push_back((expires, amount)),
+        }
+        self.in_flight_total += amount;
+    }
+
+    fn release(&mut self, expires: u64, amount: Micros) {
+        if let Ok(i) = self.in_flight.binary_search_by_key(&expires, |&(e, _)| e) {
+            let slot = &mut self.in_flight[i].1;
+            let released = amount.min(*slot);
+            *slot = slot.saturating_sub(released);
+            self.in_flight_total = self.in_flight_total.saturating_sub(released);
+        }
+        // Not found: that second has expired, the estimate no longer counts.
     }
 }
 
-const SHARDS: usize = 64;
-
-fn accounts(tenant: &str, user: &str) -> Vec<Account> {
-    let mut v = vec![(tenant.to_string(), String::new())];
-    if !user.is_empty() {
-        v.push((tenant.to_string(), user.to_string()));
-    }
-    v
+#[derive(Debug)]
+struct Account {
+    name: Box<str>,
+    state: Mutex<AccountState>,
 }
 
-/// Lock order: a reservations shard, then the accounts.
+impl Account {
+    fn new(name: &str) -> Arc<Account> {
+        Arc::new(Account {
+            name: name.into(),
+            state: Mutex::new(AccountState::default()),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct TenantAccounts {
+    tenant: Arc<Account>,
+    users: HashMap<Box<str>, Arc<Account>>,
+}
+
+/// Who pays for a decision: the tenant's account and, when the request names a user, that
+/// user's account. Interned by the ledger, so holding one (as every tracked decision does)
+/// costs two pointers and no allocation.
+#[derive(Debug, Clone)]
+pub struct Payer {
+    tenant: Arc<Account>,
+    user: Option<Arc<Account>>,
+}
+
+impl Payer {
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant.name
+    }
+
+    /// Empty when the request named no user.
+    pub fn user_id(&self) -> &str {
+        self.user.as_ref().map_or("", |u| &u.name)
+    }
+
+    fn accounts(&self) -> impl Iterator<Item = &Arc<Account>> {
+        std::iter::once(&self.tenant).chain(self.user.as_ref())
+    }
+}
+
+impl PartialEq for Payer {
+    fn eq(&self, other: &Payer) -> bool {
+        Arc::ptr_eq(&self.tenant, &other.tenant)
+            && match (&self.user, &other.user) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
+impl Eq for Payer {}
+
+/// The estimated cost a decision holds until its outcome arrives or the hold expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    amount: Micros,
+    /// Ledger second at which the hold lapses.
+    expires: u64,
+}
+
+/// Spend and in-flight estimates per account. Accounts are few (one per tenant and per user);
+/// per-decision state (the [`Reservation`]) lives with the tracked decision, so the ledger's
+/// memory does not grow with the request rate.
 #[derive(Debug)]
 pub struct BudgetLedger {
-    accounts: Mutex<Accounts>,
-    reservations: Vec<Mutex<Reservations>>,
-    hasher: RandomState,
+    tenants: RwLock<HashMap<Box<str>, TenantAccounts>>,
+    epoch: Instant,
 }
 
 impl Default for BudgetLedger {
     fn default() -> Self {
         BudgetLedger {
-            accounts: Mutex::new(Accounts::default()),
-            reservations: (0..SHARDS)
-                .map(|_| Mutex::new(Reservations::default()))
-                .collect(),
-            hasher: RandomState::new(),
+            tenants: RwLock::new(HashMap::new()),
+            epoch: Instant::now(),
         }
     }
 }
@@ -168,8 +209,50 @@ impl BudgetLedger {
         BudgetLedger::default()
     }
 
-    fn shard(&self, key: &DecisionKey) -> &Mutex<Reservations> {
-        &self.reservations[(self.hasher.hash_one(key) as usize) % SHARDS]
+    /// Ledger second of `at`, rounded up (a hold lasts at least its TTL).
+    fn second(&self, at: Instant) -> u64 {
+        let d = at.saturating_duration_since(self.epoch);
+        d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    }
+
+    /// The interned payer of (tenant, user), created on first use.
+    pub fn payer(&self, tenant: &str, user: &str) -> Payer {
+        if let Some(p) = self.find(tenant, user) {
+            return p;
+        }
+        let mut tenants = self.tenants.write();
+        let entry = tenants
+            .entry(tenant.into())
+            .or_insert_with(|| TenantAccounts {
+                tenant: Account::new(tenant),
+                users: HashMap::new(),
+            });
+        let user = (!user.is_empty()).then(|| {
+            entry
+                .users
+                .entry(user.into())
+                .or_insert_with(|| Account::new(user))
+                .clone()
+        });
+        Payer {
+            tenant: entry.tenant.clone(),
+            user,
+        }
+    }
+
+    /// The payer of (tenant, user) if both accounts exist already.
+    fn find(&self, tenant: &str, user: &str) -> Option<Payer> {
+        let tenants = self.tenants.read();
+        let entry = tenants.get(tenant)?;
+        let user = if user.is_empty() {
+            None
+        } else {
+            Some(entry.users.get(user)?.clone())
+        };
+        Some(Payer {
+            tenant: entry.tenant.clone(),
+            user,
+        })
     }
 
     /// Is the tenant or the user at or over a cap? The strictest verdict wins (deny over downgrade).
@@ -186,26 +269,49 @@ impl BudgetLedger {
         if tenant_caps.is_none() && user_caps.is_none() {
             return BudgetVerdict::Within;
         }
-        let inner = self.accounts.lock();
+        let now_sec = self.second(Instant::now());
+        let (tenant_account, user_account) = {
+            let tenants = self.tenants.read();
+            match tenants.get(tenant) {
+                None => (None, None),
+                Some(e) => (
+                    Some(e.tenant.clone()),
+                    (!user.is_empty())
+                        .then(|| e.users.get(user).cloned())
+                        .flatten(),
+                ),
+            }
+        };
         let mut verdicts = Vec::new();
         for (scope, caps, account) in [
-            ("tenant", tenant_caps, (tenant.to_string(), String::new())),
-            ("user", user_caps, (tenant.to_string(), user.to_string())),
+            ("tenant", tenant_caps, tenant_account),
+            ("user", user_caps, user_account),
         ] {
             let Some(caps) = caps else { continue };
-            let spend = inner.spend.get(&account).copied().unwrap_or_default();
-            let in_flight = inner.in_flight.get(&account).copied().unwrap_or_default();
-            let who = if scope == "tenant" {
-                format!("tenant {tenant}")
-            } else {
-                format!("user {user} of tenant {tenant}")
+            let (day, month, in_flight) = match account {
+                None => (Micros::ZERO, Micros::ZERO, Micros::ZERO),
+                Some(a) => {
+                    let mut st = a.state.lock();
+                    st.expire(now_sec);
+                    (
+                        st.spend.today(now),
+                        st.spend.this_month(now),
+                        st.in_flight_total,
+                    )
+                }
             };
             verdicts.extend(over_cap(
                 caps,
                 scope,
-                &who,
-                spend.today(now),
-                spend.this_month(now),
+                || {
+                    if scope == "tenant" {
+                        format!("tenant {tenant}")
+                    } else {
+                        format!("user {user} of tenant {tenant}")
+                    }
+                },
+                day,
+                month,
                 in_flight,
             ));
         }
@@ -222,95 +328,101 @@ impl BudgetLedger {
             .unwrap_or(BudgetVerdict::Within)
     }
 
-    /// Hold the estimated cost of a decision until its outcome arrives or `ttl` passes.
+    /// Hold the estimated cost of a decision for `ttl` (at least; rounded up to the second).
+    /// Keep the returned reservation with the decision and pass it to [`BudgetLedger::settle`].
     pub fn reserve(
         &self,
-        decision_id: &str,
-        tenant: &str,
-        user: &str,
+        payer: &Payer,
         amount: Micros,
         ttl: Duration,
-    ) {
+        now: Instant,
+    ) -> Option<Reservation> {
         if amount == Micros::ZERO {
-            return;
+            return None;
         }
-        let expires = Instant::now() + ttl;
-        let key = DecisionKey::of(decision_id);
-        let mut shard = self.shard(&key).lock();
-        // A decision id is reserved once; a repeat replaces the old reservation.
-        let old = shard.take(&key);
-        {
-            let mut acc = self.accounts.lock();
-            if let Some(old) = &old {
-                acc.release(old);
-            }
-            for account in accounts(tenant, user) {
-                *acc.in_flight.entry(account).or_default() += amount;
-            }
+        let now_sec = self.second(now);
+        let expires = self.second(now + ttl).max(now_sec + 1);
+        for account in payer.accounts() {
+            let mut st = account.state.lock();
+            st.expire(now_sec);
+            st.hold(expires, amount);
         }
-        shard.by_id.insert(
-            key.clone(),
-            Reservation {
-                tenant: tenant.to_string(),
-                user: user.to_string(),
-                amount,
-                expires,
-            },
-        );
-        shard.expiry.insert((expires, key));
+        Some(Reservation { amount, expires })
     }
 
-    /// Book a reported cost: releases the decision's reservation and adds the actual cost.
+    /// Book a reported cost: releases the decision's reservation (if it is still held) and adds
+    /// the actual cost.
     pub fn settle(
         &self,
-        decision_id: &str,
-        tenant: &str,
-        user: &str,
+        payer: &Payer,
+        reservation: Option<Reservation>,
         cost: Micros,
         at: DateTime<Utc>,
     ) {
-        let key = DecisionKey::of(decision_id);
-        let mut shard = self.shard(&key).lock();
-        let reservation = shard.take(&key);
-        let mut acc = self.accounts.lock();
-        if let Some(r) = &reservation {
-            acc.release(r);
-        }
-        for account in accounts(tenant, user) {
-            acc.spend.entry(account).or_default().add(cost, at);
+        let now_sec = self.second(Instant::now());
+        for account in payer.accounts() {
+            let mut st = account.state.lock();
+            st.expire(now_sec);
+            if let Some(r) = reservation {
+                st.release(r.expires, r.amount);
+            }
+            st.spend.add(cost, at);
         }
     }
 
-    /// Release reservations whose outcome never came (called periodically).
+    /// Drop expired holds everywhere (called periodically; every access also expires its own).
     pub fn sweep(&self, now: Instant) {
-        for shard in &self.reservations {
-            let mut shard = shard.lock();
-            let expired = shard.take_expired(now);
-            if !expired.is_empty() {
-                let mut acc = self.accounts.lock();
-                for r in &expired {
-                    acc.release(r);
-                }
+        let now_sec = self.second(now);
+        let tenants = self.tenants.read();
+        for entry in tenants.values() {
+            for account in std::iter::once(&entry.tenant).chain(entry.users.values()) {
+                account.state.lock().expire(now_sec);
             }
         }
     }
 
     /// Spent today and this month (excluding in-flight), for tests and status.
     pub fn spent(&self, tenant: &str, user: &str, now: DateTime<Utc>) -> (Micros, Micros) {
-        let inner = self.accounts.lock();
-        let s = inner
-            .spend
-            .get(&(tenant.to_string(), user.to_string()))
-            .copied()
-            .unwrap_or_default();
-        (s.today(now), s.this_month(now))
+        let tenants = self.tenants.read();
+        let account = tenants.get(tenant).and_then(|e| {
+            if user.is_empty() {
+                Some(e.tenant.clone())
+            } else {
+                e.users.get(user).cloned()
+            }
+        });
+        match account {
+            None => (Micros::ZERO, Micros::ZERO),
+            Some(a) => {
+                let st = a.state.lock();
+                (st.spend.today(now), st.spend.this_month(now))
+            }
+        }
+    }
+
+    /// Estimates in flight for the account (after expiring lapsed holds), for tests and status.
+    pub fn in_flight(&self, tenant: &str, user: &str) -> Micros {
+        let now_sec = self.second(Instant::now());
+        let tenants = self.tenants.read();
+        let account = tenants.get(tenant).and_then(|e| {
+            if user.is_empty() {
+                Some(e.tenant.clone())
+            } else {
+                e.users.get(user).cloned()
+            }
+        });
+        account.map_or(Micros::ZERO, |a| {
+            let mut st = a.state.lock();
+            st.expire(now_sec);
+            st.in_flight_total
+        })
     }
 }
 
 fn over_cap(
     caps: &BudgetCaps,
     scope: &str,
-    who: &str,
+    who: impl FnOnce() -> String,
     day: Micros,
     month: Micros,
     in_flight: Micros,
@@ -322,7 +434,8 @@ fn over_cap(
             return Some(BudgetVerdict::Exceeded {
                 policy_id: format!("budget.{scope}.{period}"),
                 message: format!(
-                    "{who} {period} budget reached: {committed} committed ({spent} spent + {in_flight} in flight) of {cap}"
+                    "{} {period} budget reached: {committed} committed ({spent} spent + {in_flight} in flight) of {cap}",
+                    who()
                 ),
                 action: caps.on_exceeded,
             });
@@ -389,17 +502,18 @@ fallbacks = []
             "[budgets]\n[[budgets.tenants]]\ntenant = \"t\"\ndaily_usd = 1.0\nmonthly_usd = 2.5\n",
         );
         let ledger = BudgetLedger::new();
+        let t = ledger.payer("t", "");
         let day1 = at(2026, 11, 29, 23);
-        ledger.settle("d1", "t", "", Micros(1_000_000), day1);
+        ledger.settle(&t, None, Micros(1_000_000), day1);
         assert!(matches!(
             ledger.check(&p, "t", "", day1),
             BudgetVerdict::Exceeded { ref policy_id, .. } if policy_id == "budget.tenant.daily"
         ));
         let day2 = at(2026, 11, 30, 0);
         assert_eq!(ledger.check(&p, "t", "", day2), BudgetVerdict::Within);
-        ledger.settle("d2", "t", "", Micros(999_999), day2);
+        ledger.settle(&t, None, Micros(999_999), day2);
         assert_eq!(ledger.check(&p, "t", "", day2), BudgetVerdict::Within);
-        ledger.settle("d3", "t", "", Micros(500_001), day2);
+        ledger.settle(&t, None, Micros(500_001), day2);
         // 1.0 + 1.5 = 2.5 this month: at the monthly cap is over (daily is too).
         assert!(matches!(
             ledger.check(&p, "t", "", day2),
@@ -418,24 +532,99 @@ fallbacks = []
     fn in_flight_estimates_count_until_settled_or_expired() {
         let p = policy("[budgets]\n[[budgets.tenants]]\ntenant = \"t\"\ndaily_usd = 1.0\n");
         let ledger = BudgetLedger::new();
+        let payer = ledger.payer("t", "u");
         let now = Utc::now();
-        ledger.reserve("d1", "t", "u", Micros(999_999), Duration::from_secs(60));
+        let start = Instant::now();
+        let minute = Duration::from_secs(60);
+        let r1 = ledger.reserve(&payer, Micros(999_999), minute, start);
         assert_eq!(ledger.check(&p, "t", "u", now), BudgetVerdict::Within);
-        ledger.reserve("d2", "t", "u", Micros(1), Duration::from_secs(60));
+        let r2 = ledger.reserve(&payer, Micros(1), minute, start);
         assert!(matches!(
             ledger.check(&p, "t", "u", now),
             BudgetVerdict::Exceeded { .. }
         ));
-        ledger.settle("d2", "t", "u", Micros::ZERO, now);
+        ledger.settle(&payer, r2, Micros::ZERO, now);
         assert_eq!(ledger.check(&p, "t", "u", now), BudgetVerdict::Within);
-        // An expired reservation stops counting.
-        ledger.reserve("d3", "t", "u", Micros(5_000_000), Duration::ZERO);
+        assert_eq!(ledger.in_flight("t", "u"), Micros(999_999));
+        assert_eq!(
+            ledger.in_flight("t", ""),
+            Micros(999_999),
+            "the tenant holds it too"
+        );
+        // (Each reservation is settled at most once: the decision tracker hands it out once.)
+        ledger.settle(&payer, r1, Micros::ZERO, now);
+        assert_eq!(ledger.in_flight("t", "u"), Micros::ZERO);
+        // A hold lapses after its TTL (rounded up to the second) and stops counting.
+        let r3 = ledger.reserve(&payer, Micros(5_000_000), minute, start);
+        assert!(r3.is_some());
+        assert_eq!(ledger.in_flight("t", "u"), Micros(5_000_000));
         assert!(matches!(
             ledger.check(&p, "t", "u", now),
             BudgetVerdict::Exceeded { .. }
         ));
-        ledger.sweep(Instant::now());
+        ledger.sweep(start + Duration::from_secs(59));
+        assert_eq!(
+            ledger.in_flight("t", "u"),
+            Micros(5_000_000),
+            "not yet lapsed"
+        );
+        ledger.sweep(start + Duration::from_secs(62));
+        assert_eq!(ledger.in_flight("t", "u"), Micros::ZERO);
         assert_eq!(ledger.check(&p, "t", "u", now), BudgetVerdict::Within);
+        // Settling a lapsed reservation neither underflows nor touches newer holds.
+        let r4 = ledger.reserve(&payer, Micros(7), minute, start + Duration::from_secs(62));
+        ledger.settle(&payer, r3, Micros::ZERO, now);
+        assert_eq!(ledger.in_flight("t", "u"), Micros(7));
+        ledger.settle(&payer, r4, Micros::ZERO, now);
+        assert_eq!(ledger.in_flight("t", "u"), Micros::ZERO);
+    }
+
+    #[test]
+    fn holds_with_a_shorter_ttl_after_a_reload_keep_expiry_order() {
+        let ledger = BudgetLedger::new();
+        let payer = ledger.payer("t", "");
+        let start = Instant::now();
+        let long = ledger.reserve(&payer, Micros(10), Duration::from_secs(600), start);
+        let short = ledger.reserve(&payer, Micros(3), Duration::from_secs(5), start);
+        assert_eq!(ledger.in_flight("t", ""), Micros(13));
+        ledger.sweep(start + Duration::from_secs(10));
+        assert_eq!(
+            ledger.in_flight("t", ""),
+            Micros(10),
+            "the short hold lapsed first"
+        );
+        ledger.settle(&payer, short, Micros::ZERO, Utc::now());
+        assert_eq!(ledger.in_flight("t", ""), Micros(10));
+        ledger.settle(&payer, long, Micros::ZERO, Utc::now());
+        assert_eq!(ledger.in_flight("t", ""), Micros::ZERO);
+    }
+
+    #[test]
+    fn many_decisions_share_one_hold_per_second() {
+        let ledger = BudgetLedger::new();
+        let payer = ledger.payer("t", "u");
+        let start = Instant::now();
+        let held: Vec<_> = (0..10_000)
+            .map(|_| ledger.reserve(&payer, Micros(1), Duration::from_secs(600), start))
+            .collect();
+        assert_eq!(ledger.in_flight("t", "u"), Micros(10_000));
+        let tenants = ledger.tenants.read();
+        let ring = tenants["t"].users["u"].state.lock().in_flight.len();
+        assert_eq!(ring, 1, "10k decisions in one second are one entry");
+        drop(tenants);
+        for r in held {
+            ledger.settle(&payer, r, Micros::ZERO, Utc::now());
+        }
+        assert_eq!(ledger.in_flight("t", "u"), Micros::ZERO);
+    }
+
+    #[test]
+    fn payers_are_interned() {
+        let ledger = BudgetLedger::new();
+        assert_eq!(ledger.payer("t", "u"), ledger.payer("t", "u"));
+        assert_ne!(ledger.payer("t", "u"), ledger.payer("t", "v"));
+        assert_ne!(ledger.payer("t", "u"), ledger.payer("t", ""));
+        assert_eq!(ledger.payer("t", "").user_id(), "");
     }
 
     #[test]
@@ -445,13 +634,13 @@ fallbacks = []
         );
         let ledger = BudgetLedger::new();
         let now = Utc::now();
-        ledger.settle("a", "t", "u", Micros(1_000_000), now);
+        ledger.settle(&ledger.payer("t", "u"), None, Micros(1_000_000), now);
         assert!(matches!(
             ledger.check(&p, "t", "u", now),
             BudgetVerdict::Exceeded { action: OnExceeded::Deny, ref policy_id, .. } if policy_id == "budget.user.daily"
         ));
         assert_eq!(ledger.check(&p, "t", "v", now), BudgetVerdict::Within);
-        ledger.settle("b", "t", "v", Micros(9_000_000), now);
+        ledger.settle(&ledger.payer("t", "v"), None, Micros(9_000_000), now);
         assert!(matches!(
             ledger.check(&p, "t", "v", now),
             BudgetVerdict::Exceeded { action: OnExceeded::Downgrade, ref policy_id, .. } if policy_id == "budget.tenant.daily"

@@ -177,6 +177,11 @@ impl DecisionLog {
     }
 }
 
+/// How long the writer keeps polling an empty queue after a record before it flushes and parks.
+const IDLE_BEFORE_PARK: Duration = Duration::from_millis(2);
+/// Poll interval while records keep arriving (a batch of requests per wake-up).
+const POLL_WHILE_BUSY: Duration = Duration::from_micros(500);
+
 struct Segment {
     kind: &'static str,
     file: Option<(PathBuf, BufWriter<File>)>,
@@ -222,10 +227,19 @@ struct Writer {
 impl Writer {
     fn run(&mut self, mut rx: mpsc::Receiver<Msg>) -> Result<LogStats, LogError> {
         let mut last_flush = Instant::now();
+        // Written but not yet handed to the OS, and when the last record arrived.
+        let mut dirty = false;
+        let mut last_record = Instant::now();
         loop {
             let msg = match rx.try_recv() {
                 Ok(m) => m,
                 Err(mpsc::error::TryRecvError::Empty) => {
+                    // Under load, poll the queue instead of parking after every record: a
+                    // parked writer costs every request a wake-up and a context switch.
+                    if dirty && last_record.elapsed() < IDLE_BEFORE_PARK {
+                        std::thread::sleep(POLL_WHILE_BUSY);
+                        continue;
+                    }
                     // Idle: hand everything to the OS before sleeping.
                     self.decisions.flush()?;
                     self.outcomes.flush()?;
@@ -238,12 +252,17 @@ impl Writer {
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             };
             match msg {
-                Msg::Record(record) => self.write(record)?,
+                Msg::Record(record) => {
+                    self.write(record)?;
+                    dirty = true;
+                    last_record = Instant::now();
+                }
                 Msg::Shutdown => break,
             }
             if last_flush.elapsed() >= self.flush_every {
                 self.decisions.flush()?;
                 self.outcomes.flush()?;
+                dirty = false;
                 last_flush = Instant::now();
             }
         }

@@ -125,7 +125,8 @@ fn restore(
             ) {
                 let ts = ts.with_timezone(&Utc);
                 if ts.year() == now.year() && ts.month() == now.month() {
-                    budgets.settle(&o.decision_id, &o.tenant_id, &o.user_id, cost, ts);
+                    let payer = budgets.payer(&o.tenant_id, &o.user_id);
+                    budgets.settle(&payer, None, cost, ts);
                     outcomes += 1;
                 }
             }
@@ -162,9 +163,9 @@ fn restore(
             tracker.insert(
                 &d.decision_id,
                 TrackedDecision {
-                    tenant_id: d.tenant_id,
-                    user_id: d.user_id,
+                    payer: budgets.payer(&d.tenant_id, &d.user_id),
                     created,
+                    reservation: None,
                 },
             );
             decisions += 1;

@@ -8,13 +8,18 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::budget::{Payer, Reservation};
+
 const SHARDS: usize = 64;
 
+/// What an outcome needs of its decision. No heap allocation of its own: the payer is interned
+/// by the budget ledger, so memory is the map entry (about 100 bytes a decision).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackedDecision {
-    pub tenant_id: String,
-    pub user_id: String,
+    pub payer: Payer,
     pub created: Instant,
+    /// The estimated cost still held for this decision (taken by its first outcome).
+    pub reservation: Option<Reservation>,
 }
 
 /// Decision ids are UUIDs we generated: kept as 16 bytes, anything else as text.
@@ -93,6 +98,20 @@ impl DecisionTracker {
             .cloned()
     }
 
+    /// The decision, for booking an outcome: its reservation is handed out once (a repeated
+    /// outcome books its cost but has nothing left to release).
+    pub fn claim(&self, decision_id: &str) -> Option<TrackedDecision> {
+        let key = DecisionKey::of(decision_id);
+        let mut shard = self.shard(&key).lock();
+        let d = shard
+            .by_id
+            .get_mut(&key)
+            .filter(|d| d.created.elapsed() <= self.ttl)?;
+        let out = d.clone();
+        d.reservation = None;
+        Some(out)
+    }
+
     /// Drop expired entries everywhere (called periodically; inserts also evict their shard).
     pub fn sweep(&self, now: Instant) {
         for shard in &self.shards {
@@ -115,9 +134,9 @@ mod tests {
 
     fn tracked(created: Instant) -> TrackedDecision {
         TrackedDecision {
-            tenant_id: "t".into(),
-            user_id: String::new(),
+            payer: crate::budget::BudgetLedger::new().payer("t", ""),
             created,
+            reservation: None,
         }
     }
 
@@ -137,5 +156,34 @@ mod tests {
         assert!(short.get("old").is_none());
         short.sweep(Instant::now());
         assert!(short.is_empty());
+    }
+
+    #[test]
+    fn a_reservation_is_claimed_once() {
+        let ledger = crate::budget::BudgetLedger::new();
+        let payer = ledger.payer("t", "u");
+        let now = Instant::now();
+        let reservation = ledger.reserve(
+            &payer,
+            crate::money::Micros(5),
+            Duration::from_secs(60),
+            now,
+        );
+        assert!(reservation.is_some());
+        let tracker = DecisionTracker::new(Duration::from_secs(60), 16);
+        tracker.insert(
+            "d",
+            TrackedDecision {
+                payer,
+                created: now,
+                reservation,
+            },
+        );
+        let first = tracker.claim("d").unwrap();
+        assert_eq!(first.reservation, reservation);
+        assert_eq!(first.payer.tenant_id(), "t");
+        assert_eq!(first.payer.user_id(), "u");
+        assert_eq!(tracker.claim("d").unwrap().reservation, None);
+        assert!(tracker.claim("unknown").is_none());
     }
 }

@@ -187,7 +187,7 @@ pub struct TrainingInfo {
     pub calibration_split: String,
     /// Classifier description (`linfa-logistic L2 logistic regression per model`).
     pub classifier: String,
-    /// L2 strength passed to linfa (`alpha`).
+    /// L2 strength of the classifier (linfa-ftrl's `l2_ratio`).
     pub l2_alpha: f64,
     pub tokenizer_vocab_size: usize,
     pub signalbox_train_version: String,

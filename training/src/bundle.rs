@@ -83,8 +83,11 @@ pub fn manifest(
             test_prompts: exp.test.len(),
             split: exp.split.clone(),
             calibration_split: "test (held-out) split".into(),
-            classifier: "linfa-logistic 0.8 L2 logistic regression, one per model".into(),
-            l2_alpha: margs.alpha,
+            classifier: format!(
+                "linfa-ftrl 0.8 FTRL-Proximal logistic regression, one per model (alpha {}, beta {}, l1 {}, l2 {}, {} epochs of {}-prompt batches)",
+                margs.learning_rate, margs.beta, margs.l1, margs.l2, margs.epochs, margs.batch_size
+            ),
+            l2_alpha: margs.l2,
             tokenizer_vocab_size: exp.featurizer.tokenizer().get_vocab_size(true),
             signalbox_train_version: env!("CARGO_PKG_VERSION").into(),
         },
@@ -97,9 +100,14 @@ pub fn manifest(
 fn selected_features(exp: &Experiment) -> FeatureConfig {
     let mut config = exp.featurizer.config().clone();
     let used = exp.model.used_columns();
-    if used.len() < config.full_dim() {
-        config.dim = used.len();
-        config.columns = Some(used.iter().map(|&c| c as u32).collect());
+    if used.len() < config.dim {
+        // `used` indexes the training featurizer's output; map to full-vector columns.
+        let full: Vec<u32> = match &config.columns {
+            Some(cols) => used.iter().map(|&j| cols[j]).collect(),
+            None => used.iter().map(|&j| j as u32).collect(),
+        };
+        config.dim = full.len();
+        config.columns = Some(full);
     }
     config
 }
@@ -126,12 +134,11 @@ pub fn write(
     std::fs::write(&idf, serde_json::to_string(exp.featurizer.idf())?)
         .map_err(TrainError::io(&idf))?;
     let doc = format!("signalbox routing model {name}: P(acceptable) per model");
-    let exported = match &cfg.columns {
-        Some(cols) => {
-            let cols: Vec<usize> = cols.iter().map(|&c| c as usize).collect();
-            exp.model.select(&cols)
-        }
-        None => exp.model.clone(),
+    let used = exp.model.used_columns();
+    let exported = if used.len() < exp.model.dim {
+        exp.model.select(&used)
+    } else {
+        exp.model.clone()
     };
     onnx::write(&exported, &doc, &dir.join(&m.onnx.file))?;
     let samples: Vec<ParitySample> = exp
@@ -193,10 +200,7 @@ fn model_card(m: &BundleManifest, r: &EvalReport) -> String {
         m.features.meta.len(),
         m.features.meta
     );
-    s += &format!(
-        "- Classifier: {} (alpha = {}).\n",
-        m.training.classifier, m.training.l2_alpha
-    );
+    s += &format!("- Classifier: {}.\n", m.training.classifier);
     s += &format!(
         "- ONNX: `{}`, opset {}, input `{}` float32 [batch, {}], output `{}` float32 [batch, {}] in the order of `models` in the manifest.\n\n",
         m.onnx.file,

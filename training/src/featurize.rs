@@ -1,5 +1,5 @@
-//! Training-side use of the shared featurizer: tokenizer training, IDF, and the
-//! dense feature matrix.
+//! Training-side use of the shared featurizer: tokenizer training, IDF and column selection,
+//! and the sparse feature rows the classifier is fitted on.
 
 use signalbox_features::manifest::FEATURE_KIND;
 use signalbox_features::{FeatureConfig, Featurizer, MetaFeature};
@@ -10,7 +10,7 @@ use crate::error::TrainError;
 #[derive(Debug, Clone, clap::Args)]
 pub struct FeatureSettings {
     /// Hash buckets = 2^hash_bits.
-    #[arg(long, default_value_t = 13)]
+    #[arg(long, default_value_t = 16)]
     pub hash_bits: u32,
     /// Highest token n-gram order hashed.
     #[arg(long, default_value_t = 2)]
@@ -30,6 +30,9 @@ pub struct FeatureSettings {
     /// Use raw term counts instead of 1 + ln(tf).
     #[arg(long)]
     pub linear_tf: bool,
+    /// Buckets seen in fewer training prompts are not features.
+    #[arg(long, default_value_t = 2)]
+    pub min_df: u32,
 }
 
 impl FeatureSettings {
@@ -55,12 +58,16 @@ impl FeatureSettings {
     }
 }
 
-/// Trains the tokenizer and the IDF table on `train_prompts`.
+/// Trains the tokenizer and the IDF table on `train_prompts`, and keeps the `max_columns`
+/// hashed n-gram buckets found in the most training prompts (at least `min_df` of them), plus
+/// every meta feature: the featurizer then emits only those columns (`FeatureConfig::columns`),
+/// with the TF-IDF L2 norm still taken over all buckets.
 pub fn build_featurizer(
     train_prompts: &[&str],
     settings: &FeatureSettings,
+    max_columns: usize,
 ) -> Result<Featurizer, TrainError> {
-    let config = settings.config();
+    let mut config = settings.config();
     config.validate()?;
     let tokenizer = signalbox_features::vocab::train_tokenizer(
         train_prompts.iter().copied(),
@@ -85,17 +92,107 @@ pub fn build_featurizer(
         .iter()
         .map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0)
         .collect();
+    let columns = frequent_columns(&df, settings.min_df, max_columns, config.meta.len());
+    if columns.len() < config.full_dim() {
+        config.dim = columns.len();
+        config.columns = Some(columns);
+    }
     Ok(Featurizer::new(config, tokenizer, idf)?)
 }
 
-/// Row-major `prompts.len() x dim` feature matrix, computed on all cores.
+/// The buckets with the highest document frequency (ties: lower bucket first), at most
+/// `max_buckets` of those seen in at least `min_df` prompts, then every meta feature column;
+/// ascending. Never empty when there are meta features or any bucket was seen.
+pub fn frequent_columns(df: &[u32], min_df: u32, max_buckets: usize, meta: usize) -> Vec<u32> {
+    let mut buckets: Vec<u32> = (0..df.len() as u32)
+        .filter(|&b| df[b as usize] >= min_df.max(1))
+        .collect();
+    buckets.sort_by(|&a, &b| df[b as usize].cmp(&df[a as usize]).then(a.cmp(&b)));
+    buckets.truncate(max_buckets);
+    buckets.sort_unstable();
+    if buckets.is_empty() && meta == 0 {
+        buckets.push(0);
+    }
+    buckets.extend((0..meta as u32).map(|i| df.len() as u32 + i));
+    buckets
+}
+
+/// Feature rows in compressed sparse row form: the featurizer's dense rows without their
+/// zeros (a prompt has a few hundred non-zero features of thousands), so training memory grows
+/// with the text, not with `rows x dim`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseRows {
+    pub dim: usize,
+    /// Row `i` is `indices/values[offsets[i]..offsets[i + 1]]`, indices ascending.
+    pub offsets: Vec<usize>,
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+impl SparseRows {
+    pub fn new(dim: usize) -> SparseRows {
+        SparseRows {
+            dim,
+            offsets: vec![0],
+            indices: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends a dense row of width `dim`.
+    pub fn push_dense(&mut self, row: &[f32]) {
+        for (j, &v) in row.iter().enumerate() {
+            if v != 0.0 {
+                self.indices.push(j as u32);
+                self.values.push(v);
+            }
+        }
+        self.offsets.push(self.indices.len());
+    }
+
+    /// Row `i` as (column, value) pairs.
+    pub fn row(&self, i: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
+        let (a, b) = (self.offsets[i], self.offsets[i + 1]);
+        self.indices[a..b]
+            .iter()
+            .zip(&self.values[a..b])
+            .map(|(&j, &v)| (j as usize, v))
+    }
+
+    /// Row `i` as a dense vector of width `dim`.
+    pub fn dense_row(&self, i: usize) -> Vec<f32> {
+        let mut out = vec![0.0; self.dim];
+        for (j, v) in self.row(i) {
+            out[j] = v;
+        }
+        out
+    }
+
+    fn append(&mut self, other: SparseRows) {
+        let base = self.indices.len();
+        self.indices.extend(other.indices);
+        self.values.extend(other.values);
+        self.offsets
+            .extend(other.offsets[1..].iter().map(|&o| o + base));
+    }
+}
+
+/// Features of every prompt as sparse rows, computed on all cores.
 pub fn featurize_all(
     featurizer: &Featurizer,
     prompts: &[&str],
     progress: &indicatif::ProgressBar,
-) -> Result<Vec<f32>, TrainError> {
+) -> Result<SparseRows, TrainError> {
     let dim = featurizer.dim();
-    let mut out = vec![0.0f32; prompts.len() * dim];
+    let mut out = SparseRows::new(dim);
     if prompts.is_empty() {
         return Ok(out);
     }
@@ -104,17 +201,19 @@ pub fn featurize_all(
         .unwrap_or(1)
         .min(prompts.len());
     let per = prompts.len().div_ceil(threads);
-    let results: Vec<Result<(), TrainError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = out
-            .chunks_mut(per * dim)
-            .zip(prompts.chunks(per))
-            .map(|(rows, ps)| {
-                scope.spawn(move || -> Result<(), TrainError> {
-                    for (row, p) in rows.chunks_mut(dim).zip(ps) {
-                        featurizer.featurize_into(p, row)?;
+    let results: Vec<Result<SparseRows, TrainError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts
+            .chunks(per)
+            .map(|ps| {
+                scope.spawn(move || -> Result<SparseRows, TrainError> {
+                    let mut rows = SparseRows::new(dim);
+                    let mut dense = vec![0.0f32; dim];
+                    for p in ps {
+                        featurizer.featurize_into(p, &mut dense)?;
+                        rows.push_dense(&dense);
                         progress.inc(1);
                     }
-                    Ok(())
+                    Ok(rows)
                 })
             })
             .collect();
@@ -127,7 +226,35 @@ pub fn featurize_all(
             .collect()
     });
     for r in results {
-        r?;
+        out.append(r?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frequent_columns_keep_the_most_frequent_buckets_and_all_meta() {
+        let df = [0, 5, 1, 5, 9, 2];
+        assert_eq!(frequent_columns(&df, 2, 3, 2), vec![1, 3, 4, 6, 7]);
+        assert_eq!(frequent_columns(&df, 2, 10, 0), vec![1, 3, 4, 5]);
+        assert_eq!(frequent_columns(&df, 1, 1, 0), vec![4]);
+        assert_eq!(frequent_columns(&[0, 0], 1, 4, 0), vec![0]);
+    }
+
+    #[test]
+    fn sparse_rows_round_trip_dense_rows() {
+        let mut rows = SparseRows::new(4);
+        rows.push_dense(&[0.0, 1.5, 0.0, -2.0]);
+        rows.push_dense(&[0.0; 4]);
+        let mut other = SparseRows::new(4);
+        other.push_dense(&[3.0, 0.0, 0.0, 0.0]);
+        rows.append(other);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows.dense_row(0), vec![0.0, 1.5, 0.0, -2.0]);
+        assert_eq!(rows.dense_row(1), vec![0.0; 4]);
+        assert_eq!(rows.row(2).collect::<Vec<_>>(), vec![(0, 3.0)]);
+    }
 }

@@ -76,6 +76,10 @@ enum Command {
         /// Evaluate this existing bundle on --test instead of training.
         #[arg(long, requires = "test")]
         bundle: Option<PathBuf>,
+        /// Repeat the seeded random split with seeds seed, seed+1, ... and summarise each
+        /// router's metrics over the repeats (mean, standard deviation, range).
+        #[arg(long, default_value_t = 1, conflicts_with = "bundle")]
+        repeats: u64,
     },
     /// ingest -> train -> bundle -> report in one go, timed.
     Run {
@@ -220,7 +224,7 @@ fn eval_bundle(
     let bar = progress::bar(prompts.len() as u64, "featurizing test");
     let x = signalbox_train::featurize::featurize_all(&featurizer, &prompts, &bar)?;
     bar.finish_and_clear();
-    let probs = linear.predict(&x);
+    let probs = linear.predict_sparse(&x);
     let costs: Vec<f64> = manifest.models.iter().map(|m| m.cost).collect();
     let rules = match &model.rules_config {
         Some(p) => Some(pipeline::rules_decisions(p, &test, &model.weak)?),
@@ -261,8 +265,28 @@ fn run(cli: Cli) -> Result<(), TrainError> {
             model,
             output,
             bundle,
+            repeats,
         } => match bundle {
             Some(dir) => eval_bundle(&data, &model, &output, &dir)?,
+            None if repeats > 1 => {
+                if data.table.is_none() {
+                    return Err(TrainError::Argument(
+                        "--repeats needs --table (a random split to repeat)".into(),
+                    ));
+                }
+                let mut reports = Vec::new();
+                for k in 0..repeats {
+                    let seeded = DataArgs {
+                        seed: data.seed + k,
+                        ..data.clone()
+                    };
+                    let title = format!("{} (seed {})", output.title, seeded.seed);
+                    reports.push(pipeline::run_experiment(&seeded, &model, &title)?.report);
+                }
+                let refs: Vec<&signalbox_train::evaluate::EvalReport> = reports.iter().collect();
+                pipeline::emit_reports(&refs, &output)?;
+                println!("{}", signalbox_train::report::repeats_summary(&refs));
+            }
             None => {
                 let exp = pipeline::run_experiment(&data, &model, &output.title)?;
                 pipeline::emit_reports(&[&exp.report], &output)?;

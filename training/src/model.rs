@@ -1,11 +1,13 @@
-//! The classifier: one L2-regularised logistic regression per model (linfa-logistic),
-//! predicting P(quality >= threshold | prompt features).
+//! The classifier: one logistic regression per model, fitted with linfa's FTRL-Proximal
+//! (`linfa-ftrl`) on sparse feature rows, predicting P(quality >= threshold | prompt features).
 
 use linfa::prelude::*;
-use linfa_logistic::LogisticRegression;
-use ndarray::{Array1, Array2, ArrayView2, Axis, ShapeBuilder};
+use linfa_ftrl::Ftrl;
+use ndarray::{Array1, Array2, s};
 
+use crate::dataset::SplitMix64;
 use crate::error::TrainError;
+use crate::featurize::SparseRows;
 
 /// Per-model linear scorer: `p_m = sigmoid(w_m . x + b_m)`.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,59 +66,78 @@ impl LinearModel {
             .map(|row| self.predict_row(row))
             .collect()
     }
+
+    /// Predictions for sparse rows (the same sums as [`LinearModel::predict_row`] of the dense
+    /// rows, over their non-zero entries).
+    pub fn predict_sparse(&self, x: &SparseRows) -> Vec<Vec<f64>> {
+        (0..x.len())
+            .map(|i| {
+                self.weights
+                    .iter()
+                    .zip(&self.bias)
+                    .map(|(w, b)| {
+                        let z: f64 = x.row(i).map(|(j, v)| w[j] * f64::from(v)).sum::<f64>() + b;
+                        sigmoid(z)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
 }
 
-/// Fitting options.
+/// Fitting options of linfa's FTRL-Proximal logistic regression (McMahan et al. 2013),
+/// trained in shuffled mini-batches over several epochs.
 #[derive(Debug, Clone, Copy)]
 pub struct FitOptions {
-    /// linfa `alpha`: L2 penalty `alpha/2 |w|^2` added to the summed log-loss.
+    /// Learning rate `alpha` of the per-coordinate schedule `alpha / (beta + sqrt(n_i))`.
     pub alpha: f64,
-    pub max_iterations: u64,
-    /// Only the `max_features` columns non-zero in the most training rows are given to
-    /// linfa (document-frequency feature selection); the others get weight 0.
-    pub max_features: usize,
+    pub beta: f64,
+    /// L1 strength in [0, 1] (linfa's `l1_ratio`): weights with |z_i| <= l1 are exactly 0.
+    pub l1: f64,
+    /// L2 strength in [0, 1] (linfa's `l2_ratio`).
+    pub l2: f64,
+    pub epochs: usize,
+    /// Rows per FTRL update.
+    pub batch_size: usize,
+    /// Seed of the mini-batch order.
+    pub seed: u64,
 }
 
-/// Fits one logistic regression per model. `labels[m][i]` is the label of prompt row
-/// `i` for model `m` (None: no outcome, row not used for that model).
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            alpha: 0.1,
+            beta: 1.0,
+            l1: 1.0,
+            l2: 1.0,
+            epochs: 10,
+            batch_size: 64,
+            seed: 42,
+        }
+    }
+}
+
+/// Fits one classifier per model. `labels[m][i]` is the label of row `i` for model `m`
+/// (None: no outcome, row not used for that model). The models are fitted in parallel.
 pub fn fit(
-    x: &[f32],
-    dim: usize,
+    x: &SparseRows,
     models: &[String],
     labels: &[Vec<Option<bool>>],
     opts: FitOptions,
 ) -> Result<LinearModel, TrainError> {
-    let n = x.len() / dim.max(1);
-    let mut nnz = vec![0usize; dim];
-    for row in x.chunks(dim) {
-        for (j, &v) in row.iter().enumerate() {
-            if v != 0.0 {
-                nnz[j] += 1;
-            }
-        }
+    if labels.len() != models.len() || labels.iter().any(|l| l.len() != x.len()) {
+        return Err(TrainError::Fit(format!(
+            "{} label columns of {:?} rows for {} models and {} rows",
+            labels.len(),
+            labels.iter().map(Vec::len).collect::<Vec<_>>(),
+            models.len(),
+            x.len()
+        )));
     }
-    let mut cols: Vec<usize> = (0..dim).filter(|&j| nnz[j] > 0).collect();
-    cols.sort_by(|&a, &b| nnz[b].cmp(&nnz[a]).then(a.cmp(&b)));
-    cols.truncate(opts.max_features.max(1));
-    cols.sort_unstable();
-    let k = cols.len();
-    // Column-major: linfa's gradient is X^T r, which ndarray (no BLAS) computes row by
-    // row of X^T; column-major X makes those rows contiguous.
-    let mut col_major = vec![0.0f64; n * k];
-    for (c, &j) in cols.iter().enumerate() {
-        for i in 0..n {
-            col_major[c * n + i] = f64::from(x[i * dim + j]);
-        }
-    }
-    let full: Array2<f64> = Array2::from_shape_vec((n, k).f(), col_major)
-        .map_err(|e| TrainError::Fit(e.to_string()))?;
     let fitted: Vec<Result<(Vec<f64>, f64), TrainError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = labels
             .iter()
-            .map(|lab| {
-                let full = full.view();
-                scope.spawn(move || fit_one(full, lab, opts))
-            })
+            .map(|lab| scope.spawn(move || fit_one(x, lab, opts)))
             .collect();
         handles
             .into_iter()
@@ -129,51 +150,72 @@ pub fn fit(
     let mut weights = Vec::new();
     let mut bias = Vec::new();
     for r in fitted {
-        let (w_sel, b) = r?;
-        let mut w = vec![0.0; dim];
-        for (&j, v) in cols.iter().zip(w_sel) {
-            w[j] = v;
-        }
+        let (w, b) = r?;
         weights.push(w);
         bias.push(b);
     }
     Ok(LinearModel {
         models: models.to_vec(),
-        dim,
+        dim: x.dim,
         weights,
         bias,
     })
 }
 
 fn fit_one(
-    full: ArrayView2<'_, f64>,
+    x: &SparseRows,
     labels: &[Option<bool>],
     opts: FitOptions,
 ) -> Result<(Vec<f64>, f64), TrainError> {
-    let rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].is_some()).collect();
-    let y: Array1<bool> = rows.iter().map(|&i| labels[i] == Some(true)).collect();
-    let dim = full.ncols();
-    let pos = y.iter().filter(|&&v| v).count();
+    let mut rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].is_some()).collect();
+    let pos = rows.iter().filter(|&&i| labels[i] == Some(true)).count();
+    let dim = x.dim;
     if rows.is_empty() || pos == 0 || pos == rows.len() {
         // One class only: constant (smoothed) probability, no weights.
         let p = (pos as f64 + 1.0) / (rows.len() as f64 + 2.0);
         return Ok((vec![0.0; dim], (p / (1.0 - p)).ln()));
     }
-    let params = LogisticRegression::default()
+    let params = Ftrl::<f64>::params()
         .alpha(opts.alpha)
-        .max_iterations(opts.max_iterations)
-        .with_intercept(true);
-    let fitted = if rows.len() == full.nrows() {
-        params.fit(&DatasetBase::new(full, y))
-    } else {
-        let sub = full.select(Axis(0), &rows);
-        params.fit(&DatasetBase::new(sub, y))
+        .beta(opts.beta)
+        .l1_ratio(opts.l1)
+        .l2_ratio(opts.l2)
+        .check()
+        .map_err(|e| TrainError::Fit(e.to_string()))?;
+    // The last column is the constant 1 of the intercept (linfa's FTRL has none of its own).
+    let width = dim + 1;
+    let batch = opts.batch_size.max(1);
+    let mut dense = Array2::<f64>::zeros((batch, width));
+    let mut rng = SplitMix64::new(opts.seed);
+    let mut model: Option<Ftrl<f64>> = None;
+    for _ in 0..opts.epochs.max(1) {
+        rng.shuffle(&mut rows);
+        for chunk in rows.chunks(batch) {
+            for (r, &i) in chunk.iter().enumerate() {
+                for (j, v) in x.row(i) {
+                    dense[[r, j]] = f64::from(v);
+                }
+                dense[[r, dim]] = 1.0;
+            }
+            let records = dense.slice(s![..chunk.len(), ..]);
+            let targets: Array1<bool> = chunk.iter().map(|&i| labels[i] == Some(true)).collect();
+            let step = DatasetBase::new(records, targets);
+            model = Some(
+                params
+                    .fit_with(model.take(), &step)
+                    .map_err(|e| TrainError::Fit(e.to_string()))?,
+            );
+            for (r, &i) in chunk.iter().enumerate() {
+                for (j, _) in x.row(i) {
+                    dense[[r, j]] = 0.0;
+                }
+            }
+        }
     }
-    .map_err(|e| TrainError::Fit(e.to_string()))?;
-    // linfa's positive class is the more frequent label: flip if that is `false`.
-    let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
-    let w = fitted.params().iter().map(|v| sign * v).collect();
-    Ok((w, sign * fitted.intercept()))
+    let w = model
+        .ok_or_else(|| TrainError::Fit("no training batch".into()))?
+        .get_weights();
+    Ok((w.iter().take(dim).copied().collect(), w[dim]))
 }
 
 #[cfg(test)]
@@ -183,24 +225,26 @@ mod tests {
     #[test]
     fn learns_the_direction_of_a_separable_signal() {
         // feature 0 high => model A acceptable; model B the opposite (B has more positives).
-        let mut x = Vec::new();
+        let mut x = SparseRows::new(2);
         let mut a = Vec::new();
         let mut b = Vec::new();
         for i in 0..40 {
             let on = i % 2 == 1;
-            x.extend_from_slice(&[if on { 1.0 } else { 0.0 }, 0.5]);
+            x.push_dense(&[if on { 1.0 } else { 0.0 }, 0.5]);
             a.push(Some(on));
             b.push(if i == 3 { None } else { Some(!on || i == 5) });
         }
         let m = fit(
             &x,
-            2,
             &["a".into(), "b".into()],
             &[a, b],
             FitOptions {
-                alpha: 0.1,
-                max_iterations: 200,
-                max_features: 2,
+                alpha: 0.5,
+                l1: 0.0,
+                l2: 0.0,
+                epochs: 100,
+                batch_size: 8,
+                ..FitOptions::default()
             },
         )
         .unwrap();
@@ -208,5 +252,32 @@ mod tests {
         let lo = m.predict_row(&[0.0, 0.5]);
         assert!(hi[0] > 0.8 && lo[0] < 0.2, "{hi:?} {lo:?}");
         assert!(hi[1] < 0.2 && lo[1] > 0.8, "{hi:?} {lo:?}");
+        // Sparse and dense prediction agree.
+        assert_eq!(m.predict_sparse(&x)[1], m.predict_row(&x.dense_row(1)));
+    }
+
+    #[test]
+    fn one_class_labels_give_a_constant_model_and_bad_shapes_are_errors() {
+        let mut x = SparseRows::new(1);
+        x.push_dense(&[1.0]);
+        x.push_dense(&[0.0]);
+        let m = fit(
+            &x,
+            &["a".into()],
+            &[vec![Some(true), Some(true)]],
+            FitOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(m.weights[0], vec![0.0]);
+        assert!((sigmoid(m.bias[0]) - 0.75).abs() < 1e-12);
+        assert!(
+            fit(
+                &x,
+                &["a".into()],
+                &[vec![Some(true)]],
+                FitOptions::default()
+            )
+            .is_err()
+        );
     }
 }

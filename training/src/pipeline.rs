@@ -8,7 +8,7 @@ use signalbox_features::Featurizer;
 use crate::dataset::{Dataset, SplitMix64, random_split};
 use crate::error::TrainError;
 use crate::evaluate::{EvalInput, EvalReport, calibrate, evaluate};
-use crate::featurize::{FeatureSettings, build_featurizer, featurize_all};
+use crate::featurize::{FeatureSettings, SparseRows, build_featurizer, featurize_all};
 use crate::model::{FitOptions, LinearModel, fit};
 use crate::progress;
 use crate::report;
@@ -53,14 +53,26 @@ pub struct ModelArgs {
     /// Quality at or above which an answer counts as acceptable (the label).
     #[arg(long, default_value_t = 0.5)]
     pub quality_threshold: f64,
-    /// L2 strength of linfa's logistic regression (alpha/2 |w|^2 + summed log-loss).
-    #[arg(long, default_value_t = 3.0)]
-    pub alpha: f64,
-    /// L-BFGS iterations.
-    #[arg(long, default_value_t = 30)]
-    pub max_iterations: u64,
-    /// Feature columns given to linfa (most frequent in training; others weight 0).
-    #[arg(long, default_value_t = 1024)]
+    /// FTRL learning rate `alpha` (per-coordinate rate alpha / (beta + sqrt(n))).
+    #[arg(long, default_value_t = 0.1)]
+    pub learning_rate: f64,
+    /// FTRL `beta`.
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f64,
+    /// L1 strength in [0, 1] (weights of rarely useful features become exactly 0).
+    #[arg(long, default_value_t = 1.0)]
+    pub l1: f64,
+    /// L2 strength in [0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    pub l2: f64,
+    /// Passes over the training prompts (shuffled mini-batches).
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Prompts per FTRL update.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Hashed n-gram columns kept as features (those in the most training prompts).
+    #[arg(long, default_value_t = 8192)]
     pub max_fit_features: usize,
     /// Relative cost per call, `MODEL=COST` (repeatable); default: observed mean
     /// `cost_usd`, else the RouteLLM paper prices for its two models.
@@ -74,6 +86,21 @@ pub struct ModelArgs {
     pub rules_config: Option<PathBuf>,
     #[command(flatten)]
     pub features: FeatureSettings,
+}
+
+impl ModelArgs {
+    /// The classifier options of these flags (mini-batch order seeded by `seed`).
+    pub fn fit_options(&self, seed: u64) -> FitOptions {
+        FitOptions {
+            alpha: self.learning_rate,
+            beta: self.beta,
+            l1: self.l1,
+            l2: self.l2,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            seed,
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -98,7 +125,7 @@ pub struct Experiment {
     pub model: LinearModel,
     pub train: Dataset,
     pub test: Dataset,
-    pub test_features: Vec<f32>,
+    pub test_features: SparseRows,
     pub probs: Vec<Vec<f64>>,
     pub costs: Vec<f64>,
     pub report: EvalReport,
@@ -212,7 +239,7 @@ pub fn run_experiment(
     let t = Instant::now();
     let spinner = progress::spinner("training tokenizer + IDF");
     let train_prompts: Vec<&str> = train.prompts.iter().map(String::as_str).collect();
-    let featurizer = build_featurizer(&train_prompts, &margs.features)?;
+    let featurizer = build_featurizer(&train_prompts, &margs.features, margs.max_fit_features)?;
     spinner.finish_and_clear();
     timings.push(("tokenizer + IDF".to_string(), t.elapsed().as_secs_f64()));
 
@@ -223,18 +250,12 @@ pub fn run_experiment(
     timings.push(("featurize train".to_string(), t.elapsed().as_secs_f64()));
 
     let t = Instant::now();
-    let spinner = progress::spinner("fitting linfa logistic regressions");
-    let opts = FitOptions {
-        alpha: margs.alpha,
-        max_iterations: margs.max_iterations,
-        max_features: margs.max_fit_features,
-    };
+    let spinner = progress::spinner("fitting linfa FTRL logistic regressions");
     let model = fit(
         &x_train,
-        featurizer.dim(),
         &train.models,
         &labels(&train, margs.quality_threshold),
-        opts,
+        margs.fit_options(data.seed),
     )?;
     drop(x_train);
     spinner.finish_and_clear();
@@ -245,7 +266,7 @@ pub fn run_experiment(
     let bar = progress::bar(test.len() as u64, "featurizing test");
     let test_features = featurize_all(&featurizer, &test_prompts, &bar)?;
     bar.finish_and_clear();
-    let probs = model.predict(&test_features);
+    let probs = model.predict_sparse(&test_features);
     let costs = parse_costs(&test.models, &test, &margs.costs)?;
     let rules = match &margs.rules_config {
         Some(path) => Some(rules_decisions(path, &test, &margs.weak)?),

@@ -84,6 +84,54 @@ pub fn to_text(r: &EvalReport) -> String {
     s
 }
 
+/// Mean, sample standard deviation, min and max.
+fn stats(v: &[f64]) -> (f64, f64, f64, f64) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (mean, var.sqrt(), min, max)
+}
+
+/// Summary of repeated evaluations (one report per seeded split): per router, APGR mean ±
+/// standard deviation and range, and mean CPT(50%) / CPT(80%) (over the repeats that reach
+/// them; "never" counts as 100%).
+pub fn repeats_summary(reports: &[&EvalReport]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "## {} repeated splits\n", reports.len());
+    let _ = writeln!(
+        s,
+        "| router | APGR mean ± sd | APGR min–max | CPT(50%) mean | CPT(80%) mean |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    let Some(first) = reports.first() else {
+        return s;
+    };
+    for (name, _) in &first.routers {
+        let pick = |f: &dyn Fn(&crate::evaluate::RouterResult) -> f64| -> Vec<f64> {
+            reports
+                .iter()
+                .filter_map(|r| r.routers.iter().find(|(n, _)| n == name).map(|(_, x)| f(x)))
+                .collect()
+        };
+        let (m, sd, lo, hi) = stats(&pick(&|x| x.apgr));
+        let (c50, ..) = stats(&pick(&|x| x.cpt50.unwrap_or(1.0)));
+        let (c80, ..) = stats(&pick(&|x| x.cpt80.unwrap_or(1.0)));
+        let _ = writeln!(
+            s,
+            "| {name} | {m:.3} ± {sd:.3} | {lo:.3}–{hi:.3} | {:.1}% | {:.1}% |",
+            100.0 * c50,
+            100.0 * c80
+        );
+    }
+    s
+}
+
 const COLORS: [&str; 8] = [
     "#1f77b4", "#7f7f7f", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
 ];
@@ -203,4 +251,17 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stats;
+
+    #[test]
+    fn stats_of_a_small_sample() {
+        let (m, sd, lo, hi) = stats(&[1.0, 2.0, 3.0]);
+        assert!((m - 2.0).abs() < 1e-12 && (sd - 1.0).abs() < 1e-12);
+        assert_eq!((lo, hi), (1.0, 3.0));
+        assert_eq!(stats(&[5.0]), (5.0, 0.0, 5.0, 5.0));
+    }
 }

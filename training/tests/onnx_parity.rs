@@ -35,8 +35,12 @@ fn model_args() -> ModelArgs {
         strong: "gpt-4-1106-preview".into(),
         weak: "mistralai/Mixtral-8x7B-Instruct-v0.1".into(),
         quality_threshold: 0.5,
-        alpha: 3.0,
-        max_iterations: 60,
+        learning_rate: 0.1,
+        beta: 1.0,
+        l1: 1.0,
+        l2: 1.0,
+        epochs: 10,
+        batch_size: 64,
         max_fit_features: 512,
         costs: vec![],
         max_train_prompts: 100_000,
@@ -49,6 +53,7 @@ fn model_args() -> ModelArgs {
             vocab_size: 2000,
             no_meta: false,
             linear_tf: false,
+            min_df: 2,
         },
     }
 }
@@ -126,9 +131,20 @@ fn bundle_onnx_is_valid_matches_ort_and_featurizer_reloads_identically() {
     assert_eq!(manifest.models.len(), 2);
     assert_eq!(manifest.onnx.opset, 13);
 
-    // The bundle keeps only the columns the classifier weights (at most --max-fit-features,
-    // here 512, of 2^10 buckets + 7 meta features).
-    let full = exp.featurizer.dim();
+    // Training keeps the --max-fit-features (here 512) most frequent of the 2^10 buckets plus
+    // the 7 meta features; the bundle keeps those the classifier gives a weight.
+    let train_config = exp.featurizer.config();
+    assert_eq!(train_config.full_dim(), 1024 + 7);
+    let train_columns: Vec<usize> = train_config
+        .columns
+        .as_ref()
+        .expect("a column selection")
+        .iter()
+        .map(|&c| c as usize)
+        .collect();
+    assert!(train_columns.len() <= 512 + 7, "{}", train_columns.len());
+    assert_eq!(exp.featurizer.dim(), train_columns.len());
+    let used = exp.model.used_columns();
     let columns: Vec<usize> = manifest
         .features
         .columns
@@ -137,29 +153,23 @@ fn bundle_onnx_is_valid_matches_ort_and_featurizer_reloads_identically() {
         .iter()
         .map(|&c| c as usize)
         .collect();
-    assert_eq!(columns, exp.model.used_columns());
-    assert!(
-        columns.len() <= 512 && full == 1024 + 7,
-        "{} of {full}",
-        columns.len()
-    );
+    let expected: Vec<usize> = used.iter().map(|&j| train_columns[j]).collect();
+    assert_eq!(columns, expected);
 
-    // Featurizer parity: the service's load path gives bit-identical features (the selected
+    // Featurizer parity: the service's load path gives bit-identical features (the used
     // columns of the training features).
     let served = Featurizer::load(&bundle).unwrap();
     let dim = served.dim();
-    assert_eq!(dim, columns.len());
+    assert_eq!(dim, used.len());
     let mut served_rows = Vec::with_capacity(exp.test.len() * dim);
     for (i, p) in exp.test.prompts.iter().enumerate() {
         let f = served.featurize(p).unwrap();
-        let row = &exp.test_features[i * full..(i + 1) * full];
-        let selected: Vec<f32> = columns.iter().map(|&c| row[c]).collect();
+        let row = exp.test_features.dense_row(i);
+        let selected: Vec<f32> = used.iter().map(|&j| row[j]).collect();
         assert_eq!(f, selected, "prompt {i}");
         // Nothing the classifier weights is lost.
         for (j, &v) in row.iter().enumerate() {
-            assert!(
-                v == 0.0 || columns.contains(&j) || exp.model.weights.iter().all(|w| w[j] == 0.0)
-            );
+            assert!(v == 0.0 || used.contains(&j) || exp.model.weights.iter().all(|w| w[j] == 0.0));
         }
         served_rows.extend(f);
     }
@@ -172,7 +182,7 @@ fn bundle_onnx_is_valid_matches_ort_and_featurizer_reloads_identically() {
         .weights
         .iter()
         .flatten()
-        .zip(exp.model.select(&columns).weights.iter().flatten())
+        .zip(exp.model.select(&used).weights.iter().flatten())
     {
         assert_eq!(*a, f64::from(*b as f32));
     }
