@@ -24,9 +24,13 @@ pub struct RulesBaseline {
 }
 
 impl RulesBaseline {
+    /// The policy's rules only: a `[learned]` section is ignored (its bundle need not exist,
+    /// e.g. while training the bundle it names).
     pub fn new(policy: &Policy) -> Result<RulesBaseline, BaselineError> {
+        let mut rules_only = policy.clone();
+        rules_only.learned = None;
         Ok(RulesBaseline {
-            engine: DecisionEngine::new(policy.clone())?,
+            engine: DecisionEngine::new(rules_only)?,
             budgets: BudgetLedger::new(),
             circuits: CircuitBreakers::new(),
         })

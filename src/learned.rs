@@ -54,6 +54,29 @@ const CANARIES: [&str; 5] = [
     "Which of the following is a prime number?\nA. 4\nB. 6\nC. 7\nD. 9\nAnswer:",
 ];
 
+/// First 12 hex digits of the sha256 over the files that define the bundle's predictions
+/// (manifest, ONNX model, tokenizer, IDF table), in that order.
+fn artifact_hash(dir: &std::path::Path, manifest: &BundleManifest) -> Result<String, FeatureError> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for name in [
+        signalbox_features::manifest::MANIFEST_FILE,
+        manifest.onnx.file.as_str(),
+        manifest.features.tokenizer_file.as_str(),
+        manifest.features.idf_file.as_str(),
+    ] {
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).map_err(|source| FeatureError::Io { path, source })?;
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(h.finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 /// Map the policy's backend choice to a concrete backend and make it the process's backend.
 pub fn init_backend(choice: &BackendChoice) -> Result<Backend, LearnedError> {
     let backend = match choice {
@@ -161,16 +184,13 @@ impl LearnedRouter {
         for t in [learned.min_quality_target, learned.max_quality_target] {
             manifest.margin_for_target(t).map_err(feature_err)?;
         }
+        let version = format!(
+            "{}@{}",
+            manifest.name,
+            artifact_hash(dir, &manifest).map_err(feature_err)?
+        );
         let router = LearnedRouter {
-            version: format!(
-                "{}@{}",
-                manifest.name,
-                manifest
-                    .training
-                    .data_sha256
-                    .get(..12)
-                    .unwrap_or(&manifest.training.data_sha256)
-            ),
+            version,
             mode: learned.mode,
             manifest,
             featurizer,
@@ -196,7 +216,8 @@ impl LearnedRouter {
         Ok(router)
     }
 
-    /// `<bundle name>@<training data hash prefix>`.
+    /// `<bundle name>@<12 hex digits of the sha256 of the bundle's files>`: another model,
+    /// tokenizer, IDF table or manifest is another version, even when trained on the same data.
     pub fn version(&self) -> &str {
         &self.version
     }

@@ -369,6 +369,83 @@ fn concurrent_scoring_matches_sequential_results() {
     }
 }
 
+/// Counts the bytes the current thread holds from the global allocator (allocated minus
+/// freed), so a test can see what a call on this thread keeps.
+mod held_bytes {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static NET: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(delta: isize) {
+        let _ = NET.try_with(|n| n.set(n.get() + delta));
+    }
+
+    pub struct Counting;
+
+    // SAFETY: forwards to the system allocator; the bookkeeping allocates nothing.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                add(layout.size() as isize);
+            }
+            p
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { System.alloc_zeroed(layout) };
+            if !p.is_null() {
+                add(layout.size() as isize);
+            }
+            p
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) };
+            add(-(layout.size() as isize));
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                add(new_size as isize - layout.size() as isize);
+            }
+            p
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    pub fn now() -> isize {
+        NET.with(|n| n.get())
+    }
+}
+
+#[test]
+fn scoring_keeps_no_memory_per_run() {
+    let backend = backend_or_skip!();
+    let model = Linear::patterned(64, 3);
+    let scorer = Scorer::from_bytes(&model.onnx(Dim::Symbolic("N")), 1).expect("load");
+    let x = rows(1, 64, 5);
+    let mut out = vec![0.0f32; 3];
+    // Warm-up: per-thread caches of the backend fill on the first runs.
+    for _ in 0..200 {
+        scorer.score(&x, &mut out).expect("score");
+    }
+    let before = held_bytes::now();
+    for _ in 0..5000 {
+        scorer.score(&x, &mut out).expect("score");
+    }
+    let kept = held_bytes::now() - before;
+    // ort's own `Session::run` leaked ~40 bytes a run (200 kB here); `Scorer` must keep none.
+    assert!(
+        kept < 4096,
+        "{backend}: {kept} bytes kept by this thread over 5000 runs"
+    );
+    assert_close(&out, &model.reference(&x), 1e-5);
+}
+
 #[test]
 fn backend_is_fixed_once_chosen() {
     let backend = backend_or_skip!();
