@@ -36,7 +36,7 @@ static PIECES: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"\w+|[^\w\
 const MAX_TABLE_PIECE: usize = 32;
 
 /// Entries of the per-thread cache of merged pieces (cleared when full).
-const MERGE_CACHE_ENTRIES: usize = 8192;
+const MERGE_CACHE_ENTRIES: usize = 16384;
 
 /// (id of the tokenizer the entries belong to, piece → ids).
 type MergeCache = (u64, FxHashMap<Box<str>, Box<[u32]>>);

@@ -16,10 +16,10 @@ pub struct FeatureSettings {
     #[arg(long, default_value_t = 2)]
     pub ngram_max: usize,
     /// Prompt bytes tokenized (prefix, cut at a char boundary).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 1024)]
     pub max_prompt_bytes: usize,
     /// Tokens of the window used.
-    #[arg(long, default_value_t = 384)]
+    #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
     /// BPE vocabulary size of the trained tokenizer.
     #[arg(long, default_value_t = 8000)]
