@@ -369,33 +369,40 @@ impl Shared {
             budgets: &self.budgets,
             circuits: &self.circuits,
         };
-        let decided = engine.decide(&input, &state, Utc::now(), Instant::now());
-        let decision = match decided {
-            Ok(d) => d,
-            Err(e) => {
-                // Refusals are decisions too: log them before answering.
-                self.log
-                    .append(LogRecord::Decision(Box::new(refusal_record(
-                        &decision_id,
-                        &input,
-                        policy,
-                        &e,
-                    ))))
-                    .await?;
-                return Err(e.into());
+        let payer = self.budgets.payer(&input.tenant_id, &input.user_id);
+        let ttl = Duration::from_secs(policy.budgets.in_flight_ttl_secs);
+        let mut decision = self
+            .decide_or_log_refusal(&decision_id, &input, engine, &state)
+            .await?;
+        let now = Instant::now();
+        let reservation = if decision.budget_limited {
+            self.budgets
+                .reserve(&payer, decision.estimated_cost, ttl, now)
+        } else {
+            match self.budgets.reserve_if_within(
+                policy,
+                &payer,
+                decision.estimated_cost,
+                ttl,
+                now,
+                Utc::now(),
+            ) {
+                Ok(r) => r,
+                // Concurrent requests reached a cap since the check: decide again under it
+                // (downgrade or deny, as the policy says).
+                Err(_) => {
+                    decision = self
+                        .decide_or_log_refusal(&decision_id, &input, engine, &state)
+                        .await?;
+                    self.budgets
+                        .reserve(&payer, decision.estimated_cost, ttl, now)
+                }
             }
         };
         let primary = policy.model(decision.primary);
-        self.circuits.note_routed(&primary.id, &primary.provider);
+        self.circuits
+            .note_routed(&primary.id, &primary.provider, now);
         self.stats.record(&decision, policy);
-        let now = Instant::now();
-        let payer = self.budgets.payer(&input.tenant_id, &input.user_id);
-        let reservation = self.budgets.reserve(
-            &payer,
-            decision.estimated_cost,
-            Duration::from_secs(policy.budgets.in_flight_ttl_secs),
-            now,
-        );
         self.tracker.insert(
             &decision_id,
             TrackedDecision {
@@ -417,6 +424,31 @@ impl Shared {
             decision,
             live,
         })
+    }
+
+    /// The engine's decision; a refusal (budget denial, unsatisfiable request) is logged as a
+    /// decision too before it is returned.
+    async fn decide_or_log_refusal(
+        &self,
+        decision_id: &str,
+        input: &RouteInput,
+        engine: &DecisionEngine,
+        state: &RuntimeState<'_>,
+    ) -> Result<Decision, ApiError> {
+        match engine.decide(input, state, Utc::now(), Instant::now()) {
+            Ok(d) => Ok(d),
+            Err(e) => {
+                self.log
+                    .append(LogRecord::Decision(Box::new(refusal_record(
+                        decision_id,
+                        input,
+                        engine.policy(),
+                        &e,
+                    ))))
+                    .await?;
+                Err(e.into())
+            }
+        }
     }
 
     /// The whole ReportOutcome path after validation.

@@ -350,6 +350,82 @@ impl BudgetLedger {
         Some(Reservation { amount, expires })
     }
 
+    /// [`BudgetLedger::reserve`], but only while the payer is still within every cap of
+    /// `policy`: checked and held under the accounts' locks, so concurrent requests that all
+    /// passed [`BudgetLedger::check`] cannot all commit (at most one request per account crosses
+    /// a cap, as when they arrive one by one). `Err` with the verdict when a cap was reached in
+    /// the meantime; nothing is held then.
+    pub fn reserve_if_within(
+        &self,
+        policy: &Policy,
+        payer: &Payer,
+        amount: Micros,
+        ttl: Duration,
+        now: Instant,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Reservation>, BudgetVerdict> {
+        let budgets = &policy.budgets;
+        let tenant = payer.tenant_id();
+        let user = payer.user_id();
+        let now_sec = self.second(now);
+        let expires = self.second(now + ttl).max(now_sec + 1);
+        // Lock order: the tenant's account, then the user's (the only place holding two).
+        let mut tenant_state = payer.tenant.state.lock();
+        let mut user_state = payer.user.as_ref().map(|u| u.state.lock());
+        let mut verdicts = Vec::new();
+        for (scope, caps, st) in [
+            (
+                "tenant",
+                budgets.tenant_caps(tenant),
+                Some(&mut *tenant_state),
+            ),
+            (
+                "user",
+                budgets.user_caps(tenant, user),
+                user_state.as_deref_mut(),
+            ),
+        ] {
+            let (Some(caps), Some(st)) = (caps, st) else {
+                continue;
+            };
+            st.expire(now_sec);
+            verdicts.extend(over_cap(
+                caps,
+                scope,
+                || {
+                    if scope == "tenant" {
+                        format!("tenant {tenant}")
+                    } else {
+                        format!("user {user} of tenant {tenant}")
+                    }
+                },
+                st.spend.today(at),
+                st.spend.this_month(at),
+                st.in_flight_total,
+            ));
+        }
+        if let Some(v) = verdicts.into_iter().max_by_key(|v| match v {
+            BudgetVerdict::Exceeded {
+                action: OnExceeded::Deny,
+                ..
+            } => 2,
+            BudgetVerdict::Exceeded { .. } => 1,
+            BudgetVerdict::Within => 0,
+        }) {
+            return Err(v);
+        }
+        if amount == Micros::ZERO {
+            return Ok(None);
+        }
+        tenant_state.expire(now_sec);
+        tenant_state.hold(expires, amount);
+        if let Some(st) = user_state.as_deref_mut() {
+            st.expire(now_sec);
+            st.hold(expires, amount);
+        }
+        Ok(Some(Reservation { amount, expires }))
+    }
+
     /// Book a reported cost: releases the decision's reservation (if it is still held) and adds
     /// the actual cost.
     pub fn settle(
@@ -616,6 +692,39 @@ fallbacks = []
             ledger.settle(&payer, r, Micros::ZERO, Utc::now());
         }
         assert_eq!(ledger.in_flight("t", "u"), Micros::ZERO);
+    }
+
+    #[test]
+    fn racing_requests_cannot_all_commit_past_a_cap() {
+        let p = policy("[budgets]\n[[budgets.tenants]]\ntenant = \"t\"\ndaily_usd = 1.0\n");
+        let ledger = BudgetLedger::new();
+        let payer = ledger.payer("t", "u");
+        let now = Utc::now();
+        let start = Instant::now();
+        let ttl = Duration::from_secs(60);
+        // Ten requests all passed `check` before any of them reserved (a race).
+        for _ in 0..10 {
+            assert_eq!(ledger.check(&p, "t", "u", now), BudgetVerdict::Within);
+        }
+        let results: Vec<_> = (0..10)
+            .map(|_| ledger.reserve_if_within(&p, &payer, Micros(600_000), ttl, start, now))
+            .collect();
+        // 0 and 0.6 committed are under the cap; at 1.2 the cap is reached.
+        assert!(results[0].is_ok() && results[1].is_ok());
+        assert!(
+            results[2..].iter().all(|r| matches!(
+                r,
+                Err(BudgetVerdict::Exceeded { policy_id, .. }) if policy_id == "budget.tenant.daily"
+            )),
+            "{results:?}"
+        );
+        assert_eq!(ledger.in_flight("t", ""), Micros(1_200_000));
+        // Without caps every reservation is held.
+        let free = ledger.payer("other", "");
+        assert!(matches!(
+            ledger.reserve_if_within(&p, &free, Micros(5), ttl, start, now),
+            Ok(Some(_))
+        ));
     }
 
     #[test]

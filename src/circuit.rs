@@ -1,6 +1,8 @@
 //! Circuit breakers per model and per provider, fed by reported outcome errors: open after N
 //! counted failures within a window, half-open after the cooldown (a limited number of probe
-//! requests), closed again on a successful probe.
+//! requests), closed again on a successful probe. A probe whose outcome has not arrived within
+//! another cooldown is presumed lost (the caller crashed, or reported another model) and the
+//! probes are re-armed, so a breaker never stays half-open with no probe able to go.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -23,8 +25,14 @@ pub enum Gate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed,
-    Open { until: Instant },
-    HalfOpen { probes_left: u32 },
+    Open {
+        until: Instant,
+    },
+    /// `last_probe`: when the most recent probe was routed (re-arm after a cooldown).
+    HalfOpen {
+        probes_left: u32,
+        last_probe: Option<Instant>,
+    },
 }
 
 #[derive(Debug)]
@@ -43,14 +51,27 @@ impl Default for Breaker {
 }
 
 impl Breaker {
-    /// Advance Open → HalfOpen once the cooldown has passed.
+    /// Advance Open → HalfOpen once the cooldown has passed, and re-arm the probes of a
+    /// half-open breaker whose last probe got no outcome within a cooldown.
     fn tick(&mut self, policy: &CircuitPolicy, now: Instant) {
-        if let State::Open { until } = self.state
-            && now >= until
-        {
-            self.state = State::HalfOpen {
-                probes_left: policy.half_open_probes,
-            };
+        let cooldown = Duration::from_secs(policy.cooldown_secs);
+        match self.state {
+            State::Open { until } if now >= until => {
+                self.state = State::HalfOpen {
+                    probes_left: policy.half_open_probes,
+                    last_probe: None,
+                };
+            }
+            State::HalfOpen {
+                probes_left: 0,
+                last_probe: Some(at),
+            } if now >= at + cooldown => {
+                self.state = State::HalfOpen {
+                    probes_left: policy.half_open_probes,
+                    last_probe: Some(at),
+                };
+            }
+            _ => {}
         }
     }
 
@@ -126,7 +147,7 @@ impl CircuitBreakers {
                         scope: format!("{what} open for {secs:.0} s more"),
                     };
                 }
-                State::HalfOpen { probes_left: 0 } => {
+                State::HalfOpen { probes_left: 0, .. } => {
                     return Gate::Open {
                         scope: format!("{what} half-open, probe in flight"),
                     };
@@ -138,13 +159,20 @@ impl CircuitBreakers {
     }
 
     /// The router sent a request to this model: a half-open breaker spends one probe.
-    pub fn note_routed(&self, model: &str, provider: &str) {
+    pub fn note_routed(&self, model: &str, provider: &str, now: Instant) {
         let mut map = self.inner.lock();
+        if map.is_empty() {
+            return;
+        }
         for key in [model_key(model), provider_key(provider)] {
             if let Some(b) = map.get_mut(&key)
-                && let State::HalfOpen { probes_left } = &mut b.state
+                && let State::HalfOpen {
+                    probes_left,
+                    last_probe,
+                } = &mut b.state
             {
                 *probes_left = probes_left.saturating_sub(1);
+                *last_probe = Some(now);
             }
         }
     }
@@ -212,12 +240,35 @@ mod tests {
         ));
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::HalfOpen);
-        cb.note_routed("m", "prov");
+        cb.note_routed("m", "prov", t1);
         assert!(
             matches!(cb.gate(&p, "m", "prov", t1), Gate::Open { scope } if scope.contains("probe"))
         );
         assert_eq!(cb.record(&p, "m", "prov", ErrorKind::None, t1), "closed");
         assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::Closed);
+    }
+
+    #[test]
+    fn a_lost_probe_is_re_armed_after_a_cooldown() {
+        let p = policy();
+        let cb = CircuitBreakers::new();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            cb.record(&p, "m", "prov", ErrorKind::Timeout, t0);
+        }
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::HalfOpen);
+        cb.note_routed("m", "prov", t1);
+        // The probe's outcome never comes: blocked for one cooldown, then another probe may go.
+        let later = t1 + Duration::from_secs(4);
+        assert!(matches!(cb.gate(&p, "m", "prov", later), Gate::Open { .. }));
+        let t2 = t1 + Duration::from_secs(5);
+        assert_eq!(cb.gate(&p, "m", "prov", t2), Gate::HalfOpen);
+        cb.note_routed("m", "prov", t2);
+        assert!(matches!(cb.gate(&p, "m", "prov", t2), Gate::Open { .. }));
+        // Its outcome arrives: a success closes the breaker.
+        assert_eq!(cb.record(&p, "m", "prov", ErrorKind::None, t2), "closed");
+        assert_eq!(cb.gate(&p, "m", "prov", t2), Gate::Closed);
     }
 
     #[test]

@@ -137,6 +137,8 @@ pub struct Shadow {
 /// A complete, explained routing decision.
 #[derive(Debug, Clone)]
 pub struct Decision {
+    /// A budget cap was already reached when deciding (the decision is a downgrade).
+    pub budget_limited: bool,
     pub primary: ModelIdx,
     pub fallbacks: Vec<ModelIdx>,
     pub cascade: Vec<CascadeStep>,
@@ -359,6 +361,7 @@ impl DecisionEngine {
                 u64::from(policy.defaults.expected_output_tokens),
             )
         };
+        let mut budget_limited = false;
         match state
             .budgets
             .check(policy, &input.tenant_id, &input.user_id, now)
@@ -373,6 +376,7 @@ impl DecisionEngine {
                     return Err(DecideError::BudgetDenied { policy_id, message });
                 }
                 OnExceeded::Downgrade => {
+                    budget_limited = true;
                     eligible.sort_by_key(|&m| (cost_of(m), m));
                     let cheapest = eligible[0];
                     if cost_of(cheapest) < cost_of(primary) {
@@ -430,6 +434,7 @@ impl DecisionEngine {
         }
 
         Ok(Decision {
+            budget_limited,
             primary,
             fallbacks,
             estimated_cost: cost_of(primary),

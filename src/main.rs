@@ -51,10 +51,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match Policy::load(&config) {
-            Ok(policy) => {
-                tracing::info!(version = %policy.version, models = policy.models.len(), rules = policy.rules.len(), "config is valid");
-                ExitCode::SUCCESS
-            }
+            // The whole policy as `serve` would use it: with its learned bundle loaded,
+            // validated against the catalog and scored on the canaries.
+            Ok(policy) => match signalbox::engine::DecisionEngine::new(policy) {
+                Ok(engine) => {
+                    let policy = engine.policy();
+                    tracing::info!(
+                        version = %policy.version,
+                        models = policy.models.len(),
+                        rules = policy.rules.len(),
+                        model_version = engine.learned().map_or("", |l| l.version()),
+                        "config is valid"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::from(2)
+                }
+            },
             Err(e) => {
                 tracing::error!("{e}");
                 ExitCode::from(2)
@@ -86,6 +101,12 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(serve(policy, config, listen)) {
                 Ok(()) => ExitCode::SUCCESS,
+                // The policy's learned bundle (or backend) is unusable: a config error, found
+                // before anything is bound.
+                Err(e @ signalbox::server::ServerError::Engine(_)) => {
+                    tracing::error!("{e}");
+                    ExitCode::from(2)
+                }
                 Err(e) => {
                     tracing::error!("{e}");
                     ExitCode::FAILURE

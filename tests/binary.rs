@@ -66,11 +66,192 @@ fn invalid_config_exits_non_zero_naming_the_key_and_binds_nothing() {
         assert!(!all.contains("listening on"), "{all}");
     }
     let out = Command::new(BIN)
-        .args(["serve", "--config", "/nonexistent/signalbox.toml"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "/nonexistent/signalbox.toml",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("/nonexistent/signalbox.toml"));
+}
+
+/// The example policy with its `[learned]` section, its log in `log_dir` and its bundle at
+/// `bundle` (absolute).
+fn example_with_bundle(log_dir: &std::path::Path, bundle: &std::path::Path) -> String {
+    let original = "bundle = \"../models/routellm-mmlu\"";
+    assert!(
+        EXAMPLE_CONFIG.contains(original),
+        "example bundle path moved"
+    );
+    EXAMPLE_CONFIG
+        .replace(
+            "dir = \"../signalbox-data/log\"",
+            &format!("dir = {:?}", log_dir.display().to_string()),
+        )
+        .replace(
+            original,
+            &format!("bundle = {:?}", bundle.display().to_string()),
+        )
+}
+
+#[test]
+fn a_missing_or_broken_bundle_is_a_config_error_for_check_config_and_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broken = tmp.path().join("broken-bundle");
+    std::fs::create_dir_all(&broken).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/routellm-mmlu");
+    for f in ["manifest.json", "tokenizer.json", "idf.json"] {
+        std::fs::copy(shipped.join(f), broken.join(f)).unwrap();
+    }
+    let onnx = std::fs::read(shipped.join("model.onnx")).unwrap();
+    std::fs::write(broken.join("model.onnx"), &onnx[..onnx.len() / 2]).unwrap();
+    for (i, bundle) in [tmp.path().join("no-such-bundle"), broken]
+        .iter()
+        .enumerate()
+    {
+        let config = tmp.path().join(format!("policy{i}.toml"));
+        std::fs::write(
+            &config,
+            example_with_bundle(&tmp.path().join("log"), bundle),
+        )
+        .unwrap();
+        for args in [
+            vec!["check-config", "--config"],
+            vec!["serve", "--listen", "127.0.0.1:0", "--config"],
+        ] {
+            let out = Command::new(BIN)
+                .args(&args)
+                .arg(&config)
+                .env("RUST_LOG", "info")
+                .output()
+                .unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{args:?} {}: {all}",
+                bundle.display()
+            );
+            assert!(all.contains(&bundle.display().to_string()), "{all}");
+            assert!(!all.contains("listening on"), "{all}");
+        }
+    }
+}
+
+/// Spawns `signalbox serve` on port 0 with `config`; returns the child, its address, and a
+/// thread draining the rest of its stdout. Panics if it does not announce its address in 60 s.
+fn spawn_server(
+    config: &std::path::Path,
+) -> (
+    std::process::Child,
+    String,
+    std::thread::JoinHandle<Vec<String>>,
+) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let drain = std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && let Some(pos) = line.find("listening on ") {
+                let _ = tx.send(line[pos + "listening on ".len()..].trim().to_string());
+                sent = true;
+            }
+            rest.push(line);
+        }
+        rest
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => (child, addr, drain),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("server did not announce its address: {:?}", drain.join());
+        }
+    }
+}
+
+fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The quickstart: the example policy as shipped (learned router, rules shadow) with the
+/// shipped bundle, only its log moved to a temp dir.
+#[test]
+fn the_shipped_config_and_bundle_serve_learned_decisions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let config = tmp.path().join("policy.toml");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/routellm-mmlu");
+    std::fs::write(&config, example_with_bundle(&log_dir, &shipped)).unwrap();
+    let (mut child, addr, drain) = spawn_server(&config);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut client =
+            signalbox::proto::router_client::RouterClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap();
+        let d = client
+            .route(text_request(
+                "acme",
+                "Which of the following is a prime number?\nA. 4\nB. 6\nC. 7\nD. 9\nAnswer:",
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            d.router,
+            signalbox::proto::RouterKind::Learned as i32,
+            "{:?}",
+            d.reasons
+        );
+        assert!(
+            d.model_version.starts_with("routellm-mmlu@"),
+            "{}",
+            d.model_version
+        );
+        assert_eq!(d.predicted_quality.len(), 2, "{:?}", d.predicted_quality);
+        let shadow = d.shadow.as_ref().expect("rules shadow");
+        assert_eq!(shadow.router, signalbox::proto::RouterKind::Rules as i32);
+        let ack = client
+            .report_outcome(outcome(&d.decision_id, primary_id(&d)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ack.decision_id, d.decision_id);
+    });
+    assert!(sigterm_and_wait(&mut child).success());
+    drop(drain.join());
+    let decisions = read_log(&log_dir, "decisions");
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0]["router"], "learned");
+    assert_eq!(decisions[0]["shadow"]["router"], "rules");
+    assert_eq!(read_log(&log_dir, "outcomes").len(), 1);
 }
 
 #[test]
@@ -79,25 +260,7 @@ fn sigterm_drains_and_syncs_the_log() {
     let log_dir = tmp.path().join("log");
     let config = tmp.path().join("policy.toml");
     std::fs::write(&config, example_policy_text(&log_dir)).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(pos) = line.find("listening on ") {
-            break line[pos + "listening on ".len()..].trim().to_string();
-        }
-    };
-    // Keep draining stdout so the server never blocks on a full pipe.
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let (mut child, addr, drain) = spawn_server(&config);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sent = rt.block_on(async {
@@ -122,17 +285,7 @@ fn sigterm_drains_and_syncs_the_log() {
         300
     });
 
-    // SAFETY: plain kill(2) on our own child's pid.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = sigterm_and_wait(&mut child);
     assert!(status.success(), "{status:?}");
     let stdout = drain.join().unwrap().join("\n");
     assert!(

@@ -293,6 +293,137 @@ async fn open_circuit_moves_the_primary_to_the_next_fallback_and_says_so() {
 }
 
 #[tokio::test]
+async fn an_open_circuit_half_opens_after_the_cooldown_and_a_good_probe_closes_it() {
+    let mut t = start_example(|s| s.replace("cooldown_secs = 30", "cooldown_secs = 1")).await;
+    let q = "What is the boiling point of water at sea level?";
+    let route = |c: &mut proto::router_client::RouterClient<tonic::transport::Channel>| {
+        let mut c = c.clone();
+        async move { c.route(text_request("acme", q)).await.unwrap().into_inner() }
+    };
+    let d = route(&mut t.client).await;
+    assert_eq!(primary_id(&d), MIXTRAL);
+    for _ in 0..5 {
+        let mut o = outcome(&d.decision_id, MIXTRAL);
+        o.success = false;
+        o.error = proto::ErrorKind::Timeout as i32;
+        t.client.report_outcome(o).await.unwrap();
+    }
+    assert_eq!(primary_id(&route(&mut t.client).await), "gpt-4o-mini");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Half-open: one probe goes to the model, and says so.
+    let probe = route(&mut t.client).await;
+    assert_eq!(primary_id(&probe), MIXTRAL, "{:?}", probe.reasons);
+    assert!(policy_ids(&probe).contains(&"circuit_breaker.half_open"));
+    // While the probe is out, traffic stays on the fallback.
+    let during = route(&mut t.client).await;
+    assert_eq!(primary_id(&during), "gpt-4o-mini");
+    // The probe's outcome never comes: after another cooldown a new probe may go.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let probe2 = route(&mut t.client).await;
+    assert_eq!(primary_id(&probe2), MIXTRAL, "{:?}", probe2.reasons);
+    let ack = t
+        .client
+        .report_outcome(outcome(&probe2.decision_id, MIXTRAL))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.circuit_state, "closed");
+    let after = route(&mut t.client).await;
+    assert_eq!(primary_id(&after), MIXTRAL);
+    assert!(
+        !policy_ids(&after)
+            .iter()
+            .any(|p| p.starts_with("circuit_breaker"))
+    );
+    t.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn latency_budget_context_window_and_elevated_risk_filter_the_models() {
+    let mut t = start_example(|s| s).await;
+    let q = "What is the boiling point of water at sea level?";
+    // Only gpt-4o-mini (typical 1200 ms) meets a 1300 ms budget: the rule's pick is skipped.
+    let d = t
+        .client
+        .route(proto::RouteRequest {
+            latency_budget_ms: 1300,
+            ..text_request("acme", q)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(primary_id(&d), "gpt-4o-mini", "{:?}", d.reasons);
+    assert!(policy_ids(&d).contains(&"latency_slo"), "{:?}", d.reasons);
+    assert!(d.fallbacks.is_empty(), "{:?}", d.fallbacks);
+    // A budget nobody meets is relaxed, and the decision says so.
+    let d = t
+        .client
+        .route(proto::RouteRequest {
+            latency_budget_ms: 10,
+            ..text_request("acme", q)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(primary_id(&d), MIXTRAL);
+    assert!(
+        policy_ids(&d).contains(&"latency_slo.relaxed"),
+        "{:?}",
+        d.reasons
+    );
+
+    // ~60k tokens: the 32k-context models are out.
+    let long = format!(
+        "Summarize this report.\n{}",
+        "The quarterly numbers were flat. ".repeat(7000)
+    );
+    assert!(long.len() < 262_144);
+    let d = t
+        .client
+        .route(text_request("acme", &long))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        policy_ids(&d).contains(&"context_window"),
+        "{:?}",
+        d.reasons
+    );
+    for m in std::iter::once(d.primary.as_ref().unwrap()).chain(&d.fallbacks) {
+        assert!(
+            m.model_id != MIXTRAL && m.model_id != "qwen2.5-coder-32b-instruct",
+            "{} has a 32k context",
+            m.model_id
+        );
+    }
+
+    // Financial advice detected from the text: elevated tier, its constraint, a 0.75+ model.
+    let d = t
+        .client
+        .route(text_request(
+            "acme",
+            "Should I invest my savings in index funds or pay off my mortgage?",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        d.risk_tier,
+        proto::RiskTier::Elevated as i32,
+        "{:?}",
+        d.reasons
+    );
+    assert!(d.risk_constraints.iter().any(|c| c == "citations_required"));
+    assert_ne!(
+        primary_id(&d),
+        "gpt-4o-mini",
+        "quality 0.75+ required: {:?}",
+        d.reasons
+    );
+    t.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn budget_at_the_cap_is_over_deny_and_downgrade_policies() {
     // Tenant "trial": $1.00 daily, deny. Costs are booked exactly (micro-USD).
     let mut t = start_example(|s| s).await;
@@ -453,6 +584,40 @@ async fn bad_input_gets_invalid_argument_naming_the_field_and_the_server_keeps_s
                 ..Default::default()
             },
             "messages.role",
+        ),
+        (
+            proto::RouteRequest {
+                tenant_id: "acme".into(),
+                prompt: Some(Prompt::Messages(proto::Messages {
+                    messages: vec![
+                        proto::ChatMessage {
+                            role: "system".into(),
+                            content: "x".repeat(200_000),
+                        },
+                        proto::ChatMessage {
+                            role: "user".into(),
+                            content: "y".repeat(70_000),
+                        },
+                    ],
+                })),
+                ..Default::default()
+            },
+            "messages",
+        ),
+        (
+            proto::RouteRequest {
+                tenant_id: "acme".into(),
+                prompt: Some(Prompt::Messages(proto::Messages { messages: vec![] })),
+                ..Default::default()
+            },
+            "messages",
+        ),
+        (
+            proto::RouteRequest {
+                mode: 7,
+                ..text_request("acme", "hi")
+            },
+            "mode",
         ),
     ];
     for (req, field) in cases {
@@ -645,6 +810,36 @@ async fn health_and_reflection_services_answer() {
     assert!(
         names.contains(&"grpc.health.v1.Health".to_string()),
         "{names:?}"
+    );
+    // What grpcurl asks before calling a method: the file defining a symbol.
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "signalbox.v1.Router".into(),
+        )),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = resp.message_response else {
+        panic!("unexpected reflection answer {resp:?}");
+    };
+    use prost::Message as _;
+    let file =
+        prost_types::FileDescriptorProto::decode(&files.file_descriptor_proto[0][..]).unwrap();
+    assert_eq!(file.package(), "signalbox.v1");
+    let router = file
+        .service
+        .iter()
+        .find(|s| s.name() == "Router")
+        .expect("Router service");
+    let methods: Vec<&str> = router.method.iter().map(|m| m.name()).collect();
+    assert!(
+        methods.contains(&"Route") && methods.contains(&"ReportOutcome"),
+        "{methods:?}"
     );
     t.server.shutdown().await.unwrap();
 }
