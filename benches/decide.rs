@@ -164,6 +164,88 @@ fn bench_learned(c: &mut Criterion) {
         samples[samples.len() - 1],
         samples.len()
     );
+
+    // Real prompts of every length: RouteLLM's MMLU and GSM8K prompts (from ../shared), each
+    // decided twice (the second pass with warm per-thread tokenizer caches).
+    let prompts = routellm_prompts();
+    if prompts.is_empty() {
+        eprintln!(
+            "learned decision ({backend}), RouteLLM prompts: skipped (../shared/datasets/routellm not found)"
+        );
+        return;
+    }
+    for pass in ["first", "second"] {
+        let mut short = Vec::new();
+        let mut long = Vec::new();
+        for prompt in &prompts {
+            let req = proto::RouteRequest {
+                tenant_id: "acme".into(),
+                prompt: Some(Prompt::Text(prompt.clone())),
+                ..Default::default()
+            };
+            let started = Instant::now();
+            let input = route_input(req, engine.policy()).expect("valid");
+            let d = engine
+                .decide(&input, &state, chrono::Utc::now(), Instant::now())
+                .expect("decides");
+            let took = started.elapsed();
+            black_box(d);
+            if prompt.len() <= 1024 {
+                short.push(took)
+            } else {
+                long.push(took)
+            }
+        }
+        let mut all: Vec<Duration> = short.iter().chain(&long).copied().collect();
+        for (what, v) in [
+            ("all", &mut all),
+            ("<= 1 KiB", &mut short),
+            ("> 1 KiB", &mut long),
+        ] {
+            v.sort();
+            let q = |f: f64| v[((v.len() as f64 * f) as usize).min(v.len() - 1)];
+            eprintln!(
+                "learned decision ({backend}), RouteLLM prompts {what}, {pass} pass: p50 {:?} p90 {:?} p99 {:?} max {:?} over {}",
+                q(0.5),
+                q(0.9),
+                q(0.99),
+                v[v.len() - 1],
+                v.len()
+            );
+        }
+    }
+}
+
+/// Every GSM8K prompt and every fourth MMLU prompt of RouteLLM's logs in ../shared (empty when
+/// the data is not there).
+fn routellm_prompts() -> Vec<String> {
+    let root = Path::new("../shared/datasets/routellm");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("mmlu"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    let mut out = Vec::new();
+    for (i, f) in files
+        .iter()
+        .chain([&root.join("gsm8k/gsm8k_responses.csv")])
+        .enumerate()
+    {
+        let Ok(mut r) = csv::Reader::from_path(f) else {
+            continue;
+        };
+        let gsm8k = i == files.len();
+        for (k, rec) in r.records().filter_map(Result::ok).enumerate() {
+            if gsm8k || k % 4 == 0 {
+                out.extend(rec.get(0).map(str::to_string));
+            }
+        }
+    }
+    out
 }
 
 /// The featurizer of the default bundle: token ids through the exact ASCII fast path against
