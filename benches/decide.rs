@@ -141,19 +141,7 @@ fn bench_learned(c: &mut Criterion) {
     group.finish();
     let mut samples = Vec::with_capacity(20_000);
     for i in 0..20_000 {
-        let (_, prompt) = CASES[i % CASES.len()];
-        let req = proto::RouteRequest {
-            tenant_id: "acme".into(),
-            prompt: Some(Prompt::Text(prompt.to_string())),
-            ..Default::default()
-        };
-        let started = Instant::now();
-        let input = route_input(req, engine.policy()).expect("valid");
-        let d = engine
-            .decide(&input, &state, chrono::Utc::now(), Instant::now())
-            .expect("decides");
-        samples.push(started.elapsed());
-        black_box(d);
+        samples.push(time_decision(&engine, &state, CASES[i % CASES.len()].1));
     }
     samples.sort();
     let q = |f: f64| samples[((samples.len() as f64 * f) as usize).min(samples.len() - 1)];
@@ -178,18 +166,7 @@ fn bench_learned(c: &mut Criterion) {
         let mut short = Vec::new();
         let mut long = Vec::new();
         for prompt in &prompts {
-            let req = proto::RouteRequest {
-                tenant_id: "acme".into(),
-                prompt: Some(Prompt::Text(prompt.clone())),
-                ..Default::default()
-            };
-            let started = Instant::now();
-            let input = route_input(req, engine.policy()).expect("valid");
-            let d = engine
-                .decide(&input, &state, chrono::Utc::now(), Instant::now())
-                .expect("decides");
-            let took = started.elapsed();
-            black_box(d);
+            let took = time_decision(&engine, &state, prompt);
             if prompt.len() <= 1024 {
                 short.push(took)
             } else {
@@ -214,6 +191,23 @@ fn bench_learned(c: &mut Criterion) {
             );
         }
     }
+}
+
+/// Wall time of one decision of `prompt` (wire request to decision).
+fn time_decision(engine: &DecisionEngine, state: &RuntimeState<'_>, prompt: &str) -> Duration {
+    let req = proto::RouteRequest {
+        tenant_id: "acme".into(),
+        prompt: Some(Prompt::Text(prompt.to_string())),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let input = route_input(req, engine.policy()).expect("valid");
+    let d = engine
+        .decide(&input, state, chrono::Utc::now(), Instant::now())
+        .expect("decides");
+    let took = started.elapsed();
+    black_box(d);
+    took
 }
 
 /// Every GSM8K prompt and every fourth MMLU prompt of RouteLLM's logs in ../shared (empty when

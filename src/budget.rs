@@ -288,44 +288,16 @@ impl BudgetLedger {
             ("user", user_caps, user_account),
         ] {
             let Some(caps) = caps else { continue };
-            let (day, month, in_flight) = match account {
-                None => (Micros::ZERO, Micros::ZERO, Micros::ZERO),
+            verdicts.extend(match account {
+                None => account_verdict(caps, scope, tenant, user, None, now),
                 Some(a) => {
                     let mut st = a.state.lock();
                     st.expire(now_sec);
-                    (
-                        st.spend.today(now),
-                        st.spend.this_month(now),
-                        st.in_flight_total,
-                    )
+                    account_verdict(caps, scope, tenant, user, Some(&st), now)
                 }
-            };
-            verdicts.extend(over_cap(
-                caps,
-                scope,
-                || {
-                    if scope == "tenant" {
-                        format!("tenant {tenant}")
-                    } else {
-                        format!("user {user} of tenant {tenant}")
-                    }
-                },
-                day,
-                month,
-                in_flight,
-            ));
+            });
         }
-        verdicts
-            .into_iter()
-            .max_by_key(|v| match v {
-                BudgetVerdict::Exceeded {
-                    action: OnExceeded::Deny,
-                    ..
-                } => 2,
-                BudgetVerdict::Exceeded { .. } => 1,
-                BudgetVerdict::Within => 0,
-            })
-            .unwrap_or(BudgetVerdict::Within)
+        strictest(verdicts).unwrap_or(BudgetVerdict::Within)
     }
 
     /// Hold the estimated cost of a decision for `ttl` (at least; rounded up to the second).
@@ -389,29 +361,9 @@ impl BudgetLedger {
                 continue;
             };
             st.expire(now_sec);
-            verdicts.extend(over_cap(
-                caps,
-                scope,
-                || {
-                    if scope == "tenant" {
-                        format!("tenant {tenant}")
-                    } else {
-                        format!("user {user} of tenant {tenant}")
-                    }
-                },
-                st.spend.today(at),
-                st.spend.this_month(at),
-                st.in_flight_total,
-            ));
+            verdicts.extend(account_verdict(caps, scope, tenant, user, Some(st), at));
         }
-        if let Some(v) = verdicts.into_iter().max_by_key(|v| match v {
-            BudgetVerdict::Exceeded {
-                action: OnExceeded::Deny,
-                ..
-            } => 2,
-            BudgetVerdict::Exceeded { .. } => 1,
-            BudgetVerdict::Within => 0,
-        }) {
+        if let Some(v) = strictest(verdicts) {
             return Err(v);
         }
         if amount == Micros::ZERO {
@@ -493,6 +445,50 @@ impl BudgetLedger {
             st.in_flight_total
         })
     }
+}
+
+/// The verdict of one account's caps (`scope` "tenant" or "user"); `None` state: no spend yet.
+fn account_verdict(
+    caps: &BudgetCaps,
+    scope: &str,
+    tenant: &str,
+    user: &str,
+    st: Option<&AccountState>,
+    at: DateTime<Utc>,
+) -> Option<BudgetVerdict> {
+    let (day, month, in_flight) = st.map_or((Micros::ZERO, Micros::ZERO, Micros::ZERO), |st| {
+        (
+            st.spend.today(at),
+            st.spend.this_month(at),
+            st.in_flight_total,
+        )
+    });
+    over_cap(
+        caps,
+        scope,
+        || {
+            if scope == "tenant" {
+                format!("tenant {tenant}")
+            } else {
+                format!("user {user} of tenant {tenant}")
+            }
+        },
+        day,
+        month,
+        in_flight,
+    )
+}
+
+/// The strictest of `verdicts` (deny over downgrade), if any.
+fn strictest(verdicts: impl IntoIterator<Item = BudgetVerdict>) -> Option<BudgetVerdict> {
+    verdicts.into_iter().max_by_key(|v| match v {
+        BudgetVerdict::Exceeded {
+            action: OnExceeded::Deny,
+            ..
+        } => 2,
+        BudgetVerdict::Exceeded { .. } => 1,
+        BudgetVerdict::Within => 0,
+    })
 }
 
 fn over_cap(

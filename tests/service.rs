@@ -296,11 +296,7 @@ async fn open_circuit_moves_the_primary_to_the_next_fallback_and_says_so() {
 async fn an_open_circuit_half_opens_after_the_cooldown_and_a_good_probe_closes_it() {
     let mut t = start_example(|s| s.replace("cooldown_secs = 30", "cooldown_secs = 1")).await;
     let q = "What is the boiling point of water at sea level?";
-    let route = |c: &mut proto::router_client::RouterClient<tonic::transport::Channel>| {
-        let mut c = c.clone();
-        async move { c.route(text_request("acme", q)).await.unwrap().into_inner() }
-    };
-    let d = route(&mut t.client).await;
+    let d = route(&mut t.client, text_request("acme", q)).await;
     assert_eq!(primary_id(&d), MIXTRAL);
     for _ in 0..5 {
         let mut o = outcome(&d.decision_id, MIXTRAL);
@@ -308,18 +304,21 @@ async fn an_open_circuit_half_opens_after_the_cooldown_and_a_good_probe_closes_i
         o.error = proto::ErrorKind::Timeout as i32;
         t.client.report_outcome(o).await.unwrap();
     }
-    assert_eq!(primary_id(&route(&mut t.client).await), "gpt-4o-mini");
+    assert_eq!(
+        primary_id(&route(&mut t.client, text_request("acme", q)).await),
+        "gpt-4o-mini"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     // Half-open: one probe goes to the model, and says so.
-    let probe = route(&mut t.client).await;
+    let probe = route(&mut t.client, text_request("acme", q)).await;
     assert_eq!(primary_id(&probe), MIXTRAL, "{:?}", probe.reasons);
     assert!(policy_ids(&probe).contains(&"circuit_breaker.half_open"));
     // While the probe is out, traffic stays on the fallback.
-    let during = route(&mut t.client).await;
+    let during = route(&mut t.client, text_request("acme", q)).await;
     assert_eq!(primary_id(&during), "gpt-4o-mini");
     // The probe's outcome never comes: after another cooldown a new probe may go.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let probe2 = route(&mut t.client).await;
+    let probe2 = route(&mut t.client, text_request("acme", q)).await;
     assert_eq!(primary_id(&probe2), MIXTRAL, "{:?}", probe2.reasons);
     let ack = t
         .client
@@ -328,7 +327,7 @@ async fn an_open_circuit_half_opens_after_the_cooldown_and_a_good_probe_closes_i
         .unwrap()
         .into_inner();
     assert_eq!(ack.circuit_state, "closed");
-    let after = route(&mut t.client).await;
+    let after = route(&mut t.client, text_request("acme", q)).await;
     assert_eq!(primary_id(&after), MIXTRAL);
     assert!(
         !policy_ids(&after)
@@ -343,28 +342,26 @@ async fn latency_budget_context_window_and_elevated_risk_filter_the_models() {
     let mut t = start_example(|s| s).await;
     let q = "What is the boiling point of water at sea level?";
     // Only gpt-4o-mini (typical 1200 ms) meets a 1300 ms budget: the rule's pick is skipped.
-    let d = t
-        .client
-        .route(proto::RouteRequest {
+    let d = route(
+        &mut t.client,
+        proto::RouteRequest {
             latency_budget_ms: 1300,
             ..text_request("acme", q)
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     assert_eq!(primary_id(&d), "gpt-4o-mini", "{:?}", d.reasons);
     assert!(policy_ids(&d).contains(&"latency_slo"), "{:?}", d.reasons);
     assert!(d.fallbacks.is_empty(), "{:?}", d.fallbacks);
     // A budget nobody meets is relaxed, and the decision says so.
-    let d = t
-        .client
-        .route(proto::RouteRequest {
+    let d = route(
+        &mut t.client,
+        proto::RouteRequest {
             latency_budget_ms: 10,
             ..text_request("acme", q)
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     assert_eq!(primary_id(&d), MIXTRAL);
     assert!(
         policy_ids(&d).contains(&"latency_slo.relaxed"),
@@ -378,12 +375,7 @@ async fn latency_budget_context_window_and_elevated_risk_filter_the_models() {
         "The quarterly numbers were flat. ".repeat(7000)
     );
     assert!(long.len() < 262_144);
-    let d = t
-        .client
-        .route(text_request("acme", &long))
-        .await
-        .unwrap()
-        .into_inner();
+    let d = route(&mut t.client, text_request("acme", &long)).await;
     assert!(
         policy_ids(&d).contains(&"context_window"),
         "{:?}",
@@ -398,15 +390,14 @@ async fn latency_budget_context_window_and_elevated_risk_filter_the_models() {
     }
 
     // Financial advice detected from the text: elevated tier, its constraint, a 0.75+ model.
-    let d = t
-        .client
-        .route(text_request(
+    let d = route(
+        &mut t.client,
+        text_request(
             "acme",
             "Should I invest my savings in index funds or pay off my mortgage?",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        ),
+    )
+    .await;
     assert_eq!(
         d.risk_tier,
         proto::RiskTier::Elevated as i32,

@@ -65,6 +65,14 @@ pub async fn start_example(edit: impl FnOnce(String) -> String) -> TestServer {
     }
 }
 
+/// Route `req`; panics on an error status.
+pub async fn route(
+    client: &mut RouterClient<Channel>,
+    req: proto::RouteRequest,
+) -> proto::RouteDecision {
+    client.route(req).await.unwrap().into_inner()
+}
+
 pub fn text_request(tenant: &str, prompt: &str) -> proto::RouteRequest {
     proto::RouteRequest {
         tenant_id: tenant.into(),

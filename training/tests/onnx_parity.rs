@@ -135,24 +135,15 @@ fn bundle_onnx_is_valid_matches_ort_and_featurizer_reloads_identically() {
     // the 7 meta features; the bundle keeps those the classifier gives a weight.
     let train_config = exp.featurizer.config();
     assert_eq!(train_config.full_dim(), 1024 + 7);
-    let train_columns: Vec<usize> = train_config
-        .columns
-        .as_ref()
-        .expect("a column selection")
-        .iter()
-        .map(|&c| c as usize)
-        .collect();
+    let columns_of = |c: &signalbox_features::FeatureConfig| -> Vec<usize> {
+        let cols = c.columns.as_ref().expect("a column selection");
+        cols.iter().map(|&c| c as usize).collect()
+    };
+    let train_columns = columns_of(train_config);
     assert!(train_columns.len() <= 512 + 7, "{}", train_columns.len());
     assert_eq!(exp.featurizer.dim(), train_columns.len());
     let used = exp.model.used_columns();
-    let columns: Vec<usize> = manifest
-        .features
-        .columns
-        .as_ref()
-        .expect("a column selection")
-        .iter()
-        .map(|&c| c as usize)
-        .collect();
+    let columns = columns_of(&manifest.features);
     let expected: Vec<usize> = used.iter().map(|&j| train_columns[j]).collect();
     assert_eq!(columns, expected);
 
