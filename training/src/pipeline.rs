@@ -72,7 +72,7 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Hashed n-gram columns kept as features (those in the most training prompts).
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 4096)]
     pub max_fit_features: usize,
     /// Relative cost per call, `MODEL=COST` (repeatable); default: observed mean
     /// `cost_usd`, else the RouteLLM paper prices for its two models.
