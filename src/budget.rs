@@ -255,6 +255,24 @@ impl BudgetLedger {
         })
     }
 
+    /// The existing account of (tenant, user): the tenant's own when `user` is empty.
+    fn account(&self, tenant: &str, user: &str) -> Option<Arc<Account>> {
+        let tenants = self.tenants.read();
+        let entry = tenants.get(tenant)?;
+        if user.is_empty() {
+            Some(entry.tenant.clone())
+        } else {
+            entry.users.get(user).cloned()
+        }
+    }
+
+    /// The current ledger second and the second a hold made now for `ttl` lapses (at least
+    /// the next one).
+    fn hold_span(&self, now: Instant, ttl: Duration) -> (u64, u64) {
+        let now_sec = self.second(now);
+        (now_sec, self.second(now + ttl).max(now_sec + 1))
+    }
+
     /// Is the tenant or the user at or over a cap? The strictest verdict wins (deny over downgrade).
     pub fn check(
         &self,
@@ -270,24 +288,11 @@ impl BudgetLedger {
             return BudgetVerdict::Within;
         }
         let now_sec = self.second(Instant::now());
-        let (tenant_account, user_account) = {
-            let tenants = self.tenants.read();
-            match tenants.get(tenant) {
-                None => (None, None),
-                Some(e) => (
-                    Some(e.tenant.clone()),
-                    (!user.is_empty())
-                        .then(|| e.users.get(user).cloned())
-                        .flatten(),
-                ),
-            }
-        };
         let mut verdicts = Vec::new();
-        for (scope, caps, account) in [
-            ("tenant", tenant_caps, tenant_account),
-            ("user", user_caps, user_account),
-        ] {
+        for (scope, caps, account_user) in [("tenant", tenant_caps, ""), ("user", user_caps, user)]
+        {
             let Some(caps) = caps else { continue };
+            let account = self.account(tenant, account_user);
             verdicts.extend(match account {
                 None => account_verdict(caps, scope, tenant, user, None, now),
                 Some(a) => {
@@ -312,8 +317,7 @@ impl BudgetLedger {
         if amount == Micros::ZERO {
             return None;
         }
-        let now_sec = self.second(now);
-        let expires = self.second(now + ttl).max(now_sec + 1);
+        let (now_sec, expires) = self.hold_span(now, ttl);
         for account in payer.accounts() {
             let mut st = account.state.lock();
             st.expire(now_sec);
@@ -339,11 +343,14 @@ impl BudgetLedger {
         let budgets = &policy.budgets;
         let tenant = payer.tenant_id();
         let user = payer.user_id();
-        let now_sec = self.second(now);
-        let expires = self.second(now + ttl).max(now_sec + 1);
+        let (now_sec, expires) = self.hold_span(now, ttl);
         // Lock order: the tenant's account, then the user's (the only place holding two).
         let mut tenant_state = payer.tenant.state.lock();
         let mut user_state = payer.user.as_ref().map(|u| u.state.lock());
+        tenant_state.expire(now_sec);
+        if let Some(st) = user_state.as_deref_mut() {
+            st.expire(now_sec);
+        }
         let mut verdicts = Vec::new();
         for (scope, caps, st) in [
             (
@@ -360,7 +367,6 @@ impl BudgetLedger {
             let (Some(caps), Some(st)) = (caps, st) else {
                 continue;
             };
-            st.expire(now_sec);
             verdicts.extend(account_verdict(caps, scope, tenant, user, Some(st), at));
         }
         if let Some(v) = strictest(verdicts) {
@@ -369,10 +375,8 @@ impl BudgetLedger {
         if amount == Micros::ZERO {
             return Ok(None);
         }
-        tenant_state.expire(now_sec);
         tenant_state.hold(expires, amount);
         if let Some(st) = user_state.as_deref_mut() {
-            st.expire(now_sec);
             st.hold(expires, amount);
         }
         Ok(Some(Reservation { amount, expires }))
@@ -411,15 +415,7 @@ impl BudgetLedger {
 
     /// Spent today and this month (excluding in-flight), for tests and status.
     pub fn spent(&self, tenant: &str, user: &str, now: DateTime<Utc>) -> (Micros, Micros) {
-        let tenants = self.tenants.read();
-        let account = tenants.get(tenant).and_then(|e| {
-            if user.is_empty() {
-                Some(e.tenant.clone())
-            } else {
-                e.users.get(user).cloned()
-            }
-        });
-        match account {
+        match self.account(tenant, user) {
             None => (Micros::ZERO, Micros::ZERO),
             Some(a) => {
                 let st = a.state.lock();
@@ -431,15 +427,7 @@ impl BudgetLedger {
     /// Estimates in flight for the account (after expiring lapsed holds), for tests and status.
     pub fn in_flight(&self, tenant: &str, user: &str) -> Micros {
         let now_sec = self.second(Instant::now());
-        let tenants = self.tenants.read();
-        let account = tenants.get(tenant).and_then(|e| {
-            if user.is_empty() {
-                Some(e.tenant.clone())
-            } else {
-                e.users.get(user).cloned()
-            }
-        });
-        account.map_or(Micros::ZERO, |a| {
+        self.account(tenant, user).map_or(Micros::ZERO, |a| {
             let mut st = a.state.lock();
             st.expire(now_sec);
             st.in_flight_total

@@ -88,16 +88,6 @@ impl DecisionTracker {
         shard.by_id.insert(key, decision);
     }
 
-    pub fn get(&self, decision_id: &str) -> Option<TrackedDecision> {
-        let key = DecisionKey::of(decision_id);
-        self.shard(&key)
-            .lock()
-            .by_id
-            .get(&key)
-            .filter(|d| d.created.elapsed() <= self.ttl)
-            .cloned()
-    }
-
     /// The decision, for booking an outcome: its reservation is handed out once (a repeated
     /// outcome books its cost but has nothing left to release).
     pub fn claim(&self, decision_id: &str) -> Option<TrackedDecision> {
@@ -148,12 +138,12 @@ mod tests {
             tracker.insert(&format!("d{i}"), tracked(now));
         }
         assert!(tracker.len() <= 128, "{}", tracker.len());
-        assert!(tracker.get("d9999").is_some(), "the newest stays");
-        assert!(tracker.get("d0").is_none(), "the oldest went");
+        assert!(tracker.claim("d9999").is_some(), "the newest stays");
+        assert!(tracker.claim("d0").is_none(), "the oldest went");
 
         let short = DecisionTracker::new(Duration::from_millis(1), 10);
         short.insert("old", tracked(now - Duration::from_secs(1)));
-        assert!(short.get("old").is_none());
+        assert!(short.claim("old").is_none());
         short.sweep(Instant::now());
         assert!(short.is_empty());
     }

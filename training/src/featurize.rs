@@ -159,7 +159,7 @@ impl SparseRows {
     }
 
     /// Row `i` as (column, value) pairs.
-    pub fn row(&self, i: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
+    pub fn row(&self, i: usize) -> impl Iterator<Item = (usize, f32)> + Clone + '_ {
         let (a, b) = (self.offsets[i], self.offsets[i + 1]);
         self.indices[a..b]
             .iter()

@@ -26,11 +26,16 @@ pub fn sigmoid(z: f64) -> f64 {
 impl LinearModel {
     /// P(acceptable) for each model, for one feature row.
     pub fn predict_row(&self, x: &[f32]) -> Vec<f64> {
+        self.probabilities(x.iter().copied().enumerate())
+    }
+
+    /// `sigmoid(w_m . x + b_m)` per model, `x` given as (column, value) entries.
+    fn probabilities(&self, x: impl Iterator<Item = (usize, f32)> + Clone) -> Vec<f64> {
         self.weights
             .iter()
             .zip(&self.bias)
             .map(|(w, b)| {
-                let z: f64 = w.iter().zip(x).map(|(w, &x)| w * f64::from(x)).sum::<f64>() + b;
+                let z: f64 = x.clone().map(|(j, v)| w[j] * f64::from(v)).sum::<f64>() + b;
                 sigmoid(z)
             })
             .collect()
@@ -60,28 +65,10 @@ impl LinearModel {
         }
     }
 
-    /// Predictions for a row-major matrix of `n x dim` features.
-    pub fn predict(&self, x: &[f32]) -> Vec<Vec<f64>> {
-        x.chunks(self.dim)
-            .map(|row| self.predict_row(row))
-            .collect()
-    }
-
     /// Predictions for sparse rows (the same sums as [`LinearModel::predict_row`] of the dense
     /// rows, over their non-zero entries).
     pub fn predict_sparse(&self, x: &SparseRows) -> Vec<Vec<f64>> {
-        (0..x.len())
-            .map(|i| {
-                self.weights
-                    .iter()
-                    .zip(&self.bias)
-                    .map(|(w, b)| {
-                        let z: f64 = x.row(i).map(|(j, v)| w[j] * f64::from(v)).sum::<f64>() + b;
-                        sigmoid(z)
-                    })
-                    .collect()
-            })
-            .collect()
+        (0..x.len()).map(|i| self.probabilities(x.row(i))).collect()
     }
 }
 
