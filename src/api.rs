@@ -111,7 +111,7 @@ impl From<ApiError> for Status {
             ApiError::Decide(DecideError::NoEligibleModel(_)) => {
                 Status::failed_precondition(message)
             }
-            ApiError::Log(LogError::Closed) => Status::unavailable(message),
+            ApiError::Log(LogError::Closed | LogError::Unwritable) => Status::unavailable(message),
             ApiError::Log(LogError::Io { .. } | LogError::WriterPanicked) => {
                 Status::internal(message)
             }
@@ -361,6 +361,10 @@ fn timestamp() -> String {
 impl Shared {
     /// The whole Route path after validation: decide, track, reserve budget, log.
     pub async fn route(&self, input: RouteInput) -> Result<Routed, ApiError> {
+        // Refuse before holding budget or tracking a decision the log could not keep.
+        if !self.log.writable() {
+            return Err(ApiError::Log(LogError::Unwritable));
+        }
         let live = self.live.load_full();
         let engine = &live.engine;
         let policy = engine.policy();
@@ -453,6 +457,10 @@ impl Shared {
 
     /// The whole ReportOutcome path after validation.
     pub async fn report(&self, o: OutcomeInput) -> Result<proto::OutcomeAck, ApiError> {
+        // Refuse before booking spend the log could not keep (the caller retries later).
+        if !self.log.writable() {
+            return Err(ApiError::Log(LogError::Unwritable));
+        }
         let live = self.live.load();
         let policy = live.engine.policy();
         let Some(spec) = policy.find_model(&o.model_id).map(|m| policy.model(m)) else {

@@ -3,11 +3,18 @@
 //! dedicated thread behind a bounded channel. A request is acknowledged only after its record is
 //! queued; a full queue makes requests wait rather than drop records. Shutdown drains the queue,
 //! flushes and fsyncs.
+//!
+//! Each outcome segment, once closed and synced, gets a spend summary beside it
+//! (`outcomes-<UTC start>-<seq>.spend.json`: cost per tenant, user and UTC day), so a restart adds
+//! up summaries instead of re-reading every outcome of the month. A segment without a valid
+//! summary (the one open at a crash, say) is read record by record; both give the same totals.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::config::LogPolicy;
 use crate::engine::Reason;
+use crate::money::Micros;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ShadowRecord {
@@ -79,6 +87,186 @@ pub struct OutcomeRecord {
     pub error: String,
 }
 
+/// The spend an outcome books, as every reader of the log computes it: its UTC day and its cost.
+/// `None` for a record whose timestamp or cost does not parse (it books nothing).
+pub fn outcome_spend(o: &OutcomeRecord) -> Option<(chrono::NaiveDate, Micros)> {
+    let ts = chrono::DateTime::parse_from_rfc3339(&o.ts).ok()?;
+    let cost = Micros::from_usd(o.cost_usd)?;
+    Some((ts.with_timezone(&chrono::Utc).date_naive(), cost))
+}
+
+/// Spend summary of one closed outcome segment (`<segment>.spend.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSpend {
+    /// Length of the segment file the totals cover; a summary whose segment has another length
+    /// is ignored and the segment is read instead.
+    pub bytes: u64,
+    /// Outcome records in the segment that booked spend.
+    pub outcomes: u64,
+    pub spend: Vec<DaySpend>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DaySpend {
+    pub tenant_id: String,
+    pub user_id: String,
+    pub day: chrono::NaiveDate,
+    pub cost_micros: u64,
+    pub outcomes: u64,
+}
+
+/// Cost and outcome count per UTC day.
+type DayTotals = BTreeMap<chrono::NaiveDate, (Micros, u64)>;
+
+/// Running totals of the open outcome segment: tenant -> user -> day -> (cost, outcomes).
+#[derive(Default)]
+struct SpendTotals {
+    by_tenant: HashMap<String, HashMap<String, DayTotals>>,
+    outcomes: u64,
+}
+
+impl SpendTotals {
+    fn add(&mut self, o: &OutcomeRecord) {
+        let Some((day, cost)) = outcome_spend(o) else {
+            return;
+        };
+        let users = match self.by_tenant.get_mut(&o.tenant_id) {
+            Some(u) => u,
+            None => self.by_tenant.entry(o.tenant_id.clone()).or_default(),
+        };
+        let days = match users.get_mut(&o.user_id) {
+            Some(d) => d,
+            None => users.entry(o.user_id.clone()).or_default(),
+        };
+        let slot = days.entry(day).or_insert((Micros::ZERO, 0));
+        slot.0 += cost;
+        slot.1 += 1;
+        self.outcomes += 1;
+    }
+
+    fn take(&mut self, bytes: u64) -> SegmentSpend {
+        let totals = std::mem::take(self);
+        let mut spend = Vec::new();
+        for (tenant_id, users) in totals.by_tenant {
+            for (user_id, days) in users {
+                for (day, (cost, outcomes)) in days {
+                    spend.push(DaySpend {
+                        tenant_id: tenant_id.clone(),
+                        user_id: user_id.clone(),
+                        day,
+                        cost_micros: cost.0,
+                        outcomes,
+                    });
+                }
+            }
+        }
+        // Oldest day first, so replaying summaries in segment order books days in order.
+        spend.sort_by(|a, b| {
+            (a.day, &a.tenant_id, &a.user_id).cmp(&(b.day, &b.tenant_id, &b.user_id))
+        });
+        SegmentSpend {
+            bytes,
+            outcomes: totals.outcomes,
+            spend,
+        }
+    }
+}
+
+/// Where the spend summary of `segment` lives.
+pub fn spend_summary_path(segment: &Path) -> PathBuf {
+    segment.with_extension("spend.json")
+}
+
+/// Write `summary` beside `segment` (temporary file, fsync, rename).
+fn write_spend_summary(segment: &Path, summary: &SegmentSpend) -> Result<(), LogError> {
+    let path = spend_summary_path(segment);
+    let tmp = path.with_extension("json.tmp");
+    let body = serde_json::to_vec(summary).map_err(|e| LogError::Io {
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(&body).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    Ok(())
+}
+
+/// The summary of `segment`, if it has one that covers the whole file.
+fn read_spend_summary(segment: &Path, segment_len: u64) -> Option<SegmentSpend> {
+    let path = spend_summary_path(segment);
+    let body = std::fs::read(&path).ok()?;
+    match serde_json::from_slice::<SegmentSpend>(&body) {
+        Ok(s) if s.bytes == segment_len => Some(s),
+        Ok(s) => {
+            tracing::warn!(path = %path.display(), summary_bytes = s.bytes, segment_bytes = segment_len, "spend summary does not match its segment; reading the segment");
+            None
+        }
+        Err(err) => {
+            tracing::warn!(path = %path.display(), %err, "unreadable spend summary; reading the segment");
+            None
+        }
+    }
+}
+
+/// What [`replay_spend`] read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SpendReplay {
+    pub outcomes: u64,
+    /// Segments whose summary was used.
+    pub summarised: u64,
+    /// Segments read record by record.
+    pub read: u64,
+}
+
+/// Every outcome's spend, oldest segment first, from outcome segments last modified at or after
+/// `modified_since`: `on_spend(tenant, user, day, cost, outcomes)` once per summary entry, or once
+/// per record for a segment without a valid summary. Unparsable lines go to `on_bad`.
+pub fn replay_spend(
+    dir: &Path,
+    modified_since: Option<std::time::SystemTime>,
+    mut on_spend: impl FnMut(&str, &str, chrono::NaiveDate, Micros, u64),
+    mut on_bad: impl FnMut(&Path, usize, String),
+) -> Result<SpendReplay, LogError> {
+    let mut stats = SpendReplay::default();
+    for path in segments(dir, "outcomes")? {
+        let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
+        if let Some(since) = modified_since
+            && meta.modified().map_err(io_err(&path))? < since
+        {
+            continue;
+        }
+        if let Some(summary) = read_spend_summary(&path, meta.len()) {
+            for d in &summary.spend {
+                on_spend(
+                    &d.tenant_id,
+                    &d.user_id,
+                    d.day,
+                    Micros(d.cost_micros),
+                    d.outcomes,
+                );
+            }
+            stats.outcomes += summary.outcomes;
+            stats.summarised += 1;
+            continue;
+        }
+        read_segment::<OutcomeRecord>(
+            &path,
+            |o| {
+                if let Some((day, cost)) = outcome_spend(&o) {
+                    on_spend(&o.tenant_id, &o.user_id, day, cost, 1);
+                    stats.outcomes += 1;
+                }
+            },
+            &mut on_bad,
+        )?;
+        stats.read += 1;
+    }
+    Ok(stats)
+}
+
 #[derive(Debug)]
 pub enum LogRecord {
     Decision(Box<DecisionRecord>),
@@ -99,6 +287,8 @@ pub enum LogError {
     },
     #[error("decision log is closed")]
     Closed,
+    #[error("decision log cannot write at the moment (retrying); request not accepted")]
+    Unwritable,
     #[error("decision log writer thread panicked")]
     WriterPanicked,
 }
@@ -122,6 +312,7 @@ pub struct DecisionLog {
     tx: mpsc::Sender<Msg>,
     writer: parking_lot::Mutex<Option<JoinHandle<Result<LogStats, LogError>>>>,
     dir: PathBuf,
+    writable: Arc<AtomicBool>,
 }
 
 impl DecisionLog {
@@ -129,14 +320,17 @@ impl DecisionLog {
     pub fn open(policy: &LogPolicy) -> Result<DecisionLog, LogError> {
         std::fs::create_dir_all(&policy.dir).map_err(io_err(&policy.dir))?;
         let (tx, rx) = mpsc::channel(policy.buffer_records);
+        let writable = Arc::new(AtomicBool::new(true));
         let mut writer = Writer {
             dir: policy.dir.clone(),
             max_bytes: policy.segment_max_bytes,
             flush_every: Duration::from_millis(policy.flush_interval_ms),
             decisions: Segment::new("decisions"),
-            outcomes: Segment::new("outcomes"),
+            outcomes: Segment::with_spend("outcomes"),
             stats: LogStats::default(),
             seq: 0,
+            writable: writable.clone(),
+            shutting_down: false,
         };
         let handle = std::thread::Builder::new()
             .name("decision-log".into())
@@ -146,6 +340,7 @@ impl DecisionLog {
             tx,
             writer: parking_lot::Mutex::new(Some(handle)),
             dir: policy.dir.clone(),
+            writable,
         })
     }
 
@@ -153,8 +348,18 @@ impl DecisionLog {
         &self.dir
     }
 
-    /// Queue a record; waits while the queue is full.
+    /// False while the writer is retrying a failed write: new records are refused (the service
+    /// reports NOT_SERVING) and everything already queued is written once the disk recovers.
+    pub fn writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
+    }
+
+    /// Queue a record; waits while the queue is full. Refused at once while the log cannot
+    /// write, so a request is never acknowledged on a log that may not keep it.
     pub async fn append(&self, record: LogRecord) -> Result<(), LogError> {
+        if !self.writable() {
+            return Err(LogError::Unwritable);
+        }
         self.tx
             .send(Msg::Record(record))
             .await
@@ -181,11 +386,46 @@ impl DecisionLog {
 const IDLE_BEFORE_PARK: Duration = Duration::from_millis(2);
 /// Poll interval while records keep arriving (a batch of requests per wake-up).
 const POLL_WHILE_BUSY: Duration = Duration::from_micros(500);
+/// Bytes buffered per segment before they are written out.
+const BUFFER_BYTES: usize = 64 * 1024;
+/// Retry delays after a failed write: doubling from the first to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// At shutdown, how long a failing log keeps retrying before the writer gives up.
+const RETRY_AT_SHUTDOWN: Duration = Duration::from_secs(10);
+
+/// An open segment and the bytes not yet written to it. A failed write keeps every byte it did
+/// not write, so retrying loses and duplicates nothing.
+struct SegmentFile {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl SegmentFile {
+    fn write_out(&mut self) -> Result<(), LogError> {
+        while !self.buf.is_empty() {
+            match self.file.write(&self.buf) {
+                Ok(0) => {
+                    return Err(io_err(&self.path)(std::io::ErrorKind::WriteZero.into()));
+                }
+                Ok(n) => {
+                    self.buf.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(&self.path)(e)),
+            }
+        }
+        Ok(())
+    }
+}
 
 struct Segment {
     kind: &'static str,
-    file: Option<(PathBuf, BufWriter<File>)>,
+    file: Option<SegmentFile>,
     bytes: u64,
+    /// Outcome segments: spend of the records written so far, summarised when it closes.
+    spend: Option<SpendTotals>,
 }
 
 impl Segment {
@@ -194,23 +434,47 @@ impl Segment {
             kind,
             file: None,
             bytes: 0,
+            spend: None,
         }
     }
 
+    fn with_spend(kind: &'static str) -> Segment {
+        Segment {
+            spend: Some(SpendTotals::default()),
+            ..Segment::new(kind)
+        }
+    }
+
+    /// Write out, fsync and close the segment (then summarise its spend). On error the segment
+    /// stays open with its unwritten bytes, so the call can be retried.
     fn finish(&mut self) -> Result<(), LogError> {
-        if let Some((path, mut w)) = self.file.take() {
-            w.flush().map_err(io_err(&path))?;
-            w.get_ref().sync_all().map_err(io_err(&path))?;
+        if let Some(f) = &mut self.file {
+            f.write_out()?;
+            f.file.sync_all().map_err(io_err(&f.path))?;
+        }
+        if let (Some(f), Some(totals)) = (self.file.take(), &mut self.spend) {
+            // Only after the segment is synced; without a summary a restart reads the segment,
+            // so a failure here costs restart time, not spend.
+            if let Err(err) = write_spend_summary(&f.path, &totals.take(self.bytes)) {
+                tracing::warn!(%err, "could not write a spend summary");
+            }
         }
         self.bytes = 0;
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), LogError> {
-        if let Some((path, w)) = &mut self.file {
-            w.flush().map_err(io_err(path))?;
+        match &mut self.file {
+            Some(f) => f.write_out(),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    fn flush_if_full(&mut self) -> Result<(), LogError> {
+        match &mut self.file {
+            Some(f) if f.buf.len() >= BUFFER_BYTES => f.write_out(),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -222,6 +486,8 @@ struct Writer {
     outcomes: Segment,
     stats: LogStats,
     seq: u64,
+    writable: Arc<AtomicBool>,
+    shutting_down: bool,
 }
 
 impl Writer {
@@ -241,8 +507,7 @@ impl Writer {
                         continue;
                     }
                     // Idle: hand everything to the OS before sleeping.
-                    self.decisions.flush()?;
-                    self.outcomes.flush()?;
+                    self.retry(Writer::flush_all)?;
                     last_flush = Instant::now();
                     match rx.blocking_recv() {
                         Some(m) => m,
@@ -253,86 +518,134 @@ impl Writer {
             };
             match msg {
                 Msg::Record(record) => {
-                    self.write(record)?;
+                    self.write(&record)?;
                     dirty = true;
                     last_record = Instant::now();
                 }
                 Msg::Shutdown => break,
             }
             if last_flush.elapsed() >= self.flush_every {
-                self.decisions.flush()?;
-                self.outcomes.flush()?;
+                self.retry(Writer::flush_all)?;
                 dirty = false;
                 last_flush = Instant::now();
             }
         }
         // Drain anything still queued (nothing acknowledged may be lost), then sync.
+        self.shutting_down = true;
         rx.close();
         while let Ok(msg) = rx.try_recv() {
             if let Msg::Record(record) = msg {
-                self.write(record)?;
+                self.write(&record)?;
             }
         }
-        self.decisions.finish()?;
-        self.outcomes.finish()?;
+        self.retry(|w| w.decisions.finish())?;
+        self.retry(|w| w.outcomes.finish())?;
         Ok(self.stats)
     }
 
-    fn write(&mut self, record: LogRecord) -> Result<(), LogError> {
-        let line = match &record {
+    fn flush_all(&mut self) -> Result<(), LogError> {
+        self.decisions.flush()?;
+        self.outcomes.flush()
+    }
+
+    /// Run `op` until it succeeds. While it fails the log is marked unwritable (new records are
+    /// refused) and the writer waits, doubling the delay; at shutdown it gives up after
+    /// [`RETRY_AT_SHUTDOWN`] and returns the error.
+    fn retry(
+        &mut self,
+        mut op: impl FnMut(&mut Writer) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        let mut delay = RETRY_FIRST;
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            match op(self) {
+                Ok(()) => {
+                    if failing_since.is_some() {
+                        self.writable.store(true, Ordering::Relaxed);
+                        tracing::info!("decision log writable again; accepting records");
+                    }
+                    return Ok(());
+                }
+                Err(err) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if self.writable.swap(false, Ordering::Relaxed) {
+                        tracing::error!(%err, "decision log write failed; refusing new records and retrying");
+                    }
+                    if self.shutting_down && since.elapsed() >= RETRY_AT_SHUTDOWN {
+                        tracing::error!(%err, "decision log still failing at shutdown; giving up");
+                        return Err(err);
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Append one record (rotating first when its segment is full), retrying failed writes.
+    fn write(&mut self, record: &LogRecord) -> Result<(), LogError> {
+        let line = match record {
             LogRecord::Decision(d) => serde_json::to_vec(d),
             LogRecord::Outcome(o) => serde_json::to_vec(o),
-        }
-        .map_err(|e| LogError::Io {
-            path: self.dir.clone(),
-            source: e.into(),
-        })?;
+        };
+        let line = match line {
+            Ok(l) => l,
+            Err(err) => {
+                // Not reachable with these record types (serde_json writes NaN as null).
+                tracing::error!(%err, "could not serialise a log record; skipped");
+                return Ok(());
+            }
+        };
         let is_decision = matches!(record, LogRecord::Decision(_));
-        let needs_new = {
-            let seg = if is_decision {
-                &self.decisions
-            } else {
-                &self.outcomes
-            };
-            seg.file.is_none() || seg.bytes + line.len() as u64 + 1 > self.max_bytes
-        };
-        if needs_new {
-            self.rotate(is_decision)?;
+        let max_bytes = self.max_bytes;
+        let needs_new =
+            |seg: &Segment| seg.file.is_none() || seg.bytes + line.len() as u64 + 1 > max_bytes;
+        if needs_new(self.segment(is_decision)) {
+            self.retry(|w| w.rotate(is_decision))?;
         }
-        let seg = if is_decision {
-            &mut self.decisions
-        } else {
-            &mut self.outcomes
-        };
-        if let Some((path, w)) = &mut seg.file {
-            w.write_all(&line).map_err(io_err(path))?;
-            w.write_all(b"\n").map_err(io_err(path))?;
+        let seg = self.segment(is_decision);
+        if let Some(f) = &mut seg.file {
+            f.buf.extend_from_slice(&line);
+            f.buf.push(b'\n');
         }
         seg.bytes += line.len() as u64 + 1;
+        if let (LogRecord::Outcome(o), Some(totals)) = (record, &mut seg.spend) {
+            totals.add(o);
+        }
         if is_decision {
             self.stats.decisions += 1;
         } else {
             self.stats.outcomes += 1;
         }
-        Ok(())
+        self.retry(|w| w.segment(is_decision).flush_if_full())
     }
 
-    fn rotate(&mut self, decision: bool) -> Result<(), LogError> {
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
-        let seg = if decision {
+    fn segment(&mut self, decision: bool) -> &mut Segment {
+        if decision {
             &mut self.decisions
         } else {
             &mut self.outcomes
-        };
-        seg.finish()?;
+        }
+    }
+
+    /// Close the current segment of this kind and open the next (idempotent on retry).
+    fn rotate(&mut self, decision: bool) -> Result<(), LogError> {
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+        self.segment(decision).finish()?;
         loop {
             self.seq += 1;
+            let kind = self.segment(decision).kind;
             let path = self
                 .dir
-                .join(format!("{}-{stamp}-{:06}.jsonl", seg.kind, self.seq));
+                .join(format!("{kind}-{stamp}-{:06}.jsonl", self.seq));
             match OpenOptions::new().create_new(true).append(true).open(&path) {
-                Ok(f) => {
-                    seg.file = Some((path, BufWriter::with_capacity(64 * 1024, f)));
+                Ok(file) => {
+                    let seg = self.segment(decision);
+                    seg.file = Some(SegmentFile {
+                        path,
+                        file,
+                        buf: Vec::with_capacity(BUFFER_BYTES),
+                    });
                     seg.bytes = 0;
                     self.stats.segments += 1;
                     return Ok(());
@@ -383,17 +696,266 @@ pub fn read_records<T: for<'de> Deserialize<'de>>(
                 continue;
             }
         }
-        let file = File::open(&path).map_err(io_err(&path))?;
-        for (i, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(io_err(&path))?;
-            if line.trim().is_empty() {
+        read_segment(&path, &mut on_record, &mut on_bad)?;
+    }
+    Ok(())
+}
+
+/// The newest `keep` records of one kind that `accept` takes, oldest first. Segments are read
+/// newest first until `keep` are found; segments last modified before `modified_since` are not
+/// read. Unparsable lines go to `on_bad(path, line_no, error)`.
+pub fn read_newest<T: for<'de> Deserialize<'de>>(
+    dir: &Path,
+    kind: &str,
+    modified_since: Option<std::time::SystemTime>,
+    keep: usize,
+    mut accept: impl FnMut(&T) -> bool,
+    mut on_bad: impl FnMut(&Path, usize, String),
+) -> Result<Vec<T>, LogError> {
+    let mut newest_first: Vec<Vec<T>> = Vec::new();
+    let mut found = 0usize;
+    for path in segments(dir, kind)?.into_iter().rev() {
+        if found >= keep {
+            break;
+        }
+        if let Some(since) = modified_since {
+            let modified = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .map_err(io_err(&path))?;
+            if modified < since {
                 continue;
             }
-            match serde_json::from_str::<T>(&line) {
-                Ok(r) => on_record(r),
-                Err(e) => on_bad(&path, i + 1, e.to_string()),
-            }
+        }
+        let mut records = Vec::new();
+        read_segment(
+            &path,
+            |r: T| {
+                if accept(&r) {
+                    records.push(r);
+                }
+            },
+            &mut on_bad,
+        )?;
+        found += records.len();
+        newest_first.push(records);
+    }
+    let mut out: Vec<T> = newest_first.into_iter().rev().flatten().collect();
+    let extra = out.len().saturating_sub(keep);
+    out.drain(..extra);
+    Ok(out)
+}
+
+/// Read one segment's records; unparsable lines go to `on_bad(path, line_no, error)`.
+fn read_segment<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    mut on_record: impl FnMut(T),
+    mut on_bad: impl FnMut(&Path, usize, String),
+) -> Result<(), LogError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(io_err(path))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<T>(&line) {
+            Ok(r) => on_record(r),
+            Err(e) => on_bad(path, i + 1, e.to_string()),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(i: usize) -> OutcomeRecord {
+        OutcomeRecord {
+            // Three days, two of them in one month.
+            ts: [
+                "2026-11-30T23:59:59Z",
+                "2026-12-01T00:00:00Z",
+                "2026-12-02T12:00:00Z",
+            ][i % 3]
+                .into(),
+            decision_id: format!("d{i}"),
+            tenant_id: ["acme", "trial"][i % 2].into(),
+            user_id: ["", "alice", "bob"][i % 5 % 3].into(),
+            model_id: "m".into(),
+            success: true,
+            quality: 1.0,
+            latency_ms: 10,
+            tokens_in: 1,
+            tokens_out: 1,
+            // Every 7th record has a cost that books nothing.
+            cost_usd: if i.is_multiple_of(7) {
+                -1.0
+            } else {
+                0.000_123 * i as f64
+            },
+            error: String::new(),
+        }
+    }
+
+    type Totals = BTreeMap<(String, String, chrono::NaiveDate), (u64, u64)>;
+
+    fn replayed(dir: &Path) -> (Totals, SpendReplay) {
+        let mut totals = Totals::new();
+        let stats = replay_spend(
+            dir,
+            None,
+            |t, u, day, cost, n| {
+                let slot = totals.entry((t.into(), u.into(), day)).or_default();
+                slot.0 += cost.0;
+                slot.1 += n;
+            },
+            |path, line, err| panic!("{}:{line}: {err}", path.display()),
+        )
+        .unwrap();
+        (totals, stats)
+    }
+
+    #[tokio::test]
+    async fn spend_summaries_give_the_same_totals_as_the_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = DecisionLog::open(&LogPolicy {
+            dir: tmp.path().to_path_buf(),
+            segment_max_bytes: 4096,
+            buffer_records: 64,
+            flush_interval_ms: 10,
+        })
+        .unwrap();
+        let mut expected = Totals::new();
+        for i in 0..500 {
+            let o = outcome(i);
+            if let Some((day, cost)) = outcome_spend(&o) {
+                let slot = expected
+                    .entry((o.tenant_id.clone(), o.user_id.clone(), day))
+                    .or_default();
+                slot.0 += cost.0;
+                slot.1 += 1;
+            }
+            log.append(LogRecord::Outcome(o)).await.unwrap();
+        }
+        let stats = log.close().await.unwrap();
+        assert_eq!(stats.outcomes, 500);
+        let booked: u64 = expected.values().map(|v| v.1).sum();
+        assert_eq!(booked, 500 - 500usize.div_ceil(7) as u64);
+
+        let segs = segments(tmp.path(), "outcomes").unwrap();
+        assert!(segs.len() > 10, "{} segments", segs.len());
+        assert!(segs.iter().all(|s| spend_summary_path(s).exists()));
+        let (from_summaries, st) = replayed(tmp.path());
+        assert_eq!(from_summaries, expected);
+        assert_eq!(
+            (st.summarised, st.read, st.outcomes),
+            (segs.len() as u64, 0, booked)
+        );
+
+        // A summary that no longer matches its segment is ignored; a missing one too.
+        let mut first = OpenOptions::new().append(true).open(&segs[0]).unwrap();
+        first.write_all(b"\n").unwrap();
+        std::fs::remove_file(spend_summary_path(&segs[1])).unwrap();
+        std::fs::write(spend_summary_path(&segs[2]), b"{\"bytes\": 1").unwrap();
+        let (mixed, st) = replayed(tmp.path());
+        assert_eq!(mixed, expected);
+        assert_eq!((st.read, st.outcomes), (3, booked));
+    }
+
+    #[test]
+    fn a_failed_write_keeps_every_unwritten_byte() {
+        let mut f = SegmentFile {
+            path: PathBuf::from("/dev/full"),
+            file: OpenOptions::new().write(true).open("/dev/full").unwrap(),
+            buf: b"{\"a\":1}\n".to_vec(),
+        };
+        let err = f.write_out().unwrap_err();
+        assert!(err.to_string().contains("/dev/full"), "{err}");
+        assert_eq!(f.buf, b"{\"a\":1}\n");
+        // Writable again (here: a real file): the same bytes go out once.
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        f.file = tmp.reopen().unwrap();
+        f.write_out().unwrap();
+        assert!(f.buf.is_empty());
+        assert_eq!(std::fs::read(tmp.path()).unwrap(), b"{\"a\":1}\n");
+    }
+
+    #[tokio::test]
+    async fn the_writer_retries_a_failed_rotation_and_loses_nothing_queued() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let log = DecisionLog::open(&LogPolicy {
+            dir: dir.clone(),
+            segment_max_bytes: 1024,
+            buffer_records: 1000,
+            flush_interval_ms: 10,
+        })
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The first rotation fails; records are accepted until the writer notices, then
+        // refused.
+        let mut accepted = 0;
+        let mut refused = false;
+        for i in 0..100_000 {
+            match log.append(LogRecord::Outcome(outcome(i))).await {
+                Ok(()) => accepted += 1,
+                Err(LogError::Unwritable) => {
+                    refused = true;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            if i >= 50 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        assert!(refused, "an unwritable log refuses new records");
+        assert!(!log.writable());
+        std::fs::create_dir_all(&dir).unwrap();
+        for _ in 0..500 {
+            if log.writable() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(log.writable());
+        log.append(LogRecord::Outcome(outcome(accepted)))
+            .await
+            .unwrap();
+        let stats = log.close().await.unwrap();
+        assert_eq!(stats.outcomes, accepted as u64 + 1);
+        let mut ids = Vec::new();
+        read_records::<OutcomeRecord>(
+            &dir,
+            "outcomes",
+            None,
+            |o| ids.push(o.decision_id),
+            |p, l, e| panic!("{}:{l}: {e}", p.display()),
+        )
+        .unwrap();
+        assert_eq!(
+            ids,
+            (0..=accepted).map(|i| format!("d{i}")).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn read_newest_keeps_the_last_records_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (seg, range) in [(1, 0..4), (2, 4..6), (3, 6..9)] {
+            let lines: String = range.map(|i| format!("{i}\n")).collect();
+            std::fs::write(
+                tmp.path()
+                    .join(format!("decisions-20261201T000000-{seg:06}.jsonl")),
+                lines,
+            )
+            .unwrap();
+        }
+        let odd = |n: &u32| n % 2 == 1;
+        let bad = |p: &Path, l: usize, e: String| panic!("{}:{l}: {e}", p.display());
+        let got = read_newest::<u32>(tmp.path(), "decisions", None, 3, odd, bad).unwrap();
+        assert_eq!(got, vec![3, 5, 7]);
+        let all = read_newest::<u32>(tmp.path(), "decisions", None, 100, |_| true, bad).unwrap();
+        assert_eq!(all, (0..9).collect::<Vec<_>>());
+    }
 }

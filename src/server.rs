@@ -17,9 +17,8 @@ use crate::api::{AdminService, LiveState, RouterService, Shared};
 use crate::budget::BudgetLedger;
 use crate::circuit::CircuitBreakers;
 use crate::config::Policy;
-use crate::decision_log::{self, DecisionLog, DecisionRecord, LogError, LogStats, OutcomeRecord};
+use crate::decision_log::{self, DecisionLog, LogError, LogStats};
 use crate::engine::{DecisionEngine, EngineError};
-use crate::money::Micros;
 use crate::proto;
 use crate::tracking::{DecisionTracker, TrackedDecision};
 
@@ -72,6 +71,11 @@ impl RunningServer {
     }
 }
 
+/// How often the health status follows the decision log, and how often expired holds and
+/// decisions are swept.
+const HEALTH_AND_SWEEP_EVERY: Duration = Duration::from_millis(100);
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// Build the service state for `policy`, restoring budgets and recent decisions from its log.
 pub fn build_shared(
     policy: Policy,
@@ -97,6 +101,16 @@ pub fn build_shared(
     }))
 }
 
+/// The fields of a logged decision that a restart needs (the rest of each line is skipped).
+#[derive(serde::Deserialize)]
+struct ReplayedDecision {
+    ts: String,
+    decision_id: String,
+    tenant_id: String,
+    user_id: String,
+    denied: bool,
+}
+
 /// Replay this month's outcomes into the budgets and recent decisions into the tracker, so spend
 /// and outcome matching survive a restart.
 fn restore(
@@ -107,28 +121,21 @@ fn restore(
     let now = Utc::now();
     let dir = &policy.log.dir;
     let mut bad = 0usize;
-    let mut outcomes = 0usize;
     // Segments last written before this month cannot hold this month's spend.
     let month_start = now
         .date_naive()
         .with_day(1)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|d| std::time::SystemTime::from(d.and_utc()));
-    decision_log::read_records::<OutcomeRecord>(
+    let this_month = (now.year(), now.month());
+    let spend = decision_log::replay_spend(
         dir,
-        "outcomes",
         month_start,
-        |o| {
-            if let (Ok(ts), Some(cost)) = (
-                DateTime::parse_from_rfc3339(&o.ts),
-                Micros::from_usd(o.cost_usd),
-            ) {
-                let ts = ts.with_timezone(&Utc);
-                if ts.year() == now.year() && ts.month() == now.month() {
-                    let payer = budgets.payer(&o.tenant_id, &o.user_id);
-                    budgets.settle(&payer, None, cost, ts);
-                    outcomes += 1;
-                }
+        |tenant, user, day, cost, _| {
+            if (day.year(), day.month()) == this_month
+                && let Some(at) = day.and_hms_opt(0, 0, 0)
+            {
+                budgets.settle(&budgets.payer(tenant, user), None, cost, at.and_utc());
             }
         },
         |path, line, err| {
@@ -140,42 +147,49 @@ fn restore(
         i64::try_from(policy.server.decision_ttl_secs).unwrap_or(i64::MAX),
     );
     let mono_now = Instant::now();
-    let mut decisions = 0usize;
     let ttl_ago = std::time::SystemTime::now()
         .checked_sub(Duration::from_secs(policy.server.decision_ttl_secs));
-    decision_log::read_records::<DecisionRecord>(
+    let age_of = |d: &ReplayedDecision| {
+        DateTime::parse_from_rfc3339(&d.ts)
+            .ok()
+            .map(|ts| now - ts.with_timezone(&Utc))
+    };
+    // The tracker keeps at most `max_tracked_decisions`: read back only as far as that.
+    let recent = decision_log::read_newest::<ReplayedDecision>(
         dir,
         "decisions",
         ttl_ago,
-        |d| {
-            let Ok(ts) = DateTime::parse_from_rfc3339(&d.ts) else {
-                return;
-            };
-            let age = now - ts.with_timezone(&Utc);
-            if d.denied || age > ttl {
-                return;
-            }
-            let created = age
-                .to_std()
-                .ok()
-                .and_then(|a| mono_now.checked_sub(a))
-                .unwrap_or(mono_now);
-            tracker.insert(
-                &d.decision_id,
-                TrackedDecision {
-                    payer: budgets.payer(&d.tenant_id, &d.user_id),
-                    created,
-                    reservation: None,
-                },
-            );
-            decisions += 1;
-        },
+        policy.server.max_tracked_decisions,
+        |d| !d.denied && age_of(d).is_some_and(|age| age <= ttl),
         |path, line, err| {
             bad += 1;
             tracing::warn!(path = %path.display(), line, %err, "skipping unreadable decision record");
         },
     )?;
-    tracing::info!(outcomes, decisions, skipped = bad, dir = %dir.display(), "restored spend and recent decisions from the log");
+    let decisions = recent.len();
+    for d in recent {
+        let created = age_of(&d)
+            .and_then(|age| age.to_std().ok())
+            .and_then(|a| mono_now.checked_sub(a))
+            .unwrap_or(mono_now);
+        tracker.insert(
+            &d.decision_id,
+            TrackedDecision {
+                payer: budgets.payer(&d.tenant_id, &d.user_id),
+                created,
+                reservation: None,
+            },
+        );
+    }
+    tracing::info!(
+        outcomes = spend.outcomes,
+        summarised_segments = spend.summarised,
+        read_segments = spend.read,
+        decisions,
+        skipped = bad,
+        dir = %dir.display(),
+        "restored spend and recent decisions from the log"
+    );
     Ok(())
 }
 
@@ -229,17 +243,37 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
     let router = proto::router_server::RouterServer::new(RouterService::new(shared.clone()));
     let admin = proto::admin_server::AdminServer::new(AdminService::new(shared.clone()));
 
-    // Release budget reservations whose outcome never came, and forget expired decisions.
+    // Release budget reservations whose outcome never came, forget expired decisions, and
+    // report NOT_SERVING while the decision log cannot write.
     let sweeper = {
         let shared = shared.clone();
+        let health = health_reporter.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(HEALTH_AND_SWEEP_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut serving = true;
+            let mut last_sweep = Instant::now();
             loop {
                 tick.tick().await;
                 let now = Instant::now();
-                shared.budgets.sweep(now);
-                shared.tracker.sweep(now);
+                if now.duration_since(last_sweep) >= SWEEP_EVERY {
+                    shared.budgets.sweep(now);
+                    shared.tracker.sweep(now);
+                    last_sweep = now;
+                }
+                let writable = shared.log.writable();
+                if writable != serving {
+                    serving = writable;
+                    if serving {
+                        health
+                            .set_serving::<proto::router_server::RouterServer<RouterService>>()
+                            .await;
+                    } else {
+                        health
+                            .set_not_serving::<proto::router_server::RouterServer<RouterService>>()
+                            .await;
+                    }
+                }
             }
         })
     };

@@ -754,6 +754,111 @@ async fn log_holds_every_acknowledged_decision_and_outcome_after_shutdown() {
 }
 
 #[tokio::test]
+async fn a_log_that_cannot_write_refuses_requests_reports_not_serving_and_recovers() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut t =
+        start_example(|s| s.replace("segment_max_bytes = 67108864", "segment_max_bytes = 4096"))
+            .await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", t.server.local_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let router_status = |mut h: tonic_health::pb::health_client::HealthClient<_>| async move {
+        h.check(tonic_health::pb::HealthCheckRequest {
+            service: "signalbox.v1.Router".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+    };
+    assert_eq!(
+        router_status(health.clone()).await,
+        ServingStatus::Serving as i32
+    );
+
+    // The log directory vanishes: the next segment cannot be created.
+    std::fs::remove_dir_all(&t.log_dir).unwrap();
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for i in 0..2000 {
+        match t
+            .client
+            .route(text_request(
+                "acme",
+                &format!("Question {i}: what is {i} squared?"),
+            ))
+            .await
+        {
+            Ok(d) => acknowledged.push(d.into_inner().decision_id),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("requests are refused once the log cannot write");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("decision log"),
+        "{}",
+        refused.message()
+    );
+    let mut status = router_status(health.clone()).await;
+    for _ in 0..50 {
+        if status == ServingStatus::NotServing as i32 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        status = router_status(health.clone()).await;
+    }
+    assert_eq!(status, ServingStatus::NotServing as i32);
+
+    // The disk comes back: the writer's retry succeeds and the service serves again.
+    std::fs::create_dir_all(&t.log_dir).unwrap();
+    let mut served = None;
+    for _ in 0..300 {
+        match t.client.route(text_request("acme", "And now?")).await {
+            Ok(d) => {
+                served = Some(d.into_inner().decision_id);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+    acknowledged.push(served.expect("serving again after the log recovered"));
+    let mut status = router_status(health.clone()).await;
+    for _ in 0..50 {
+        if status == ServingStatus::Serving as i32 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        status = router_status(health.clone()).await;
+    }
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    // Every acknowledged decision is in the log, once, in order (those written before the
+    // directory vanished went with it; everything from the failed rotation on is kept).
+    t.server.shutdown().await.unwrap();
+    let logged: Vec<String> = read_log(&t.log_dir, "decisions")
+        .iter()
+        .map(|d| d["decision_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!logged.is_empty());
+    let first = acknowledged
+        .iter()
+        .position(|id| *id == logged[0])
+        .expect("the first surviving record was acknowledged");
+    assert_eq!(logged, acknowledged[first..].to_vec());
+}
+
+#[tokio::test]
 async fn health_and_reflection_services_answer() {
     let t = start_example(|s| s).await;
     let channel =

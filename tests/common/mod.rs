@@ -101,6 +101,7 @@ pub fn read_log(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
                 .to_str()
                 .unwrap()
                 .starts_with(&format!("{kind}-"))
+                && p.extension().is_some_and(|e| e == "jsonl")
         })
         .collect();
     files.sort();

@@ -158,11 +158,15 @@ fn ingest(input: &IngestArgs, out: &Path) -> Result<IngestReport, TrainError> {
         )?;
     }
     for dir in &input.service_logs {
-        bar.inc_length(
-            std::fs::read_dir(dir)
-                .map(|d| d.count() as u64)
-                .unwrap_or(0),
-        );
+        // One step per log segment (spend summaries beside them are not read).
+        let segments = ["decisions-", "outcomes-"]
+            .iter()
+            .map(|kind| {
+                signalbox_train::ingest::list_files(dir, kind, ".jsonl")
+                    .map_or(0, |f| f.len() as u64)
+            })
+            .sum();
+        bar.inc_length(segments);
         service_logs::ingest_dir_with(dir, &mut writer, &mut report, input.bad_rows, &bar, &join)?;
     }
     bar.finish_and_clear();
