@@ -21,7 +21,7 @@ use crate::engine::{
 };
 use crate::money::Micros;
 use crate::proto;
-use crate::tracking::{DecisionTracker, TrackedDecision};
+use crate::tracking::{Claim, DecisionTracker, MAX_ATTEMPT, TrackedDecision};
 
 /// Everything a request reads that can be replaced on reload, swapped as one unit.
 pub struct LiveState {
@@ -290,6 +290,8 @@ pub struct OutcomeInput {
     pub tokens_out: u32,
     pub cost: Option<Micros>,
     pub error: ErrorKind,
+    /// 0: not numbered (always booked); 1..=64: booked once.
+    pub attempt: u32,
 }
 
 pub fn outcome_input(o: proto::Outcome, policy: &Policy) -> Result<OutcomeInput, ApiError> {
@@ -303,8 +305,15 @@ pub fn outcome_input(o: proto::Outcome, policy: &Policy) -> Result<OutcomeInput,
         tokens_out,
         cost_usd,
         error,
+        attempt,
     } = o;
     check_id("decision_id", &decision_id, true)?;
+    if attempt > MAX_ATTEMPT {
+        return Err(bad(
+            "attempt",
+            format!("{attempt} is above the highest attempt number, {MAX_ATTEMPT}"),
+        ));
+    }
     check_id("model_id", &model_id, true)?;
     if policy.find_model(&model_id).is_none() {
         return Err(bad(
@@ -351,6 +360,7 @@ pub fn outcome_input(o: proto::Outcome, policy: &Policy) -> Result<OutcomeInput,
         tokens_out,
         cost,
         error,
+        attempt,
     })
 }
 
@@ -413,6 +423,7 @@ impl Shared {
                 payer,
                 created: now,
                 reservation,
+                reported: 0,
             },
         );
         self.log
@@ -466,9 +477,9 @@ impl Shared {
         let Some(spec) = policy.find_model(&o.model_id).map(|m| policy.model(m)) else {
             return Err(bad("model_id", format!("unknown model {:?}", o.model_id)));
         };
-        let tracked = self
+        let claim = self
             .tracker
-            .claim(&o.decision_id)
+            .claim(&o.decision_id, o.attempt)
             .ok_or_else(|| ApiError::NotFound {
                 field: "decision_id",
                 message: format!(
@@ -476,6 +487,18 @@ impl Shared {
                     o.decision_id
                 ),
             })?;
+        let tracked = match claim {
+            Claim::Book(t) => t,
+            // A retried report: acknowledged again, nothing booked, counted or logged twice.
+            Claim::Repeat => {
+                return Ok(proto::OutcomeAck {
+                    decision_id: o.decision_id,
+                    cost_usd: 0.0,
+                    circuit_state: self.circuits.state_name(&spec.id).to_string(),
+                    duplicate: true,
+                });
+            }
+        };
         let cost = o
             .cost
             .unwrap_or_else(|| spec.cost(u64::from(o.tokens_in), u64::from(o.tokens_out)));
@@ -503,12 +526,14 @@ impl Shared {
                 tokens_out: o.tokens_out,
                 cost_usd: cost.usd(),
                 error: o.error.as_str().to_string(),
+                attempt: o.attempt,
             }))
             .await?;
         Ok(proto::OutcomeAck {
             decision_id: o.decision_id,
             cost_usd: cost.usd(),
             circuit_state: circuit_state.to_string(),
+            duplicate: false,
         })
     }
 }

@@ -177,6 +177,15 @@ impl CircuitBreakers {
         }
     }
 
+    /// The model's breaker state name, without feeding it anything.
+    pub fn state_name(&self, model: &str) -> &'static str {
+        match self.inner.lock().get(&model_key(model)).map(|b| &b.state) {
+            None | Some(State::Closed) => "closed",
+            Some(State::Open { .. }) => "open",
+            Some(State::HalfOpen { .. }) => "half_open",
+        }
+    }
+
     /// Feed one outcome. Errors not counted by the policy (e.g. refusals) count as successes for
     /// availability. Returns the model's state name afterwards.
     pub fn record(

@@ -85,6 +85,9 @@ pub struct OutcomeRecord {
     pub tokens_out: u32,
     pub cost_usd: f64,
     pub error: String,
+    /// The caller's attempt number (0: not given).
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// The spend an outcome books, as every reader of the log computes it: its UTC day and its cost.
@@ -794,6 +797,7 @@ mod tests {
                 0.000_123 * i as f64
             },
             error: String::new(),
+            attempt: 0,
         }
     }
 

@@ -178,6 +178,7 @@ fn restore(
                 payer: budgets.payer(&d.tenant_id, &d.user_id),
                 created,
                 reservation: None,
+                reported: 0,
             },
         );
     }

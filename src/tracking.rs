@@ -20,6 +20,20 @@ pub struct TrackedDecision {
     pub created: Instant,
     /// The estimated cost still held for this decision (taken by its first outcome).
     pub reservation: Option<Reservation>,
+    /// Attempts 1..=64 already reported (bit `attempt - 1`).
+    pub reported: u64,
+}
+
+/// The highest outcome attempt number that is de-duplicated.
+pub const MAX_ATTEMPT: u32 = 64;
+
+/// What an outcome finds of its decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Book it: the decision as it was before this outcome.
+    Book(TrackedDecision),
+    /// This attempt was reported already: book nothing.
+    Repeat,
 }
 
 /// Decision ids are UUIDs we generated: kept as 16 bytes, anything else as text.
@@ -88,18 +102,26 @@ impl DecisionTracker {
         shard.by_id.insert(key, decision);
     }
 
-    /// The decision, for booking an outcome: its reservation is handed out once (a repeated
-    /// outcome books its cost but has nothing left to release).
-    pub fn claim(&self, decision_id: &str) -> Option<TrackedDecision> {
+    /// The decision, for booking an outcome of `attempt` (0: not numbered). Its reservation is
+    /// handed out once (a later outcome books its cost but has nothing left to release); a
+    /// numbered attempt is booked once. `None`: unknown or expired.
+    pub fn claim(&self, decision_id: &str, attempt: u32) -> Option<Claim> {
         let key = DecisionKey::of(decision_id);
         let mut shard = self.shard(&key).lock();
         let d = shard
             .by_id
             .get_mut(&key)
             .filter(|d| d.created.elapsed() <= self.ttl)?;
+        if (1..=MAX_ATTEMPT).contains(&attempt) {
+            let bit = 1u64 << (attempt - 1);
+            if d.reported & bit != 0 {
+                return Some(Claim::Repeat);
+            }
+            d.reported |= bit;
+        }
         let out = d.clone();
         d.reservation = None;
-        Some(out)
+        Some(Claim::Book(out))
     }
 
     /// Drop expired entries everywhere (called periodically; inserts also evict their shard).
@@ -127,6 +149,7 @@ mod tests {
             payer: crate::budget::BudgetLedger::new().payer("t", ""),
             created,
             reservation: None,
+            reported: 0,
         }
     }
 
@@ -138,12 +161,12 @@ mod tests {
             tracker.insert(&format!("d{i}"), tracked(now));
         }
         assert!(tracker.len() <= 128, "{}", tracker.len());
-        assert!(tracker.claim("d9999").is_some(), "the newest stays");
-        assert!(tracker.claim("d0").is_none(), "the oldest went");
+        assert!(tracker.claim("d9999", 0).is_some(), "the newest stays");
+        assert!(tracker.claim("d0", 0).is_none(), "the oldest went");
 
         let short = DecisionTracker::new(Duration::from_millis(1), 10);
         short.insert("old", tracked(now - Duration::from_secs(1)));
-        assert!(short.claim("old").is_none());
+        assert!(short.claim("old", 0).is_none());
         short.sweep(Instant::now());
         assert!(short.is_empty());
     }
@@ -167,13 +190,42 @@ mod tests {
                 payer,
                 created: now,
                 reservation,
+                reported: 0,
             },
         );
-        let first = tracker.claim("d").unwrap();
+        let book = |claim: Option<Claim>| match claim {
+            Some(Claim::Book(d)) => d,
+            other => panic!("expected a booking, got {other:?}"),
+        };
+        let first = book(tracker.claim("d", 0));
         assert_eq!(first.reservation, reservation);
         assert_eq!(first.payer.tenant_id(), "t");
         assert_eq!(first.payer.user_id(), "u");
-        assert_eq!(tracker.claim("d").unwrap().reservation, None);
-        assert!(tracker.claim("unknown").is_none());
+        assert_eq!(book(tracker.claim("d", 0)).reservation, None);
+        assert!(tracker.claim("unknown", 0).is_none());
+    }
+
+    #[test]
+    fn a_numbered_attempt_is_booked_once() {
+        let ledger = crate::budget::BudgetLedger::new();
+        let tracker = DecisionTracker::new(Duration::from_secs(60), 16);
+        tracker.insert(
+            "d",
+            TrackedDecision {
+                payer: ledger.payer("t", ""),
+                created: Instant::now(),
+                reservation: None,
+                reported: 0,
+            },
+        );
+        assert!(matches!(tracker.claim("d", 1), Some(Claim::Book(_))));
+        assert_eq!(tracker.claim("d", 1), Some(Claim::Repeat));
+        assert!(matches!(tracker.claim("d", 2), Some(Claim::Book(_))));
+        assert!(matches!(tracker.claim("d", 64), Some(Claim::Book(_))));
+        assert_eq!(tracker.claim("d", 64), Some(Claim::Repeat));
+        assert_eq!(tracker.claim("d", 2), Some(Claim::Repeat));
+        // Unnumbered reports are always booked.
+        assert!(matches!(tracker.claim("d", 0), Some(Claim::Book(_))));
+        assert!(matches!(tracker.claim("d", 0), Some(Claim::Book(_))));
     }
 }

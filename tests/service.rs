@@ -486,6 +486,72 @@ async fn budget_at_the_cap_is_over_deny_and_downgrade_policies() {
 }
 
 #[tokio::test]
+async fn a_retried_outcome_report_books_once() {
+    let mut t = start_example(|s| s).await;
+    // Tenant "trial" has a $1 daily cap (deny).
+    let d = t
+        .client
+        .route(text_request("trial", "Name a colour."))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut o = outcome(&d.decision_id, MIXTRAL);
+    o.cost_usd = Some(0.6);
+    o.attempt = 1;
+    let first = t
+        .client
+        .report_outcome(o.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.duplicate);
+    assert!((first.cost_usd - 0.6).abs() < 1e-12);
+    // The client did not see the ack and sends the same report again.
+    let again = t
+        .client
+        .report_outcome(o.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.duplicate);
+    assert_eq!(again.cost_usd, 0.0);
+    assert_eq!(again.circuit_state, first.circuit_state);
+    // $0.6 booked, not $1.2: the tenant is still under its cap.
+    let d2 = t
+        .client
+        .route(text_request("trial", "Name a colour."))
+        .await
+        .unwrap()
+        .into_inner();
+    // A second attempt of the first decision (a fallback call) is booked: $1.2, over the cap.
+    o.attempt = 2;
+    let second = t
+        .client
+        .report_outcome(o.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!second.duplicate);
+    let err = t
+        .client
+        .route(text_request("trial", "Name a colour."))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    // Attempt numbers stop at 64.
+    let mut bad = outcome(&d2.decision_id, MIXTRAL);
+    bad.attempt = 65;
+    let err = t.client.report_outcome(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("attempt"), "{}", err.message());
+
+    t.server.shutdown().await.unwrap();
+    let outcomes = read_log(&t.log_dir, "outcomes");
+    let attempts: Vec<_> = outcomes.iter().map(|o| o["attempt"].clone()).collect();
+    assert_eq!(attempts, vec![serde_json::json!(1), serde_json::json!(2)]);
+}
+
+#[tokio::test]
 async fn spend_survives_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let log_dir = tmp.path().join("log");

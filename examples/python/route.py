@@ -39,6 +39,7 @@ def main(addr: str) -> None:
                 latency_ms=850,
                 tokens_in=40,
                 tokens_out=220,
+                attempt=1,  # a retry of this report books nothing twice
             ),
             timeout=1.0,
         )
