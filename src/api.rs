@@ -121,6 +121,8 @@ impl From<ApiError> for Status {
 
 const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 const MAX_ID_LEN: usize = 256;
+/// How often a request that lost a half-open probe to a concurrent one decides again.
+const PROBE_RETRIES: usize = 3;
 
 fn check_id(field: &'static str, value: &str, required: bool) -> Result<(), ApiError> {
     if required && value.trim().is_empty() {
@@ -386,7 +388,7 @@ impl Shared {
         let payer = self.budgets.payer(&input.tenant_id, &input.user_id);
         let ttl = Duration::from_secs(policy.budgets.in_flight_ttl_secs);
         let mut decision = self
-            .decide_or_log_refusal(&decision_id, &input, engine, &state)
+            .decide_claiming_probe(&decision_id, &input, engine, &state)
             .await?;
         let now = Instant::now();
         let reservation = if decision.budget_limited {
@@ -406,16 +408,13 @@ impl Shared {
                 // (downgrade or deny, as the policy says).
                 Err(_) => {
                     decision = self
-                        .decide_or_log_refusal(&decision_id, &input, engine, &state)
+                        .decide_claiming_probe(&decision_id, &input, engine, &state)
                         .await?;
                     self.budgets
                         .reserve(&payer, decision.estimated_cost, ttl, now)
                 }
             }
         };
-        let primary = policy.model(decision.primary);
-        self.circuits
-            .note_routed(&primary.id, &primary.provider, now);
         self.stats.record(&decision, policy);
         self.tracker.insert(
             &decision_id,
@@ -439,6 +438,37 @@ impl Shared {
             decision,
             live,
         })
+    }
+
+    /// The engine's decision, holding a probe of its primary's half-open breaker. Concurrent
+    /// requests may all have read a free probe; those that find it taken decide again (the
+    /// breaker now reads as open for them), at most [`PROBE_RETRIES`] times.
+    async fn decide_claiming_probe(
+        &self,
+        decision_id: &str,
+        input: &RouteInput,
+        engine: &DecisionEngine,
+        state: &RuntimeState<'_>,
+    ) -> Result<Decision, ApiError> {
+        let policy = engine.policy();
+        let mut decision = self
+            .decide_or_log_refusal(decision_id, input, engine, state)
+            .await?;
+        for _ in 0..PROBE_RETRIES {
+            let primary = policy.model(decision.primary);
+            if self.circuits.claim_probe(
+                &policy.circuit,
+                &primary.id,
+                &primary.provider,
+                Instant::now(),
+            ) {
+                break;
+            }
+            decision = self
+                .decide_or_log_refusal(decision_id, input, engine, state)
+                .await?;
+        }
+        Ok(decision)
     }
 
     /// The engine's decision; a refusal (budget denial, unsatisfiable request) is logged as a

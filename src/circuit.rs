@@ -158,23 +158,41 @@ impl CircuitBreakers {
         gate
     }
 
-    /// The router sent a request to this model: a half-open breaker spends one probe.
-    pub fn note_routed(&self, model: &str, provider: &str, now: Instant) {
+    /// The router is about to send a request to this model: a half-open breaker spends one
+    /// probe. `false` when a half-open breaker of the model or its provider has no probe left
+    /// (concurrent requests took them since the gate was read): decide again.
+    pub fn claim_probe(
+        &self,
+        policy: &CircuitPolicy,
+        model: &str,
+        provider: &str,
+        now: Instant,
+    ) -> bool {
         let mut map = self.inner.lock();
         if map.is_empty() {
-            return;
+            return true;
         }
-        for key in [model_key(model), provider_key(provider)] {
-            if let Some(b) = map.get_mut(&key)
+        let keys = [model_key(model), provider_key(provider)];
+        for key in &keys {
+            if let Some(b) = map.get_mut(key) {
+                b.tick(policy, now);
+                if let State::HalfOpen { probes_left: 0, .. } = b.state {
+                    return false;
+                }
+            }
+        }
+        for key in &keys {
+            if let Some(b) = map.get_mut(key)
                 && let State::HalfOpen {
                     probes_left,
                     last_probe,
                 } = &mut b.state
             {
-                *probes_left = probes_left.saturating_sub(1);
+                *probes_left -= 1;
                 *last_probe = Some(now);
             }
         }
+        true
     }
 
     /// The model's breaker state name, without feeding it anything.
@@ -249,10 +267,12 @@ mod tests {
         ));
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::HalfOpen);
-        cb.note_routed("m", "prov", t1);
+        assert!(cb.claim_probe(&p, "m", "prov", t1));
         assert!(
             matches!(cb.gate(&p, "m", "prov", t1), Gate::Open { scope } if scope.contains("probe"))
         );
+        // A concurrent request that read the gate before the probe was taken gets none.
+        assert!(!cb.claim_probe(&p, "m", "prov", t1));
         assert_eq!(cb.record(&p, "m", "prov", ErrorKind::None, t1), "closed");
         assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::Closed);
     }
@@ -267,13 +287,13 @@ mod tests {
         }
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::HalfOpen);
-        cb.note_routed("m", "prov", t1);
+        assert!(cb.claim_probe(&p, "m", "prov", t1));
         // The probe's outcome never comes: blocked for one cooldown, then another probe may go.
         let later = t1 + Duration::from_secs(4);
         assert!(matches!(cb.gate(&p, "m", "prov", later), Gate::Open { .. }));
         let t2 = t1 + Duration::from_secs(5);
         assert_eq!(cb.gate(&p, "m", "prov", t2), Gate::HalfOpen);
-        cb.note_routed("m", "prov", t2);
+        assert!(cb.claim_probe(&p, "m", "prov", t2));
         assert!(matches!(cb.gate(&p, "m", "prov", t2), Gate::Open { .. }));
         // Its outcome arrives: a success closes the breaker.
         assert_eq!(cb.record(&p, "m", "prov", ErrorKind::None, t2), "closed");
