@@ -2,6 +2,7 @@
 //! decisions from the log, bind, serve gRPC (Router, health, reflection), and on shutdown stop
 //! accepting, finish in-flight requests, then drain and sync the log.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use crate::circuit::CircuitBreakers;
 use crate::config::Policy;
 use crate::decision_log::{self, DecisionLog, LogError, LogStats};
 use crate::engine::{DecisionEngine, EngineError};
+use crate::money::Micros;
 use crate::proto;
 use crate::tracking::{DecisionTracker, TrackedDecision};
 
@@ -109,10 +111,18 @@ struct ReplayedDecision {
     tenant_id: String,
     user_id: String,
     denied: bool,
+    estimated_cost_usd: f64,
 }
 
-/// Replay this month's outcomes into the budgets and recent decisions into the tracker, so spend
-/// and outcome matching survive a restart.
+/// The field of a logged outcome that tells a restart its decision is settled.
+#[derive(serde::Deserialize)]
+struct ReplayedOutcome {
+    decision_id: String,
+}
+
+/// Replay this month's spend into the budgets, recent decisions into the tracker, and the
+/// estimates of decisions still in flight (no outcome yet) into budget holds, so spend, outcome
+/// matching and in-flight caps survive a restart.
 fn restore(
     policy: &Policy,
     budgets: &BudgetLedger,
@@ -166,18 +176,54 @@ fn restore(
             tracing::warn!(path = %path.display(), line, %err, "skipping unreadable decision record");
         },
     )?;
+    // Decisions young enough to still hold their estimate, unless their outcome came: held
+    // again for the rest of their `in_flight_ttl_secs`, so a restart does not free budget.
+    let in_flight_ttl = Duration::from_secs(policy.budgets.in_flight_ttl_secs);
+    let in_flight_age = |d: &ReplayedDecision| {
+        age_of(d)
+            .and_then(|age| age.to_std().ok())
+            .filter(|age| *age < in_flight_ttl)
+    };
+    let mut unsettled: HashSet<&str> = recent
+        .iter()
+        .filter(|d| d.estimated_cost_usd > 0.0 && in_flight_age(d).is_some())
+        .map(|d| d.decision_id.as_str())
+        .collect();
+    if !unsettled.is_empty() {
+        let since = std::time::SystemTime::now().checked_sub(in_flight_ttl);
+        decision_log::read_records::<ReplayedOutcome>(
+            dir,
+            "outcomes",
+            since,
+            |o| {
+                unsettled.remove(o.decision_id.as_str());
+            },
+            |path, line, err| {
+                bad += 1;
+                tracing::warn!(path = %path.display(), line, %err, "skipping unreadable outcome record");
+            },
+        )?;
+    }
     let decisions = recent.len();
-    for d in recent {
-        let created = age_of(&d)
+    let mut held = 0usize;
+    for d in &recent {
+        let created = age_of(d)
             .and_then(|age| age.to_std().ok())
             .and_then(|a| mono_now.checked_sub(a))
             .unwrap_or(mono_now);
+        let payer = budgets.payer(&d.tenant_id, &d.user_id);
+        let reservation = match (unsettled.contains(d.decision_id.as_str()), in_flight_age(d)) {
+            (true, Some(age)) => Micros::from_usd(d.estimated_cost_usd)
+                .and_then(|amount| budgets.reserve(&payer, amount, in_flight_ttl - age, mono_now)),
+            _ => None,
+        };
+        held += usize::from(reservation.is_some());
         tracker.insert(
             &d.decision_id,
             TrackedDecision {
-                payer: budgets.payer(&d.tenant_id, &d.user_id),
+                payer,
                 created,
-                reservation: None,
+                reservation,
                 reported: 0,
             },
         );
@@ -187,6 +233,7 @@ fn restore(
         summarised_segments = spend.summarised,
         read_segments = spend.read,
         decisions,
+        in_flight = held,
         skipped = bad,
         dir = %dir.display(),
         "restored spend and recent decisions from the log"

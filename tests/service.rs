@@ -621,6 +621,52 @@ async fn spend_survives_a_restart() {
 }
 
 #[tokio::test]
+async fn in_flight_estimates_are_held_again_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    // A cap below one decision's estimate: one decision in flight is enough to reach it.
+    let text = example_policy_text(&log_dir).replace(
+        "tenant = \"trial\"\ndaily_usd = 1.0",
+        "tenant = \"trial\"\ndaily_usd = 0.0001",
+    );
+    assert!(text.contains("daily_usd = 0.0001"));
+    let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
+    let q = "Name a colour.";
+    let d = client
+        .route(text_request("trial", q))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(d.estimated_cost_usd > 0.0001, "{}", d.estimated_cost_usd);
+    let err = client.route(text_request("trial", q)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "the estimate is held");
+    server.shutdown().await.unwrap();
+
+    // No outcome came: after a restart the estimate is held again.
+    let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
+    let err = client.route(text_request("trial", q)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    // Its outcome (free) releases the hold.
+    let mut o = outcome(&d.decision_id, primary_id(&d));
+    o.cost_usd = Some(0.0);
+    client.report_outcome(o).await.unwrap();
+    let d2 = client
+        .route(text_request("trial", q))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut o = outcome(&d2.decision_id, primary_id(&d2));
+    o.cost_usd = Some(0.0);
+    client.report_outcome(o).await.unwrap();
+    server.shutdown().await.unwrap();
+
+    // Both decisions settled: a restart holds nothing.
+    let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
+    client.route(text_request("trial", q)).await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn bad_input_gets_invalid_argument_naming_the_field_and_the_server_keeps_serving() {
     let mut t = start_example(|s| s).await;
     let cases: Vec<(proto::RouteRequest, &str)> = vec![
