@@ -2,7 +2,7 @@
 //! decisions from the log, bind, serve gRPC (Router, health, reflection), and on shutdown stop
 //! accepting, finish in-flight requests, then drain and sync the log.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use crate::decision_log::{self, DecisionLog, LogError, LogStats};
 use crate::engine::{DecisionEngine, EngineError};
 use crate::money::Micros;
 use crate::proto;
-use crate::tracking::{DecisionTracker, TrackedDecision};
+use crate::tracking::{DecisionTracker, MAX_ATTEMPT, TrackedDecision};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -114,10 +114,21 @@ struct ReplayedDecision {
     estimated_cost_usd: f64,
 }
 
-/// The field of a logged outcome that tells a restart its decision is settled.
+/// The fields of a logged outcome that tell a restart its decision is settled, and which
+/// attempt it reported.
 #[derive(serde::Deserialize)]
 struct ReplayedOutcome {
     decision_id: String,
+    #[serde(default)]
+    attempt: u32,
+}
+
+/// What the outcomes of the in-flight window say about one restored decision.
+#[derive(Default)]
+struct Settled {
+    any_outcome: bool,
+    /// Attempts reported, as `TrackedDecision::reported`.
+    reported: u64,
 }
 
 /// Replay this month's spend into the budgets, recent decisions into the tracker, and the
@@ -184,19 +195,24 @@ fn restore(
             .and_then(|age| age.to_std().ok())
             .filter(|age| *age < in_flight_ttl)
     };
-    let mut unsettled: HashSet<&str> = recent
+    let mut in_window: HashMap<&str, Settled> = recent
         .iter()
-        .filter(|d| d.estimated_cost_usd > 0.0 && in_flight_age(d).is_some())
-        .map(|d| d.decision_id.as_str())
+        .filter(|d| in_flight_age(d).is_some())
+        .map(|d| (d.decision_id.as_str(), Settled::default()))
         .collect();
-    if !unsettled.is_empty() {
+    if !in_window.is_empty() {
         let since = std::time::SystemTime::now().checked_sub(in_flight_ttl);
         decision_log::read_records::<ReplayedOutcome>(
             dir,
             "outcomes",
             since,
             |o| {
-                unsettled.remove(o.decision_id.as_str());
+                if let Some(s) = in_window.get_mut(o.decision_id.as_str()) {
+                    s.any_outcome = true;
+                    if (1..=MAX_ATTEMPT).contains(&o.attempt) {
+                        s.reported |= 1 << (o.attempt - 1);
+                    }
+                }
             },
             |path, line, err| {
                 bad += 1;
@@ -212,8 +228,9 @@ fn restore(
             .and_then(|a| mono_now.checked_sub(a))
             .unwrap_or(mono_now);
         let payer = budgets.payer(&d.tenant_id, &d.user_id);
-        let reservation = match (unsettled.contains(d.decision_id.as_str()), in_flight_age(d)) {
-            (true, Some(age)) => Micros::from_usd(d.estimated_cost_usd)
+        let settled = in_window.get(d.decision_id.as_str());
+        let reservation = match (settled, in_flight_age(d)) {
+            (Some(s), Some(age)) if !s.any_outcome => Micros::from_usd(d.estimated_cost_usd)
                 .and_then(|amount| budgets.reserve(&payer, amount, in_flight_ttl - age, mono_now)),
             _ => None,
         };
@@ -224,7 +241,7 @@ fn restore(
                 payer,
                 created,
                 reservation,
-                reported: 0,
+                reported: settled.map_or(0, |s| s.reported),
             },
         );
     }

@@ -647,9 +647,10 @@ async fn in_flight_estimates_are_held_again_after_a_restart() {
     let err = client.route(text_request("trial", q)).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
     // Its outcome (free) releases the hold.
-    let mut o = outcome(&d.decision_id, primary_id(&d));
-    o.cost_usd = Some(0.0);
-    client.report_outcome(o).await.unwrap();
+    let mut first = outcome(&d.decision_id, primary_id(&d));
+    first.cost_usd = Some(0.0);
+    first.attempt = 1;
+    client.report_outcome(first.clone()).await.unwrap();
     let d2 = client
         .route(text_request("trial", q))
         .await
@@ -660,9 +661,11 @@ async fn in_flight_estimates_are_held_again_after_a_restart() {
     client.report_outcome(o).await.unwrap();
     server.shutdown().await.unwrap();
 
-    // Both decisions settled: a restart holds nothing.
+    // Both decisions settled: a restart holds nothing, and still knows the reported attempt.
     let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
     client.route(text_request("trial", q)).await.unwrap();
+    let again = client.report_outcome(first).await.unwrap().into_inner();
+    assert!(again.duplicate, "{again:?}");
     server.shutdown().await.unwrap();
 }
 
