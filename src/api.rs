@@ -11,7 +11,7 @@ use chrono::{SecondsFormat, Utc};
 use tonic::{Request, Response, Status};
 
 use crate::budget::BudgetLedger;
-use crate::circuit::CircuitBreakers;
+use crate::circuit::{CircuitBreakers, ProbeClaim};
 use crate::classify::TaskType;
 use crate::config::Policy;
 use crate::decision_log::{DecisionLog, DecisionRecord, LogError, LogRecord, OutcomeRecord};
@@ -387,7 +387,7 @@ impl Shared {
         };
         let payer = self.budgets.payer(&input.tenant_id, &input.user_id);
         let ttl = Duration::from_secs(policy.budgets.in_flight_ttl_secs);
-        let mut decision = self
+        let (mut decision, probe) = self
             .decide_claiming_probe(&decision_id, &input, engine, &state)
             .await?;
         let now = Instant::now();
@@ -407,9 +407,18 @@ impl Shared {
                 // Concurrent requests reached a cap since the check: decide again under it
                 // (downgrade or deny, as the policy says).
                 Err(_) => {
+                    if probe == ProbeClaim::Spent {
+                        let primary = policy.model(decision.primary);
+                        self.circuits.release_probe(
+                            &policy.circuit,
+                            &primary.id,
+                            &primary.provider,
+                        );
+                    }
                     decision = self
                         .decide_claiming_probe(&decision_id, &input, engine, &state)
-                        .await?;
+                        .await?
+                        .0;
                     self.budgets
                         .reserve(&payer, decision.estimated_cost, ttl, now)
                 }
@@ -442,33 +451,34 @@ impl Shared {
 
     /// The engine's decision, holding a probe of its primary's half-open breaker. Concurrent
     /// requests may all have read a free probe; those that find it taken decide again (the
-    /// breaker now reads as open for them), at most [`PROBE_RETRIES`] times.
+    /// breaker now reads as open for them), at most [`PROBE_RETRIES`] times. The last decision
+    /// stands even if its probe is taken: the engine chose it with every alternative ruled
+    /// out (an open breaker relaxed, with a reason).
     async fn decide_claiming_probe(
         &self,
         decision_id: &str,
         input: &RouteInput,
         engine: &DecisionEngine,
         state: &RuntimeState<'_>,
-    ) -> Result<Decision, ApiError> {
+    ) -> Result<(Decision, ProbeClaim), ApiError> {
         let policy = engine.policy();
-        let mut decision = self
-            .decide_or_log_refusal(decision_id, input, engine, state)
-            .await?;
-        for _ in 0..PROBE_RETRIES {
+        let mut round = 0;
+        loop {
+            let decision = self
+                .decide_or_log_refusal(decision_id, input, engine, state)
+                .await?;
             let primary = policy.model(decision.primary);
-            if self.circuits.claim_probe(
+            let claim = self.circuits.claim_probe(
                 &policy.circuit,
                 &primary.id,
                 &primary.provider,
                 Instant::now(),
-            ) {
-                break;
+            );
+            if claim != ProbeClaim::Taken || round == PROBE_RETRIES {
+                return Ok((decision, claim));
             }
-            decision = self
-                .decide_or_log_refusal(decision_id, input, engine, state)
-                .await?;
+            round += 1;
         }
-        Ok(decision)
     }
 
     /// The engine's decision; a refusal (budget denial, unsatisfiable request) is logged as a
@@ -524,7 +534,10 @@ impl Shared {
                 return Ok(proto::OutcomeAck {
                     decision_id: o.decision_id,
                     cost_usd: 0.0,
-                    circuit_state: self.circuits.state_name(&spec.id).to_string(),
+                    circuit_state: self
+                        .circuits
+                        .state_name(&policy.circuit, &spec.id)
+                        .to_string(),
                     duplicate: true,
                 });
             }

@@ -22,6 +22,17 @@ pub enum Gate {
     },
 }
 
+/// What [`CircuitBreakers::claim_probe`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeClaim {
+    /// No half-open breaker: nothing to claim.
+    Free,
+    /// A half-open breaker's probe is now this request's.
+    Spent,
+    /// Open, or half-open with every probe taken.
+    Taken,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed,
@@ -159,28 +170,30 @@ impl CircuitBreakers {
     }
 
     /// The router is about to send a request to this model: a half-open breaker spends one
-    /// probe. `false` when a half-open breaker of the model or its provider has no probe left
-    /// (concurrent requests took them since the gate was read): decide again.
+    /// probe. [`ProbeClaim::Taken`] when a breaker of the model or its provider is open, or
+    /// half-open with no probe left (concurrent requests took them since the gate was read):
+    /// decide again.
     pub fn claim_probe(
         &self,
         policy: &CircuitPolicy,
         model: &str,
         provider: &str,
         now: Instant,
-    ) -> bool {
+    ) -> ProbeClaim {
         let mut map = self.inner.lock();
         if map.is_empty() {
-            return true;
+            return ProbeClaim::Free;
         }
         let keys = [model_key(model), provider_key(provider)];
         for key in &keys {
             if let Some(b) = map.get_mut(key) {
                 b.tick(policy, now);
-                if let State::HalfOpen { probes_left: 0, .. } = b.state {
-                    return false;
+                if let State::HalfOpen { probes_left: 0, .. } | State::Open { .. } = b.state {
+                    return ProbeClaim::Taken;
                 }
             }
         }
+        let mut claim = ProbeClaim::Free;
         for key in &keys {
             if let Some(b) = map.get_mut(key)
                 && let State::HalfOpen {
@@ -190,17 +203,37 @@ impl CircuitBreakers {
             {
                 *probes_left -= 1;
                 *last_probe = Some(now);
+                claim = ProbeClaim::Spent;
             }
         }
-        true
+        claim
     }
 
-    /// The model's breaker state name, without feeding it anything.
-    pub fn state_name(&self, model: &str) -> &'static str {
-        match self.inner.lock().get(&model_key(model)).map(|b| &b.state) {
-            None | Some(State::Closed) => "closed",
-            Some(State::Open { .. }) => "open",
-            Some(State::HalfOpen { .. }) => "half_open",
+    /// Give back a probe spent by [`CircuitBreakers::claim_probe`] for a request that did not
+    /// go to the model after all.
+    pub fn release_probe(&self, policy: &CircuitPolicy, model: &str, provider: &str) {
+        let mut map = self.inner.lock();
+        for key in [model_key(model), provider_key(provider)] {
+            if let Some(b) = map.get_mut(&key)
+                && let State::HalfOpen { probes_left, .. } = &mut b.state
+                && *probes_left < policy.half_open_probes
+            {
+                *probes_left += 1;
+            }
+        }
+    }
+
+    /// The model's breaker state name now, without feeding it anything.
+    pub fn state_name(&self, policy: &CircuitPolicy, model: &str) -> &'static str {
+        let mut map = self.inner.lock();
+        let Some(b) = map.get_mut(&model_key(model)) else {
+            return "closed";
+        };
+        b.tick(policy, Instant::now());
+        match b.state {
+            State::Closed => "closed",
+            State::Open { .. } => "open",
+            State::HalfOpen { .. } => "half_open",
         }
     }
 
@@ -267,12 +300,19 @@ mod tests {
         ));
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::HalfOpen);
-        assert!(cb.claim_probe(&p, "m", "prov", t1));
+        assert_eq!(cb.claim_probe(&p, "m", "prov", t1), ProbeClaim::Spent);
         assert!(
             matches!(cb.gate(&p, "m", "prov", t1), Gate::Open { scope } if scope.contains("probe"))
         );
         // A concurrent request that read the gate before the probe was taken gets none.
-        assert!(!cb.claim_probe(&p, "m", "prov", t1));
+        assert_eq!(cb.claim_probe(&p, "m", "prov", t1), ProbeClaim::Taken);
+        // A request that gives its probe back (it went elsewhere) frees it for the next, once.
+        cb.release_probe(&p, "m", "prov");
+        cb.release_probe(&p, "m", "prov");
+        assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::HalfOpen);
+        assert_eq!(cb.claim_probe(&p, "m", "prov", t1), ProbeClaim::Spent);
+        assert_eq!(cb.claim_probe(&p, "m", "prov", t1), ProbeClaim::Taken);
+        assert_eq!(cb.claim_probe(&p, "other", "prov2", t1), ProbeClaim::Free);
         assert_eq!(cb.record(&p, "m", "prov", ErrorKind::None, t1), "closed");
         assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::Closed);
     }
@@ -287,13 +327,13 @@ mod tests {
         }
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::HalfOpen);
-        assert!(cb.claim_probe(&p, "m", "prov", t1));
+        assert_eq!(cb.claim_probe(&p, "m", "prov", t1), ProbeClaim::Spent);
         // The probe's outcome never comes: blocked for one cooldown, then another probe may go.
         let later = t1 + Duration::from_secs(4);
         assert!(matches!(cb.gate(&p, "m", "prov", later), Gate::Open { .. }));
         let t2 = t1 + Duration::from_secs(5);
         assert_eq!(cb.gate(&p, "m", "prov", t2), Gate::HalfOpen);
-        assert!(cb.claim_probe(&p, "m", "prov", t2));
+        assert_eq!(cb.claim_probe(&p, "m", "prov", t2), ProbeClaim::Spent);
         assert!(matches!(cb.gate(&p, "m", "prov", t2), Gate::Open { .. }));
         // Its outcome arrives: a success closes the breaker.
         assert_eq!(cb.record(&p, "m", "prov", ErrorKind::None, t2), "closed");

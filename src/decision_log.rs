@@ -316,14 +316,25 @@ pub struct DecisionLog {
     writer: parking_lot::Mutex<Option<JoinHandle<Result<LogStats, LogError>>>>,
     dir: PathBuf,
     writable: Arc<AtomicBool>,
+    shutdown_requested: Arc<AtomicBool>,
 }
 
 impl DecisionLog {
     /// Create the directory and start the writer thread.
     pub fn open(policy: &LogPolicy) -> Result<DecisionLog, LogError> {
+        DecisionLog::open_giving_up_after(policy, RETRY_AT_SHUTDOWN)
+    }
+
+    /// [`DecisionLog::open`] with how long a failing writer keeps retrying once shutdown is
+    /// asked for.
+    fn open_giving_up_after(
+        policy: &LogPolicy,
+        give_up_after: Duration,
+    ) -> Result<DecisionLog, LogError> {
         std::fs::create_dir_all(&policy.dir).map_err(io_err(&policy.dir))?;
         let (tx, rx) = mpsc::channel(policy.buffer_records);
         let writable = Arc::new(AtomicBool::new(true));
+        let shutdown_requested = Arc::new(AtomicBool::new(false));
         let mut writer = Writer {
             dir: policy.dir.clone(),
             max_bytes: policy.segment_max_bytes,
@@ -334,6 +345,9 @@ impl DecisionLog {
             seq: 0,
             writable: writable.clone(),
             shutting_down: false,
+            shutdown_requested: shutdown_requested.clone(),
+            give_up_after,
+            give_up_at: None,
         };
         let handle = std::thread::Builder::new()
             .name("decision-log".into())
@@ -344,6 +358,7 @@ impl DecisionLog {
             writer: parking_lot::Mutex::new(Some(handle)),
             dir: policy.dir.clone(),
             writable,
+            shutdown_requested,
         })
     }
 
@@ -351,18 +366,17 @@ impl DecisionLog {
         &self.dir
     }
 
-    /// False while the writer is retrying a failed write: new records are refused (the service
-    /// reports NOT_SERVING) and everything already queued is written once the disk recovers.
+    /// False while the writer is retrying a failed write. The service then refuses new
+    /// requests before they change any state (and reports NOT_SERVING); everything already
+    /// queued is written once the disk recovers.
     pub fn writable(&self) -> bool {
         self.writable.load(Ordering::Relaxed)
     }
 
-    /// Queue a record; waits while the queue is full. Refused at once while the log cannot
-    /// write, so a request is never acknowledged on a log that may not keep it.
+    /// Queue a record; waits while the queue is full. Never refuses a record for a failing
+    /// disk: a request that got this far has changed state (budget, tracker) and its record is
+    /// kept for the writer's retries. Callers check [`DecisionLog::writable`] first.
     pub async fn append(&self, record: LogRecord) -> Result<(), LogError> {
-        if !self.writable() {
-            return Err(LogError::Unwritable);
-        }
         self.tx
             .send(Msg::Record(record))
             .await
@@ -372,6 +386,9 @@ impl DecisionLog {
     /// Drain everything queued so far, flush, fsync and stop the writer. Call after the server
     /// has stopped accepting requests.
     pub async fn close(&self) -> Result<LogStats, LogError> {
+        // A writer stuck retrying gives up 10 s from now, even before it reads the message
+        // below (which waits while the queue is full, until the writer stops).
+        self.shutdown_requested.store(true, Ordering::Relaxed);
         // Everything acknowledged was queued before this message: the channel is FIFO.
         let _ = self.tx.send(Msg::Shutdown).await;
         let handle = self.writer.lock().take();
@@ -491,6 +508,10 @@ struct Writer {
     seq: u64,
     writable: Arc<AtomicBool>,
     shutting_down: bool,
+    shutdown_requested: Arc<AtomicBool>,
+    give_up_after: Duration,
+    /// Set at the first failure after shutdown was asked for: one deadline for all retries.
+    give_up_at: Option<Instant>,
 }
 
 impl Writer {
@@ -533,17 +554,28 @@ impl Writer {
                 last_flush = Instant::now();
             }
         }
-        // Drain anything still queued (nothing acknowledged may be lost), then sync.
+        // Drain anything still queued (nothing acknowledged may be lost), then sync both
+        // segments. A log that is failing still tries every record and both segments until the
+        // shutdown deadline, and reports the first error.
         self.shutting_down = true;
         rx.close();
+        let mut first_error = None;
         while let Ok(msg) = rx.try_recv() {
-            if let Msg::Record(record) = msg {
-                self.write(&record)?;
+            if let Msg::Record(record) = msg
+                && let Err(e) = self.write(&record)
+            {
+                first_error.get_or_insert(e);
             }
         }
-        self.retry(|w| w.decisions.finish())?;
-        self.retry(|w| w.outcomes.finish())?;
-        Ok(self.stats)
+        for decisions in [true, false] {
+            if let Err(e) = self.retry(|w| w.segment(decisions).finish()) {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            None => Ok(self.stats),
+            Some(e) => Err(e),
+        }
     }
 
     fn flush_all(&mut self) -> Result<(), LogError> {
@@ -551,9 +583,9 @@ impl Writer {
         self.outcomes.flush()
     }
 
-    /// Run `op` until it succeeds. While it fails the log is marked unwritable (new records are
-    /// refused) and the writer waits, doubling the delay; at shutdown it gives up after
-    /// [`RETRY_AT_SHUTDOWN`] and returns the error.
+    /// Run `op` until it succeeds. While it fails the log is marked unwritable (the service
+    /// refuses new requests) and the writer waits, doubling the delay; once shutdown is asked
+    /// for it gives up [`RETRY_AT_SHUTDOWN`] later and returns the error.
     fn retry(
         &mut self,
         mut op: impl FnMut(&mut Writer) -> Result<(), LogError>,
@@ -574,9 +606,15 @@ impl Writer {
                     if self.writable.swap(false, Ordering::Relaxed) {
                         tracing::error!(%err, "decision log write failed; refusing new records and retrying");
                     }
-                    if self.shutting_down && since.elapsed() >= RETRY_AT_SHUTDOWN {
-                        tracing::error!(%err, "decision log still failing at shutdown; giving up");
-                        return Err(err);
+                    if self.shutting_down || self.shutdown_requested.load(Ordering::Relaxed) {
+                        let give_up_after = self.give_up_after;
+                        let deadline = *self
+                            .give_up_at
+                            .get_or_insert_with(|| Instant::now() + give_up_after);
+                        if Instant::now() >= deadline {
+                            tracing::error!(%err, failing_for = ?since.elapsed(), "decision log still failing at shutdown; giving up");
+                            return Err(err);
+                        }
                     }
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(RETRY_MAX);
@@ -866,6 +904,7 @@ mod tests {
         assert_eq!((st.read, st.outcomes), (3, booked));
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_failed_write_keeps_every_unwritten_byte() {
         let mut f = SegmentFile {
@@ -896,24 +935,20 @@ mod tests {
         })
         .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        // The first rotation fails; records are accepted until the writer notices, then
-        // refused.
-        let mut accepted = 0;
-        let mut refused = false;
-        for i in 0..100_000 {
-            match log.append(LogRecord::Outcome(outcome(i))).await {
-                Ok(()) => accepted += 1,
-                Err(LogError::Unwritable) => {
-                    refused = true;
-                    break;
-                }
-                Err(e) => panic!("{e}"),
+        // The first rotation fails: the log reports itself unwritable, and records queued
+        // meanwhile (requests that passed the check just before) are kept.
+        log.append(LogRecord::Outcome(outcome(0))).await.unwrap();
+        for _ in 0..500 {
+            if !log.writable() {
+                break;
             }
-            if i >= 50 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(refused, "an unwritable log refuses new records");
+        assert!(!log.writable(), "a failing log says so");
+        let accepted = 50;
+        for i in 1..accepted {
+            log.append(LogRecord::Outcome(outcome(i))).await.unwrap();
+        }
         assert!(!log.writable());
         std::fs::create_dir_all(&dir).unwrap();
         for _ in 0..500 {
@@ -941,6 +976,37 @@ mod tests {
             ids,
             (0..=accepted).map(|i| format!("d{i}")).collect::<Vec<_>>()
         );
+    }
+
+    #[tokio::test]
+    async fn a_writer_stuck_retrying_gives_up_at_shutdown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let log = DecisionLog::open_giving_up_after(
+            &LogPolicy {
+                dir: dir.clone(),
+                segment_max_bytes: 1024,
+                // A full queue: close() cannot even queue its message while the writer is stuck.
+                buffer_records: 2,
+                flush_interval_ms: 10,
+            },
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        for i in 0..3 {
+            log.append(LogRecord::Outcome(outcome(i))).await.unwrap();
+        }
+        for _ in 0..500 {
+            if !log.writable() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!log.writable());
+        let closed = tokio::time::timeout(Duration::from_secs(20), log.close()).await;
+        let err = closed.expect("close returns").unwrap_err();
+        assert!(matches!(err, LogError::Io { .. }), "{err}");
     }
 
     #[test]

@@ -73,6 +73,24 @@ impl RunningServer {
     }
 }
 
+/// The Router's health status, and the server's overall one (service name ""), which most
+/// probes ask for.
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic_health::ServingStatus;
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health
+        .set_service_status(
+            <proto::router_server::RouterServer<RouterService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health.set_service_status("", status).await;
+}
+
 /// How often the health status follows the decision log, and how often expired holds and
 /// decisions are swept.
 const HEALTH_AND_SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -167,6 +185,8 @@ fn restore(
     let ttl = chrono::Duration::seconds(
         i64::try_from(policy.server.decision_ttl_secs).unwrap_or(i64::MAX),
     );
+    // Both clocks read together, after the spend replay (which can take a while).
+    let now = Utc::now();
     let mono_now = Instant::now();
     let ttl_ago = std::time::SystemTime::now()
         .checked_sub(Duration::from_secs(policy.server.decision_ttl_secs));
@@ -294,9 +314,9 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<proto::router_server::RouterServer<RouterService>>()
-        .await;
+    set_health(&health_reporter, true).await;
+    // Set once shutdown begins: health stays NOT_SERVING from then on.
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -313,6 +333,7 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
     let sweeper = {
         let shared = shared.clone();
         let health = health_reporter.clone();
+        let draining = draining.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEALTH_AND_SWEEP_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -327,17 +348,9 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
                     last_sweep = now;
                 }
                 let writable = shared.log.writable();
-                if writable != serving {
+                if writable != serving && !draining.load(std::sync::atomic::Ordering::Relaxed) {
                     serving = writable;
-                    if serving {
-                        health
-                            .set_serving::<proto::router_server::RouterServer<RouterService>>()
-                            .await;
-                    } else {
-                        health
-                            .set_not_serving::<proto::router_server::RouterServer<RouterService>>()
-                            .await;
-                    }
+                    set_health(&health, serving).await;
                 }
             }
         })
@@ -354,9 +367,8 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
             .add_service(admin)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop_rx.await;
-                health_reporter
-                    .set_not_serving::<proto::router_server::RouterServer<RouterService>>()
-                    .await;
+                draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                set_health(&health_reporter, false).await;
             })
             .await;
         sweeper.abort();
