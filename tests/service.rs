@@ -489,48 +489,23 @@ async fn budget_at_the_cap_is_over_deny_and_downgrade_policies() {
 async fn a_retried_outcome_report_books_once() {
     let mut t = start_example(|s| s).await;
     // Tenant "trial" has a $1 daily cap (deny).
-    let d = t
-        .client
-        .route(text_request("trial", "Name a colour."))
-        .await
-        .unwrap()
-        .into_inner();
+    let d = route(&mut t.client, text_request("trial", "Name a colour.")).await;
     let mut o = outcome(&d.decision_id, MIXTRAL);
     o.cost_usd = Some(0.6);
     o.attempt = 1;
-    let first = t
-        .client
-        .report_outcome(o.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let first = report(&mut t.client, o.clone()).await;
     assert!(!first.duplicate);
     assert!((first.cost_usd - 0.6).abs() < 1e-12);
     // The client did not see the ack and sends the same report again.
-    let again = t
-        .client
-        .report_outcome(o.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let again = report(&mut t.client, o.clone()).await;
     assert!(again.duplicate);
     assert_eq!(again.cost_usd, 0.0);
     assert_eq!(again.circuit_state, first.circuit_state);
     // $0.6 booked, not $1.2: the tenant is still under its cap.
-    let d2 = t
-        .client
-        .route(text_request("trial", "Name a colour."))
-        .await
-        .unwrap()
-        .into_inner();
+    let d2 = route(&mut t.client, text_request("trial", "Name a colour.")).await;
     // A second attempt of the first decision (a fallback call) is booked: $1.2, over the cap.
     o.attempt = 2;
-    let second = t
-        .client
-        .report_outcome(o.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let second = report(&mut t.client, o.clone()).await;
     assert!(!second.duplicate);
     let err = t
         .client
@@ -557,11 +532,7 @@ async fn spend_survives_a_restart() {
     let log_dir = tmp.path().join("log");
     let text = example_policy_text(&log_dir);
     let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
-    let d = client
-        .route(text_request("trial", "Name a colour."))
-        .await
-        .unwrap()
-        .into_inner();
+    let d = route(&mut client, text_request("trial", "Name a colour.")).await;
     let mut o = outcome(&d.decision_id, MIXTRAL);
     o.cost_usd = Some(1.0);
     client.report_outcome(o).await.unwrap();
@@ -592,11 +563,7 @@ async fn in_flight_estimates_are_held_again_after_a_restart() {
     assert!(text.contains("daily_usd = 0.0001"));
     let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
     let q = "Name a colour.";
-    let d = client
-        .route(text_request("trial", q))
-        .await
-        .unwrap()
-        .into_inner();
+    let d = route(&mut client, text_request("trial", q)).await;
     assert!(d.estimated_cost_usd > 0.0001, "{}", d.estimated_cost_usd);
     let err = client.route(text_request("trial", q)).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "the estimate is held");
@@ -611,11 +578,7 @@ async fn in_flight_estimates_are_held_again_after_a_restart() {
     first.cost_usd = Some(0.0);
     first.attempt = 1;
     client.report_outcome(first.clone()).await.unwrap();
-    let d2 = client
-        .route(text_request("trial", q))
-        .await
-        .unwrap()
-        .into_inner();
+    let d2 = route(&mut client, text_request("trial", q)).await;
     let mut o = outcome(&d2.decision_id, primary_id(&d2));
     o.cost_usd = Some(0.0);
     client.report_outcome(o).await.unwrap();
@@ -868,30 +831,47 @@ async fn log_holds_every_acknowledged_decision_and_outcome_after_shutdown() {
     assert_eq!(o["error"], "none");
 }
 
+type HealthClient = tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>;
+
+async fn health_status(health: &HealthClient, service: &str) -> i32 {
+    health
+        .clone()
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+/// The service's health status once it is `want`, or after a second of polling.
+async fn wait_for_health(
+    health: &HealthClient,
+    service: &str,
+    want: tonic_health::pb::health_check_response::ServingStatus,
+) -> i32 {
+    let mut status = health_status(health, service).await;
+    for _ in 0..50 {
+        if status == want as i32 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        status = health_status(health, service).await;
+    }
+    status
+}
+
 #[tokio::test]
 async fn a_log_that_cannot_write_refuses_requests_reports_not_serving_and_recovers() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let mut t =
         start_example(|s| s.replace("segment_max_bytes = 67108864", "segment_max_bytes = 4096"))
             .await;
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", t.server.local_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = channel_to(&t.server).await;
     let health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let router_status = |mut h: tonic_health::pb::health_client::HealthClient<_>| async move {
-        h.check(tonic_health::pb::HealthCheckRequest {
-            service: "signalbox.v1.Router".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-    };
     assert_eq!(
-        router_status(health.clone()).await,
+        health_status(&health, "signalbox.v1.Router").await,
         ServingStatus::Serving as i32
     );
 
@@ -922,29 +902,13 @@ async fn a_log_that_cannot_write_refuses_requests_reports_not_serving_and_recove
         "{}",
         refused.message()
     );
-    let mut status = router_status(health.clone()).await;
-    for _ in 0..50 {
-        if status == ServingStatus::NotServing as i32 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        status = router_status(health.clone()).await;
+    for service in ["signalbox.v1.Router", ""] {
+        assert_eq!(
+            wait_for_health(&health, service, ServingStatus::NotServing).await,
+            ServingStatus::NotServing as i32,
+            "service {service:?}"
+        );
     }
-    assert_eq!(status, ServingStatus::NotServing as i32);
-    let overall = health
-        .clone()
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(
-        overall,
-        ServingStatus::NotServing as i32,
-        "the server as a whole"
-    );
 
     // The disk comes back: the writer's retry succeeds and the service serves again.
     std::fs::create_dir_all(&t.log_dir).unwrap();
@@ -962,15 +926,10 @@ async fn a_log_that_cannot_write_refuses_requests_reports_not_serving_and_recove
         }
     }
     acknowledged.push(served.expect("serving again after the log recovered"));
-    let mut status = router_status(health.clone()).await;
-    for _ in 0..50 {
-        if status == ServingStatus::Serving as i32 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        status = router_status(health.clone()).await;
-    }
-    assert_eq!(status, ServingStatus::Serving as i32);
+    assert_eq!(
+        wait_for_health(&health, "signalbox.v1.Router", ServingStatus::Serving).await,
+        ServingStatus::Serving as i32
+    );
 
     // Every acknowledged decision is in the log, once, in order (those written before the
     // directory vanished went with it; everything from the failed rotation on is kept).
@@ -990,12 +949,7 @@ async fn a_log_that_cannot_write_refuses_requests_reports_not_serving_and_recove
 #[tokio::test]
 async fn health_and_reflection_services_answer() {
     let t = start_example(|s| s).await;
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", t.server.local_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = channel_to(&t.server).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {

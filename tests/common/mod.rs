@@ -73,6 +73,19 @@ pub async fn route(
     client.route(req).await.unwrap().into_inner()
 }
 
+/// A plain channel to the server, for the health and reflection clients.
+pub async fn channel_to(server: &RunningServer) -> Channel {
+    Channel::from_shared(format!("http://{}", server.local_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+pub async fn report(client: &mut RouterClient<Channel>, o: proto::Outcome) -> proto::OutcomeAck {
+    client.report_outcome(o).await.unwrap().into_inner()
+}
+
 pub fn text_request(tenant: &str, prompt: &str) -> proto::RouteRequest {
     proto::RouteRequest {
         tenant_id: tenant.into(),
