@@ -374,9 +374,7 @@ impl Shared {
     /// The whole Route path after validation: decide, track, reserve budget, log.
     pub async fn route(&self, input: RouteInput) -> Result<Routed, ApiError> {
         // Refuse before holding budget or tracking a decision the log could not keep.
-        if !self.log.writable() {
-            return Err(ApiError::Log(LogError::Unwritable));
-        }
+        self.ensure_log_writable()?;
         let live = self.live.load_full();
         let engine = &live.engine;
         let policy = engine.policy();
@@ -449,6 +447,15 @@ impl Shared {
         })
     }
 
+    /// `UNAVAILABLE` while the decision log is retrying a failed write.
+    fn ensure_log_writable(&self) -> Result<(), ApiError> {
+        if self.log.writable() {
+            Ok(())
+        } else {
+            Err(ApiError::Log(LogError::Unwritable))
+        }
+    }
+
     /// The engine's decision, holding a probe of its primary's half-open breaker. Concurrent
     /// requests may all have read a free probe; those that find it taken decide again (the
     /// breaker now reads as open for them), at most [`PROBE_RETRIES`] times. The last decision
@@ -509,9 +516,7 @@ impl Shared {
     /// The whole ReportOutcome path after validation.
     pub async fn report(&self, o: OutcomeInput) -> Result<proto::OutcomeAck, ApiError> {
         // Refuse before booking spend the log could not keep (the caller retries later).
-        if !self.log.writable() {
-            return Err(ApiError::Log(LogError::Unwritable));
-        }
+        self.ensure_log_writable()?;
         let live = self.live.load();
         let policy = live.engine.policy();
         let Some(spec) = policy.find_model(&o.model_id).map(|m| policy.model(m)) else {

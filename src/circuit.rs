@@ -46,6 +46,16 @@ enum State {
     },
 }
 
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open { .. } => "open",
+            State::HalfOpen { .. } => "half_open",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Breaker {
     failures: VecDeque<Instant>,
@@ -230,11 +240,7 @@ impl CircuitBreakers {
             return "closed";
         };
         b.tick(policy, Instant::now());
-        match b.state {
-            State::Closed => "closed",
-            State::Open { .. } => "open",
-            State::HalfOpen { .. } => "half_open",
-        }
+        b.state.name()
     }
 
     /// Feed one outcome. Errors not counted by the policy (e.g. refusals) count as successes for
@@ -257,11 +263,7 @@ impl CircuitBreakers {
         );
         let b = map.entry(model_key(model)).or_default();
         b.record(policy, policy.failure_threshold, failed, now);
-        match b.state {
-            State::Closed => "closed",
-            State::Open { .. } => "open",
-            State::HalfOpen { .. } => "half_open",
-        }
+        b.state.name()
     }
 }
 

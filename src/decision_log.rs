@@ -234,13 +234,7 @@ pub fn replay_spend(
     mut on_bad: impl FnMut(&Path, usize, String),
 ) -> Result<SpendReplay, LogError> {
     let mut stats = SpendReplay::default();
-    for path in segments(dir, "outcomes")? {
-        let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
-        if let Some(since) = modified_since
-            && meta.modified().map_err(io_err(&path))? < since
-        {
-            continue;
-        }
+    for (path, meta) in segments_since(dir, "outcomes", modified_since)? {
         if let Some(summary) = read_spend_summary(&path, meta.len()) {
             for d in &summary.spend {
                 on_spend(
@@ -728,59 +722,55 @@ pub fn read_records<T: for<'de> Deserialize<'de>>(
     mut on_record: impl FnMut(T),
     mut on_bad: impl FnMut(&Path, usize, String),
 ) -> Result<(), LogError> {
-    for path in segments(dir, kind)? {
-        if let Some(since) = modified_since {
-            let modified = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .map_err(io_err(&path))?;
-            if modified < since {
-                continue;
-            }
-        }
+    for (path, _) in segments_since(dir, kind, modified_since)? {
         read_segment(&path, &mut on_record, &mut on_bad)?;
     }
     Ok(())
 }
 
-/// The newest `keep` records of one kind that `accept` takes, oldest first. Segments are read
-/// newest first until `keep` are found; segments last modified before `modified_since` are not
-/// read. Unparsable lines go to `on_bad(path, line_no, error)`.
-pub fn read_newest<T: for<'de> Deserialize<'de>>(
+/// [`segments`] last modified at or after `modified_since` (all when `None`), with their
+/// metadata.
+fn segments_since(
+    dir: &Path,
+    kind: &str,
+    modified_since: Option<std::time::SystemTime>,
+) -> Result<Vec<(PathBuf, std::fs::Metadata)>, LogError> {
+    let mut out = Vec::new();
+    for path in segments(dir, kind)? {
+        let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
+        if let Some(since) = modified_since
+            && meta.modified().map_err(io_err(&path))? < since
+        {
+            continue;
+        }
+        out.push((path, meta));
+    }
+    Ok(out)
+}
+
+/// The newest `keep` records of one kind that `accept` maps to `Some`, oldest first. Segments
+/// are read newest first until `keep` are found; segments last modified before `modified_since`
+/// are not read. Unparsable lines go to `on_bad(path, line_no, error)`.
+pub fn read_newest<T: for<'de> Deserialize<'de>, U>(
     dir: &Path,
     kind: &str,
     modified_since: Option<std::time::SystemTime>,
     keep: usize,
-    mut accept: impl FnMut(&T) -> bool,
+    mut accept: impl FnMut(T) -> Option<U>,
     mut on_bad: impl FnMut(&Path, usize, String),
-) -> Result<Vec<T>, LogError> {
-    let mut newest_first: Vec<Vec<T>> = Vec::new();
+) -> Result<Vec<U>, LogError> {
+    let mut newest_first: Vec<Vec<U>> = Vec::new();
     let mut found = 0usize;
-    for path in segments(dir, kind)?.into_iter().rev() {
+    for (path, _) in segments_since(dir, kind, modified_since)?.into_iter().rev() {
         if found >= keep {
             break;
         }
-        if let Some(since) = modified_since {
-            let modified = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .map_err(io_err(&path))?;
-            if modified < since {
-                continue;
-            }
-        }
         let mut records = Vec::new();
-        read_segment(
-            &path,
-            |r: T| {
-                if accept(&r) {
-                    records.push(r);
-                }
-            },
-            &mut on_bad,
-        )?;
+        read_segment(&path, |r: T| records.extend(accept(r)), &mut on_bad)?;
         found += records.len();
         newest_first.push(records);
     }
-    let mut out: Vec<T> = newest_first.into_iter().rev().flatten().collect();
+    let mut out: Vec<U> = newest_first.into_iter().rev().flatten().collect();
     let extra = out.len().saturating_sub(keep);
     out.drain(..extra);
     Ok(out)
@@ -1021,11 +1011,11 @@ mod tests {
             )
             .unwrap();
         }
-        let odd = |n: &u32| n % 2 == 1;
+        let odd = |n: u32| (n % 2 == 1).then_some(n);
         let bad = |p: &Path, l: usize, e: String| panic!("{}:{l}: {e}", p.display());
-        let got = read_newest::<u32>(tmp.path(), "decisions", None, 3, odd, bad).unwrap();
+        let got = read_newest::<u32, u32>(tmp.path(), "decisions", None, 3, odd, bad).unwrap();
         assert_eq!(got, vec![3, 5, 7]);
-        let all = read_newest::<u32>(tmp.path(), "decisions", None, 100, |_| true, bad).unwrap();
+        let all = read_newest::<u32, u32>(tmp.path(), "decisions", None, 100, Some, bad).unwrap();
         assert_eq!(all, (0..9).collect::<Vec<_>>());
     }
 }

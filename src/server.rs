@@ -182,26 +182,25 @@ fn restore(
             tracing::warn!(path = %path.display(), line, %err, "skipping unreadable outcome record");
         },
     )?;
-    let ttl = chrono::Duration::seconds(
-        i64::try_from(policy.server.decision_ttl_secs).unwrap_or(i64::MAX),
-    );
+    let ttl = Duration::from_secs(policy.server.decision_ttl_secs);
     // Both clocks read together, after the spend replay (which can take a while).
     let now = Utc::now();
     let mono_now = Instant::now();
-    let ttl_ago = std::time::SystemTime::now()
-        .checked_sub(Duration::from_secs(policy.server.decision_ttl_secs));
-    let age_of = |d: &ReplayedDecision| {
-        DateTime::parse_from_rfc3339(&d.ts)
-            .ok()
-            .map(|ts| now - ts.with_timezone(&Utc))
-    };
-    // The tracker keeps at most `max_tracked_decisions`: read back only as far as that.
-    let recent = decision_log::read_newest::<ReplayedDecision>(
+    let ttl_ago = std::time::SystemTime::now().checked_sub(ttl);
+    // The tracker keeps at most `max_tracked_decisions`: read back only as far as that. Each
+    // decision's age is computed once, here.
+    let recent = decision_log::read_newest(
         dir,
         "decisions",
         ttl_ago,
         policy.server.max_tracked_decisions,
-        |d| !d.denied && age_of(d).is_some_and(|age| age <= ttl),
+        |d: ReplayedDecision| {
+            let ts = DateTime::parse_from_rfc3339(&d.ts).ok()?;
+            let age = now - ts.with_timezone(&Utc);
+            // `None`: stamped in the future (clock skew), tracked as made now, never held.
+            let age_std = age.to_std().ok();
+            (!d.denied && age_std.is_none_or(|a| a <= ttl)).then_some((d, age_std))
+        },
         |path, line, err| {
             bad += 1;
             tracing::warn!(path = %path.display(), line, %err, "skipping unreadable decision record");
@@ -210,15 +209,10 @@ fn restore(
     // Decisions young enough to still hold their estimate, unless their outcome came: held
     // again for the rest of their `in_flight_ttl_secs`, so a restart does not free budget.
     let in_flight_ttl = Duration::from_secs(policy.budgets.in_flight_ttl_secs);
-    let in_flight_age = |d: &ReplayedDecision| {
-        age_of(d)
-            .and_then(|age| age.to_std().ok())
-            .filter(|age| *age < in_flight_ttl)
-    };
     let mut in_window: HashMap<&str, Settled> = recent
         .iter()
-        .filter(|d| in_flight_age(d).is_some())
-        .map(|d| (d.decision_id.as_str(), Settled::default()))
+        .filter(|(_, age)| age.is_some_and(|a| a < in_flight_ttl))
+        .map(|(d, _)| (d.decision_id.as_str(), Settled::default()))
         .collect();
     if !in_window.is_empty() {
         let since = std::time::SystemTime::now().checked_sub(in_flight_ttl);
@@ -242,16 +236,15 @@ fn restore(
     }
     let decisions = recent.len();
     let mut held = 0usize;
-    for d in &recent {
-        let created = age_of(d)
-            .and_then(|age| age.to_std().ok())
+    for (d, age) in &recent {
+        let created = age
             .and_then(|a| mono_now.checked_sub(a))
             .unwrap_or(mono_now);
         let payer = budgets.payer(&d.tenant_id, &d.user_id);
         let settled = in_window.get(d.decision_id.as_str());
-        let reservation = match (settled, in_flight_age(d)) {
+        let reservation = match (settled, age) {
             (Some(s), Some(age)) if !s.any_outcome => Micros::from_usd(d.estimated_cost_usd)
-                .and_then(|amount| budgets.reserve(&payer, amount, in_flight_ttl - age, mono_now)),
+                .and_then(|amount| budgets.reserve(&payer, amount, in_flight_ttl - *age, mono_now)),
             _ => None,
         };
         held += usize::from(reservation.is_some());

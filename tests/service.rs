@@ -341,27 +341,17 @@ async fn an_open_circuit_half_opens_after_the_cooldown_and_a_good_probe_closes_i
 async fn latency_budget_context_window_and_elevated_risk_filter_the_models() {
     let mut t = start_example(|s| s).await;
     let q = "What is the boiling point of water at sea level?";
+    let within = |latency_budget_ms| proto::RouteRequest {
+        latency_budget_ms,
+        ..text_request("acme", q)
+    };
     // Only gpt-4o-mini (typical 1200 ms) meets a 1300 ms budget: the rule's pick is skipped.
-    let d = route(
-        &mut t.client,
-        proto::RouteRequest {
-            latency_budget_ms: 1300,
-            ..text_request("acme", q)
-        },
-    )
-    .await;
+    let d = route(&mut t.client, within(1300)).await;
     assert_eq!(primary_id(&d), "gpt-4o-mini", "{:?}", d.reasons);
     assert!(policy_ids(&d).contains(&"latency_slo"), "{:?}", d.reasons);
     assert!(d.fallbacks.is_empty(), "{:?}", d.fallbacks);
     // A budget nobody meets is relaxed, and the decision says so.
-    let d = route(
-        &mut t.client,
-        proto::RouteRequest {
-            latency_budget_ms: 10,
-            ..text_request("acme", q)
-        },
-    )
-    .await;
+    let d = route(&mut t.client, within(10)).await;
     assert_eq!(primary_id(&d), MIXTRAL);
     assert!(
         policy_ids(&d).contains(&"latency_slo.relaxed"),
