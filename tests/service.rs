@@ -940,16 +940,9 @@ async fn a_log_that_cannot_write_refuses_requests_reports_not_serving_and_recove
 async fn health_and_reflection_services_answer() {
     let t = start_example(|s| s).await;
     let channel = channel_to(&t.server).await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "signalbox.v1.Router".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     assert_eq!(
-        status.status,
+        health_status(&health, "signalbox.v1.Router").await,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 
@@ -958,16 +951,23 @@ async fn health_and_reflection_services_answer() {
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let mut reflection = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = reflection
-        .server_reflection_info(tokio_stream::iter(vec![req]))
-        .await
-        .unwrap()
-        .into_inner();
-    let resp = stream.message().await.unwrap().unwrap();
+    // One request, one answer.
+    async fn ask(
+        reflection: &mut ServerReflectionClient<tonic::transport::Channel>,
+        request: MessageRequest,
+    ) -> tonic_reflection::pb::v1::ServerReflectionResponse {
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        };
+        let mut stream = reflection
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        stream.message().await.unwrap().unwrap()
+    }
+    let resp = ask(&mut reflection, MessageRequest::ListServices(String::new())).await;
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
         panic!("unexpected reflection answer {resp:?}");
     };
@@ -981,18 +981,11 @@ async fn health_and_reflection_services_answer() {
         "{names:?}"
     );
     // What grpcurl asks before calling a method: the file defining a symbol.
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::FileContainingSymbol(
-            "signalbox.v1.Router".into(),
-        )),
-    };
-    let mut stream = reflection
-        .server_reflection_info(tokio_stream::iter(vec![req]))
-        .await
-        .unwrap()
-        .into_inner();
-    let resp = stream.message().await.unwrap().unwrap();
+    let resp = ask(
+        &mut reflection,
+        MessageRequest::FileContainingSymbol("signalbox.v1.Router".into()),
+    )
+    .await;
     let Some(MessageResponse::FileDescriptorResponse(files)) = resp.message_response else {
         panic!("unexpected reflection answer {resp:?}");
     };
