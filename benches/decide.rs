@@ -266,7 +266,7 @@ fn bench_featurize(c: &mut Criterion) {
         group.bench_function(format!("{name}/features"), |b| {
             b.iter(|| {
                 featurizer
-                    .featurize_into(black_box(prompt), &mut out)
+                    .featurize_into(black_box(prompt), Some("college_physics"), &mut out)
                     .expect("features");
                 black_box(&out);
             })
@@ -288,7 +288,7 @@ fn bench_score(c: &mut Criterion) {
     let dir = Path::new("models/routellm-mmlu");
     let featurizer = signalbox_features::Featurizer::load(dir).expect("default bundle loads");
     let scorer = signalbox::inference::Scorer::load(&dir.join("model.onnx"), 1).expect("model");
-    let x = featurizer.featurize(CASES[1].1).expect("features");
+    let x = featurizer.featurize(CASES[1].1, None).expect("features");
     let mut out = vec![0.0f32; scorer.output_dim()];
     c.bench_function(&format!("score/{}", backend.name()), |b| {
         b.iter(|| {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::{SecondsFormat, Utc};
+use signalbox_features::manifest::MAX_TASK_BYTES;
 use tonic::{Request, Response, Status};
 
 use crate::budget::BudgetLedger;
@@ -137,6 +138,27 @@ fn check_id(field: &'static str, value: &str, required: bool) -> Result<(), ApiE
     Ok(())
 }
 
+/// `category`: empty, or at most [`MAX_TASK_BYTES`] bytes of `[A-Za-z0-9_.:/-]` (a label,
+/// never free text, so it cannot carry PII into the log).
+fn check_category(value: &str) -> Result<(), ApiError> {
+    if value.len() > MAX_TASK_BYTES {
+        return Err(bad(
+            "category",
+            format!("longer than {MAX_TASK_BYTES} bytes"),
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.:/-".contains(*c)))
+    {
+        return Err(bad(
+            "category",
+            format!("character {c:?} is not one of A-Z a-z 0-9 _ . : / -"),
+        ));
+    }
+    Ok(())
+}
+
 fn enum_value<T: TryFrom<i32>>(field: &'static str, v: i32) -> Result<T, ApiError> {
     T::try_from(v).map_err(|_| bad(field, format!("unknown value {v}")))
 }
@@ -155,8 +177,10 @@ pub fn route_input(req: proto::RouteRequest, policy: &Policy) -> Result<RouteInp
         required_capabilities,
         quality_preference,
         metadata,
+        category,
     } = req;
     check_id("request_id", &request_id, false)?;
+    check_category(&category)?;
     check_id("tenant_id", &tenant_id, true)?;
     check_id("user_id", &user_id, false)?;
 
@@ -277,6 +301,7 @@ pub fn route_input(req: proto::RouteRequest, policy: &Policy) -> Result<RouteInp
         capabilities,
         quality_preference,
         metadata: metadata.into_iter().collect::<BTreeMap<_, _>>(),
+        category: (!category.is_empty()).then_some(category),
     })
 }
 
@@ -594,6 +619,7 @@ fn base_record(decision_id: &str, input: &RouteInput, policy: &Policy) -> Decisi
         tenant_id: input.tenant_id.clone(),
         user_id: input.user_id.clone(),
         task: input.task_hint.map_or("", |t| t.as_str()).to_string(),
+        category: input.category.clone(),
         task_source: if input.task_hint.is_some() {
             "hint"
         } else {

@@ -41,6 +41,9 @@ pub struct DecisionRecord {
     pub tenant_id: String,
     pub user_id: String,
     pub task: String,
+    /// The caller's category label, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
     pub task_source: String,
     pub data_class: String,
     pub mode: String,

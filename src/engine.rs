@@ -79,6 +79,8 @@ pub struct RouteInput {
     pub capabilities: BTreeSet<Capability>,
     pub quality_preference: Option<f64>,
     pub metadata: BTreeMap<String, String>,
+    /// The caller's category label (validated: a short `[A-Za-z0-9_.:/-]` string).
+    pub category: Option<String>,
 }
 
 impl RouteInput {
@@ -96,6 +98,7 @@ impl RouteInput {
             capabilities: BTreeSet::new(),
             quality_preference: None,
             metadata: BTreeMap::new(),
+            category: None,
         }
     }
 }
@@ -271,20 +274,21 @@ impl DecisionEngine {
             tenant: &input.tenant_id,
         };
         let rules_choice = rules::choose(policy, &ctx, &eligible);
-        let learned =
-            self.learned
-                .as_ref()
-                .and_then(|l| match l.predict(input.prompt.task_text()) {
-                    Ok(probs) => Some((l, probs)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "learned prediction failed; the rules decide");
-                        reasons.push(reason(
-                            "learned.error",
-                            format!("learned router unavailable for this request: {e}"),
-                        ));
-                        None
-                    }
-                });
+        // The learned model's task: the caller's category, else the task (hint or detected).
+        let task = input.category.as_deref().unwrap_or(seen.task.as_str());
+        let learned = self.learned.as_ref().and_then(|l| {
+            match l.predict(input.prompt.task_text(), Some(task)) {
+                Ok(probs) => Some((l, probs)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "learned prediction failed; the rules decide");
+                    reasons.push(reason(
+                        "learned.error",
+                        format!("learned router unavailable for this request: {e}"),
+                    ));
+                    None
+                }
+            }
+        });
         let learned_choice = learned
             .as_ref()
             .and_then(|(l, probs)| l.choose(policy, probs, &eligible, ctx.quality_preference));

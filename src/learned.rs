@@ -202,7 +202,7 @@ impl LearnedRouter {
             cascade_band: learned.cascade_band,
         };
         for canary in CANARIES {
-            let p = router.predict(canary)?;
+            let p = router.predict(canary, None)?;
             if p.len() != router.columns.len()
                 || p.iter().any(|v| !v.is_finite() || !(0.0..=1.0).contains(v))
             {
@@ -230,13 +230,14 @@ impl LearnedRouter {
         &self.columns
     }
 
-    /// P(acceptable) per bundle model, in [`LearnedRouter::models`] order.
-    pub fn predict(&self, text: &str) -> Result<Vec<f32>, LearnedError> {
+    /// P(acceptable) per bundle model, in [`LearnedRouter::models`] order, for `text` of task
+    /// `task` (used when the bundle has a column for it; see `FeatureConfig::tasks`).
+    pub fn predict(&self, text: &str, task: Option<&str>) -> Result<Vec<f32>, LearnedError> {
         FEATURES.with(|buf| {
             let mut buf = buf.borrow_mut();
             buf.resize(self.featurizer.dim(), 0.0);
             self.featurizer
-                .featurize_into(text, &mut buf)
+                .featurize_into(text, task, &mut buf)
                 .map_err(|e| LearnedError::Predict(e.to_string()))?;
             let mut out = vec![0.0; self.columns.len()];
             self.scorer

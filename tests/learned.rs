@@ -30,6 +30,18 @@ fn write_bundle(dir: &Path, name: &str, models: [&str; 2]) {
 
 /// [`write_bundle`] with the manifest's relative costs of the two models.
 fn write_bundle_with_costs(dir: &Path, name: &str, models: [&str; 2], costs: [f64; 2]) {
+    write_bundle_full(dir, name, models, costs, &[]);
+}
+
+/// [`write_bundle_with_costs`] with task columns: `(task, weight of the weak model's logit)`,
+/// sorted by task.
+fn write_bundle_full(
+    dir: &Path,
+    name: &str,
+    models: [&str; 2],
+    costs: [f64; 2],
+    tasks: &[(&str, f32)],
+) {
     std::fs::create_dir_all(dir).unwrap();
     let prompts = [
         "What is the capital of Australia?",
@@ -42,7 +54,7 @@ fn write_bundle_with_costs(dir: &Path, name: &str, models: [&str; 2], costs: [f6
     tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
     let meta = MetaFeature::ALL.to_vec();
     let hash_dim = 1usize << HASH_BITS;
-    let dim = hash_dim + meta.len();
+    let dim = hash_dim + meta.len() + tasks.len();
     std::fs::write(
         dir.join("idf.json"),
         serde_json::to_string(&vec![1.0f32; hash_dim]).unwrap(),
@@ -56,6 +68,9 @@ fn write_bundle_with_costs(dir: &Path, name: &str, models: [&str; 2], costs: [f6
             .unwrap();
     let mut w = vec![0.0f32; dim * 2];
     w[digit * 2] = -8.0;
+    for (i, (_, weight)) in tasks.iter().enumerate() {
+        w[(hash_dim + meta.len() + i) * 2] = *weight;
+    }
     let model = linear_sigmoid(&w, &[2.0, 2.0], dim, Dim::Symbolic("batch"), "p_acceptable");
     std::fs::write(dir.join("model.onnx"), model).unwrap();
     let manifest = BundleManifest {
@@ -83,6 +98,7 @@ fn write_bundle_with_costs(dir: &Path, name: &str, models: [&str; 2], costs: [f6
             max_tokens: 512,
             sublinear_tf: true,
             meta,
+            tasks: tasks.iter().map(|(t, _)| t.to_string()).collect(),
             columns: None,
             dim,
         },
@@ -277,6 +293,83 @@ async fn learned_router_serves_with_rules_shadow_and_reload_swaps_or_rejects_bun
     assert!(decisions[1]["predicted_quality"][WEAK].as_f64().unwrap() < 0.7);
     assert_eq!(decisions[4]["router"], "rules");
     assert_eq!(decisions[4]["shadow"]["router"], "learned");
+}
+
+/// A category the bundle has a task column for moves the prediction by that column's weight;
+/// an unknown one is ignored; without a category the task (here the hint) is used; the
+/// category is validated and logged.
+#[tokio::test]
+async fn a_category_the_bundle_knows_shifts_the_prediction_and_is_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let bundle = tmp.path().join("bundle");
+    let tasks = [("summarization", -8.0), ("tax_forms", -8.0)];
+    write_bundle_full(&bundle, "tasks", [WEAK, STRONG], [1.0, 10.0], &tasks);
+    let config = tmp.path().join("policy.toml");
+    std::fs::write(&config, policy_text(&log_dir, &bundle, "learned_primary")).unwrap();
+    let policy = signalbox::config::Policy::load(&config).unwrap();
+    let server = signalbox::server::start_from_file(policy, config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut client = signalbox::proto::router_client::RouterClient::connect(format!(
+        "http://{}",
+        server.local_addr()
+    ))
+    .await
+    .unwrap();
+    let text = "Tell me about the history of Rome.";
+    let ask = |category: &str, hint: proto::TaskType| proto::RouteRequest {
+        category: category.into(),
+        task_hint: hint as i32,
+        ..text_request("acme", text)
+    };
+    let cases = [
+        ("", proto::TaskType::Unspecified, WEAK),
+        ("tax_forms", proto::TaskType::Unspecified, STRONG),
+        ("history", proto::TaskType::Unspecified, WEAK),
+        ("", proto::TaskType::Summarization, STRONG),
+        ("history", proto::TaskType::Summarization, WEAK),
+    ];
+    for (category, hint, want) in cases {
+        let d = client
+            .route(ask(category, hint))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            primary_id(&d),
+            want,
+            "{category:?} {hint:?}: {:?}",
+            d.reasons
+        );
+        let weak = d.predicted_quality[WEAK];
+        if want == STRONG {
+            assert!(weak < 0.01, "{weak}");
+        } else {
+            assert!((weak - 0.8808).abs() < 1e-3, "{weak}");
+        }
+    }
+    for bad in ["tax forms", "jane@example.com", &"x".repeat(65)] {
+        let err = client
+            .route(ask(bad, proto::TaskType::Unspecified))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        assert!(err.message().contains("category"), "{}", err.message());
+    }
+    server.shutdown().await.unwrap();
+    let decisions = read_log(&log_dir, "decisions");
+    let logged: Vec<Option<&str>> = decisions.iter().map(|d| d["category"].as_str()).collect();
+    assert_eq!(
+        logged,
+        [
+            None,
+            Some("tax_forms"),
+            Some("history"),
+            None,
+            Some("history")
+        ]
+    );
 }
 
 fn cascade_ids(d: &proto::RouteDecision) -> Vec<&str> {

@@ -121,6 +121,18 @@ impl Featurizer {
         })
     }
 
+    /// The input column (of the [`Featurizer::dim`] emitted) that `task` sets, if any.
+    pub fn task_input_column(&self, task: &str) -> Option<usize> {
+        let full = self.config.task_column(task)?;
+        match &self.column_of {
+            None => Some(full),
+            Some(map) => map
+                .get(full)
+                .filter(|&&c| c != DROPPED)
+                .map(|&c| c as usize),
+        }
+    }
+
     /// Width of the feature vector (ONNX input width).
     pub fn dim(&self) -> usize {
         self.config.dim
@@ -186,8 +198,15 @@ impl Featurizer {
         }
     }
 
-    /// Writes the features of `text` into `out` (length must be [`Featurizer::dim`]).
-    pub fn featurize_into(&self, text: &str, out: &mut [f32]) -> Result<(), FeatureError> {
+    /// Writes the features of `text` with task `task` into `out` (length must be
+    /// [`Featurizer::dim`]). The task sets its one-hot column when the bundle lists it
+    /// ([`FeatureConfig::tasks`]); any other task, or none, sets nothing.
+    pub fn featurize_into(
+        &self,
+        text: &str,
+        task: Option<&str>,
+        out: &mut [f32],
+    ) -> Result<(), FeatureError> {
         if out.len() != self.config.dim {
             return Err(FeatureError::DimensionMismatch {
                 expected: self.config.dim,
@@ -204,7 +223,11 @@ impl Featurizer {
             .iter()
             .map(|&f| meta::value(f, text.len(), &stats, ids.len(), self.config.max_tokens));
         out.fill(0.0);
+        let task_col = task.and_then(|t| self.config.task_column(t));
         let Some(column_of) = &self.column_of else {
+            if let Some(slot) = task_col.and_then(|c| out.get_mut(c)) {
+                *slot = 1.0;
+            }
             let (hashed, meta_out) = out.split_at_mut(hash_dim);
             let mut touched = Vec::with_capacity(ids.len() * self.config.ngram_max);
             self.bucket_counts(&ids, hashed, &mut touched);
@@ -235,6 +258,12 @@ impl Featurizer {
                 out[col as usize] = v;
             }
         }
+        if let Some(&col) = task_col
+            .and_then(|c| column_of.get(c))
+            .filter(|&&c| c != DROPPED)
+        {
+            out[col as usize] = 1.0;
+        }
         Ok(())
     }
 
@@ -257,9 +286,9 @@ impl Featurizer {
     }
 
     /// Allocating convenience wrapper around [`Featurizer::featurize_into`].
-    pub fn featurize(&self, text: &str) -> Result<Vec<f32>, FeatureError> {
+    pub fn featurize(&self, text: &str, task: Option<&str>) -> Result<Vec<f32>, FeatureError> {
         let mut out = vec![0.0; self.config.dim];
-        self.featurize_into(text, &mut out)?;
+        self.featurize_into(text, task, &mut out)?;
         Ok(out)
     }
 }
@@ -267,6 +296,58 @@ impl Featurizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn featurizer(tasks: &[&str], columns: Option<Vec<u32>>) -> Featurizer {
+        let prompts = [
+            "solve the equation x + 2 = 5",
+            "name the bone of the upper arm",
+        ];
+        let tokenizer = crate::vocab::train_tokenizer(prompts.into_iter(), 60, 4096).unwrap();
+        let mut config = FeatureConfig {
+            kind: crate::manifest::FEATURE_KIND.into(),
+            tokenizer_file: "tokenizer.json".into(),
+            idf_file: "idf.json".into(),
+            hash_bits: 4,
+            ngram_max: 2,
+            max_prompt_bytes: 100,
+            max_tokens: 20,
+            sublinear_tf: true,
+            meta: vec![crate::MetaFeature::LogBytes],
+            tasks: tasks.iter().map(|t| t.to_string()).collect(),
+            columns: None,
+            dim: 0,
+        };
+        config.dim = columns.as_ref().map_or(config.full_dim(), Vec::len);
+        config.columns = columns;
+        Featurizer::new(config, tokenizer, vec![1.0; 16]).unwrap()
+    }
+
+    #[test]
+    fn a_listed_task_sets_its_column_and_nothing_else_changes() {
+        let f = featurizer(&["algebra_ii", "anatomy"], None);
+        assert_eq!(f.dim(), 16 + 1 + 2);
+        let text = "solve the equation";
+        let none = f.featurize(text, None).unwrap();
+        let algebra = f.featurize(text, Some("algebra_ii")).unwrap();
+        let anatomy = f.featurize(text, Some("anatomy")).unwrap();
+        assert_eq!(none[..17], algebra[..17]);
+        assert_eq!((none[17], none[18]), (0.0, 0.0));
+        assert_eq!((algebra[17], algebra[18]), (1.0, 0.0));
+        assert_eq!((anatomy[17], anatomy[18]), (0.0, 1.0));
+        assert_eq!(f.featurize(text, Some("chemistry")).unwrap(), none);
+        assert_eq!(f.featurize(text, Some("")).unwrap(), none);
+        assert_eq!(f.task_input_column("anatomy"), Some(18));
+
+        // With a column selection, the task columns move to their selected positions and a
+        // task column that is not selected is never written.
+        let sel = featurizer(&["algebra_ii", "anatomy"], Some(vec![0, 16, 18]));
+        assert_eq!(sel.task_input_column("anatomy"), Some(2));
+        assert_eq!(sel.task_input_column("algebra_ii"), None);
+        let row = sel.featurize(text, Some("anatomy")).unwrap();
+        assert_eq!(row, vec![none[0], none[16], 1.0]);
+        let row = sel.featurize(text, Some("algebra_ii")).unwrap();
+        assert_eq!(row, vec![none[0], none[16], 0.0]);
+    }
 
     #[test]
     fn window_cuts_on_char_boundary() {

@@ -12,6 +12,8 @@ use crate::meta::MetaFeature;
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Manifest format version written and read by this build.
 pub const MANIFEST_VERSION: u32 = 1;
+/// Longest task name a bundle may list (the service's `category` has the same limit).
+pub const MAX_TASK_BYTES: usize = 64;
 /// The only feature kind this build implements.
 pub const FEATURE_KIND: &str = "hashed_tfidf_v1";
 
@@ -71,12 +73,19 @@ pub struct FeatureConfig {
     pub sublinear_tf: bool,
     /// Meta features appended after the `2^hash_bits` TF-IDF floats, in this order.
     pub meta: Vec<MetaFeature>,
-    /// The columns of the full feature vector (`2^hash_bits` buckets, then the meta features)
+    /// Task one-hot columns appended after the meta features, strictly ascending: a request's
+    /// task (the caller's category, else the service's task type) sets its column to 1 when it
+    /// is listed here exactly; an unlisted or absent task sets none. Absent: no task columns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
+    /// The columns of the full feature vector (`2^hash_bits` buckets, the meta features, then
+    /// the task columns)
     /// the classifier uses, strictly ascending: the featurizer emits only these, in this order
     /// (the TF-IDF L2 norm is still taken over all buckets). Absent: every column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub columns: Option<Vec<u32>>,
-    /// Input width: `columns.len()`, or `2^hash_bits + meta.len()` without `columns`.
+    /// Input width: `columns.len()`, or `2^hash_bits + meta.len() + tasks.len()` without
+    /// `columns`.
     pub dim: usize,
 }
 
@@ -85,9 +94,17 @@ impl FeatureConfig {
         1usize << self.hash_bits
     }
 
-    /// Width of the full feature vector: `2^hash_bits + meta.len()`.
+    /// Width of the full feature vector: `2^hash_bits + meta.len() + tasks.len()`.
     pub fn full_dim(&self) -> usize {
-        self.hash_dim() + self.meta.len()
+        self.hash_dim() + self.meta.len() + self.tasks.len()
+    }
+
+    /// Column of the full feature vector that `task` sets, if it is one of [`Self::tasks`].
+    pub fn task_column(&self, task: &str) -> Option<usize> {
+        self.tasks
+            .binary_search_by(|t| t.as_str().cmp(task))
+            .ok()
+            .map(|i| self.hash_dim() + self.meta.len() + i)
     }
 
     /// Checks internal consistency (kind, ranges, `dim`).
@@ -107,6 +124,18 @@ impl FeatureConfig {
         }
         if self.max_tokens == 0 || self.max_prompt_bytes == 0 {
             return bad("max_tokens and max_prompt_bytes must be positive".into());
+        }
+        if let Some(t) = self
+            .tasks
+            .iter()
+            .find(|t| t.is_empty() || t.len() > MAX_TASK_BYTES)
+        {
+            return bad(format!(
+                "task {t:?} is empty or longer than {MAX_TASK_BYTES} bytes"
+            ));
+        }
+        if self.tasks.windows(2).any(|w| w[0] >= w[1]) {
+            return bad("tasks must be strictly ascending (sorted, no repeats)".into());
         }
         match &self.columns {
             None if self.dim != self.full_dim() => {
@@ -287,9 +316,42 @@ mod tests {
             max_tokens: 10,
             sublinear_tf: true,
             meta: vec![MetaFeature::LogBytes, MetaFeature::DigitShare],
+            tasks: Vec::new(),
             columns,
             dim,
         }
+    }
+
+    #[test]
+    fn task_columns_follow_the_meta_features_and_are_validated() {
+        let mut c = config(None, 20);
+        c.tasks = vec!["algebra".into(), "biology".into()];
+        assert!(c.validate().is_ok());
+        assert_eq!(c.full_dim(), 16 + 2 + 2);
+        assert_eq!(c.task_column("algebra"), Some(18));
+        assert_eq!(c.task_column("biology"), Some(19));
+        assert_eq!(c.task_column("chemistry"), None);
+        assert_eq!(c.task_column(""), None);
+        // A column past the meta features is in range only because of the tasks.
+        let mut sel = config(Some(vec![0, 19]), 2);
+        assert!(sel.validate().unwrap_err().to_string().contains("outside"));
+        sel.tasks = c.tasks.clone();
+        assert!(sel.validate().is_ok());
+        let err = |tasks: &[&str]| {
+            let mut c = config(None, 16 + 2 + tasks.len());
+            c.tasks = tasks.iter().map(|t| t.to_string()).collect();
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(err(&["b", "a"]).contains("ascending"));
+        assert!(err(&["a", "a"]).contains("ascending"));
+        assert!(err(&[""]).contains("empty"));
+        assert!(err(&[&"x".repeat(MAX_TASK_BYTES + 1)]).contains("longer"));
+        // The field is optional in manifests (bundles written before it load unchanged) and
+        // not written when empty.
+        let json = serde_json::to_value(config(None, 18)).unwrap();
+        assert!(json.get("tasks").is_none());
+        let back: FeatureConfig = serde_json::from_value(json).unwrap();
+        assert!(back.tasks.is_empty());
     }
 
     #[test]

@@ -21,6 +21,9 @@ use crate::pipeline::{Experiment, ModelArgs, ensure_dir, files_sha256, targets};
 #[serde(deny_unknown_fields)]
 pub struct ParitySample {
     pub prompt: String,
+    /// The prompt's task (featurized with it), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
     /// P(acceptable) per model (manifest order) from the in-Rust (f64) model.
     pub p_acceptable: Vec<f64>,
 }
@@ -84,8 +87,21 @@ pub fn manifest(
             split: exp.split.clone(),
             calibration_split: "test (held-out) split".into(),
             classifier: format!(
-                "linfa-ftrl 0.8 FTRL-Proximal logistic regression, one per model (alpha {}, beta {}, l1 {}, l2 {}, {} epochs of {}-prompt batches)",
-                margs.learning_rate, margs.beta, margs.l1, margs.l2, margs.epochs, margs.batch_size
+                "linfa-ftrl 0.8 FTRL-Proximal logistic regression, one per model (alpha {}, beta {}, l1 {}, l2 {}, {} epochs of {}-prompt batches){}",
+                margs.learning_rate,
+                margs.beta,
+                margs.l1,
+                margs.l2,
+                margs.epochs,
+                margs.batch_size,
+                if exp.featurizer.config().tasks.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; then per-task logit offsets on the text logits (ridge {})",
+                        margs.task_lambda
+                    )
+                }
             ),
             l2_alpha: margs.l2,
             tokenizer_vocab_size: exp.featurizer.tokenizer().get_vocab_size(true),
@@ -145,10 +161,12 @@ pub fn write(
         .test
         .prompts
         .iter()
+        .zip(&exp.test.tasks)
         .zip(&exp.probs)
         .take(PARITY_SAMPLES)
-        .map(|(p, pr)| ParitySample {
+        .map(|((p, task), pr)| ParitySample {
             prompt: p.clone(),
+            task: task.clone(),
             p_acceptable: pr.clone(),
         })
         .collect();
@@ -159,6 +177,20 @@ pub fn write(
     let card = dir.join("MODEL_CARD.md");
     std::fs::write(&card, model_card(&m, &exp.report)).map_err(TrainError::io(&card))?;
     Ok(m)
+}
+
+/// The first few task names, for the model card.
+fn task_list(tasks: &[String]) -> String {
+    let shown: Vec<String> = tasks.iter().take(5).map(|t| format!("`{t}`")).collect();
+    if tasks.len() > shown.len() {
+        format!(
+            "{}, ... and {} more",
+            shown.join(", "),
+            tasks.len() - shown.len()
+        )
+    } else {
+        shown.join(", ")
+    }
 }
 
 fn model_card(m: &BundleManifest, r: &EvalReport) -> String {
@@ -200,6 +232,15 @@ fn model_card(m: &BundleManifest, r: &EvalReport) -> String {
         m.features.meta.len(),
         m.features.meta
     );
+    if m.features.tasks.is_empty() {
+        s += "- Tasks: none (the prompt alone is scored).\n";
+    } else {
+        s += &format!(
+            "- Tasks: {} task columns (the training table's `task`: {}), each holding per-model logit offsets fitted after the text weights. A request whose category (else task type) is one of them gets its offsets; any other request is scored on the prompt alone (the `learned-prompt-only` row below).\n",
+            m.features.tasks.len(),
+            task_list(&m.features.tasks)
+        );
+    }
     s += &format!("- Classifier: {}.\n", m.training.classifier);
     s += &format!(
         "- ONNX: `{}`, opset {}, input `{}` float32 [batch, {}], output `{}` float32 [batch, {}] in the order of `models` in the manifest.\n\n",
@@ -213,7 +254,11 @@ fn model_card(m: &BundleManifest, r: &EvalReport) -> String {
     s += "## Held-out results\n\n";
     s += &crate::report::to_text(r);
     s += "\n## Limits\n\n";
-    s += "- Learned from text only; it has never seen the service's tasks, tenants or hints. Prompts unlike the training data (other languages, code, chat) get uninformative scores.\n";
+    if m.features.tasks.is_empty() {
+        s += "- Learned from text only; it has never seen the service's tasks, tenants or hints. Prompts unlike the training data (other languages, code, chat) get uninformative scores.\n";
+    } else {
+        s += "- Learned from the text and the training table's tasks; it has never seen the service's tenants or hints. A task helps only when callers send it as the request's `category` with the same spelling; prompts unlike the training data (other languages, code, chat) get uninformative scores.\n";
+    }
     s += "- Only the models listed in the manifest are scored; catalog models the bundle does not know must be routed by rules.\n";
     s += "- RouteLLM outcomes are multiple-choice / math correctness of two 2023-era models; quality on open-ended tasks is not measured.\n";
     s += "- Quality targets were calibrated on the held-out split, so their achieved ratios are in-sample for that split.\n";

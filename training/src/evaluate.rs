@@ -11,6 +11,9 @@ use crate::metrics::{CostQuality, min_cost_for_quality, pgr_curve};
 
 /// Router names, in report order.
 pub const LEARNED: &str = "learned";
+/// The learned router scored without the prompts' tasks (what a router that sees only the
+/// prompt, like RouteLLM's, is compared with); reported when the model has task columns.
+pub const LEARNED_PROMPT_ONLY: &str = "learned-prompt-only";
 pub const RANDOM: &str = "random";
 pub const ALWAYS_WEAK: &str = "always-weak";
 pub const ALWAYS_STRONG: &str = "always-strong";
@@ -64,6 +67,8 @@ pub struct EvalInput<'a> {
     pub test: &'a Dataset,
     /// `probs[p][m]`: predicted P(acceptable), model order of `test.models`.
     pub probs: &'a [Vec<f64>],
+    /// The same model's predictions without the prompts' tasks, if it uses tasks.
+    pub prompt_only_probs: Option<&'a [Vec<f64>]>,
     pub costs: &'a [f64],
     pub strong: &'a str,
     pub weak: &'a str,
@@ -80,6 +85,15 @@ fn col(ds: &Dataset, p: usize, m: usize) -> Option<f64> {
 pub fn evaluate(inp: &EvalInput<'_>) -> Result<EvalReport, TrainError> {
     let ds = inp.test;
     let nm = ds.models.len();
+    for probs in std::iter::once(inp.probs).chain(inp.prompt_only_probs) {
+        if probs.len() != ds.len() || probs.iter().any(|p| p.len() != nm) {
+            return Err(TrainError::Argument(format!(
+                "{} prediction rows for {} test prompts x {nm} models",
+                probs.len(),
+                ds.len()
+            )));
+        }
+    }
     let si = ds
         .model_index(inp.strong)
         .ok_or_else(|| TrainError::Argument(format!("strong model {} not in data", inp.strong)))?;
@@ -133,14 +147,16 @@ pub fn evaluate(inp: &EvalInput<'_>) -> Result<EvalReport, TrainError> {
         }
     };
     let allowed = vec![true; nm];
-    let learned_pick = |p: usize, margin: f64| -> usize {
-        let probs: Vec<f32> = inp.probs[p].iter().map(|&v| v as f32).collect();
-        choose(&probs, inp.costs, &allowed, margin as f32).unwrap_or(best)
+    let curve_of = |probs: &[Vec<f64>]| -> Vec<CostQuality> {
+        let pick = |p: usize, margin: f64| -> usize {
+            let pr: Vec<f32> = probs[p].iter().map(|&v| v as f32).collect();
+            choose(&pr, inp.costs, &allowed, margin as f32).unwrap_or(best)
+        };
+        margin_grid()
+            .into_iter()
+            .map(|mg| point(&|p| pick(p, mg)))
+            .collect()
     };
-    let learned_curve: Vec<CostQuality> = margin_grid()
-        .into_iter()
-        .map(|mg| point(&|p| learned_pick(p, mg)))
-        .collect();
     let cheapest = (0..nm)
         .min_by(|&a, &b| inp.costs[a].total_cmp(&inp.costs[b]))
         .unwrap_or(wi);
@@ -158,11 +174,23 @@ pub fn evaluate(inp: &EvalInput<'_>) -> Result<EvalReport, TrainError> {
 
     let mut rng = SplitMix64::new(inp.seed ^ 0x5eed);
     let mut routers: Vec<(String, Vec<f64>, Vec<CostQuality>, bool)> = Vec::new();
-    let learned_scores: Vec<f64> = two
-        .iter()
-        .map(|&p| inp.probs[p][si] - inp.probs[p][wi])
-        .collect();
-    routers.push((LEARNED.into(), learned_scores, learned_curve, false));
+    let scores_of = |probs: &[Vec<f64>]| -> Vec<f64> {
+        two.iter().map(|&p| probs[p][si] - probs[p][wi]).collect()
+    };
+    routers.push((
+        LEARNED.into(),
+        scores_of(inp.probs),
+        curve_of(inp.probs),
+        false,
+    ));
+    if let Some(po) = inp.prompt_only_probs {
+        routers.push((
+            LEARNED_PROMPT_ONLY.into(),
+            scores_of(po),
+            curve_of(po),
+            false,
+        ));
+    }
     let random_scores: Vec<f64> = two.iter().map(|_| rng.next_f64()).collect();
     let mut rc = fixed(cheapest);
     rc.extend(fixed(best));

@@ -33,6 +33,16 @@ pub struct FeatureSettings {
     /// Buckets seen in fewer training prompts are not features.
     #[arg(long, default_value_t = 2)]
     pub min_df: u32,
+    /// No task columns: the router sees the prompt only, even when the data has tasks.
+    #[arg(long)]
+    pub no_tasks: bool,
+    /// A task (the table's `task`: the MMLU subject, the caller's category) becomes a feature
+    /// column when at least this many training prompts have it.
+    #[arg(long, default_value_t = 20)]
+    pub min_task_prompts: usize,
+    /// At most this many task columns (the most frequent tasks).
+    #[arg(long, default_value_t = 1024)]
+    pub max_tasks: usize,
 }
 
 impl FeatureSettings {
@@ -53,21 +63,56 @@ impl FeatureSettings {
             sublinear_tf: !self.linear_tf,
             dim: (1usize << self.hash_bits) + meta.len(),
             meta,
+            tasks: Vec::new(),
             columns: None,
         }
     }
 }
 
+/// The task columns of a training set: the tasks of at least `min_prompts` prompts, at most
+/// `max_tasks` of them (most frequent first; ties: name order), sorted. Empty unless at least
+/// two tasks qualify: one task for every prompt tells the classifier nothing.
+pub fn task_vocabulary(
+    tasks: &[Option<&str>],
+    min_prompts: usize,
+    max_tasks: usize,
+) -> Vec<String> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for t in tasks.iter().flatten() {
+        if !t.is_empty() && t.len() <= signalbox_features::manifest::MAX_TASK_BYTES {
+            *counts.entry(t).or_default() += 1;
+        }
+    }
+    let mut kept: Vec<(&str, usize)> = counts
+        .into_iter()
+        .filter(|&(_, n)| n >= min_prompts.max(1))
+        .collect();
+    kept.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    kept.truncate(max_tasks);
+    if kept.len() < 2 {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = kept.into_iter().map(|(t, _)| t.to_string()).collect();
+    out.sort();
+    out
+}
+
 /// Trains the tokenizer and the IDF table on `train_prompts`, and keeps the `max_columns`
 /// hashed n-gram buckets found in the most training prompts (at least `min_df` of them), plus
-/// every meta feature: the featurizer then emits only those columns (`FeatureConfig::columns`),
+/// every meta feature and the task columns of `train_tasks` ([`task_vocabulary`]; none with
+/// `--no-tasks`): the featurizer then emits only those columns (`FeatureConfig::columns`),
 /// with the TF-IDF L2 norm still taken over all buckets.
 pub fn build_featurizer(
     train_prompts: &[&str],
+    train_tasks: &[Option<&str>],
     settings: &FeatureSettings,
     max_columns: usize,
 ) -> Result<Featurizer, TrainError> {
     let mut config = settings.config();
+    if !settings.no_tasks {
+        config.tasks = task_vocabulary(train_tasks, settings.min_task_prompts, settings.max_tasks);
+        config.dim = config.full_dim();
+    }
     config.validate()?;
     let tokenizer = signalbox_features::vocab::train_tokenizer(
         train_prompts.iter().copied(),
@@ -92,7 +137,8 @@ pub fn build_featurizer(
         .iter()
         .map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0)
         .collect();
-    let columns = frequent_columns(&df, settings.min_df, max_columns, config.meta.len());
+    let extra = config.meta.len() + config.tasks.len();
+    let columns = frequent_columns(&df, settings.min_df, max_columns, extra);
     if columns.len() < config.full_dim() {
         config.dim = columns.len();
         config.columns = Some(columns);
@@ -101,19 +147,20 @@ pub fn build_featurizer(
 }
 
 /// The buckets with the highest document frequency (ties: lower bucket first), at most
-/// `max_buckets` of those seen in at least `min_df` prompts, then every meta feature column;
-/// ascending. Never empty when there are meta features or any bucket was seen.
-pub fn frequent_columns(df: &[u32], min_df: u32, max_buckets: usize, meta: usize) -> Vec<u32> {
+/// `max_buckets` of those seen in at least `min_df` prompts, then the `extra` columns after the
+/// buckets (meta features, tasks); ascending. Never empty when there are extra columns or any
+/// bucket was seen.
+pub fn frequent_columns(df: &[u32], min_df: u32, max_buckets: usize, extra: usize) -> Vec<u32> {
     let mut buckets: Vec<u32> = (0..df.len() as u32)
         .filter(|&b| df[b as usize] >= min_df.max(1))
         .collect();
     buckets.sort_by(|&a, &b| df[b as usize].cmp(&df[a as usize]).then(a.cmp(&b)));
     buckets.truncate(max_buckets);
     buckets.sort_unstable();
-    if buckets.is_empty() && meta == 0 {
+    if buckets.is_empty() && extra == 0 {
         buckets.push(0);
     }
-    buckets.extend((0..meta as u32).map(|i| df.len() as u32 + i));
+    buckets.extend((0..extra as u32).map(|i| df.len() as u32 + i));
     buckets
 }
 
@@ -185,12 +232,21 @@ impl SparseRows {
     }
 }
 
-/// Features of every prompt as sparse rows, computed on all cores.
+/// Features of every prompt as sparse rows, computed on all cores. `tasks[i]` is prompt `i`'s
+/// task; an empty `tasks` featurizes every prompt without one.
 pub fn featurize_all(
     featurizer: &Featurizer,
     prompts: &[&str],
+    tasks: &[Option<&str>],
     progress: &indicatif::ProgressBar,
 ) -> Result<SparseRows, TrainError> {
+    if !tasks.is_empty() && tasks.len() != prompts.len() {
+        return Err(TrainError::Argument(format!(
+            "{} tasks for {} prompts",
+            tasks.len(),
+            prompts.len()
+        )));
+    }
     let dim = featurizer.dim();
     let mut out = SparseRows::new(dim);
     if prompts.is_empty() {
@@ -204,12 +260,15 @@ pub fn featurize_all(
     let results: Vec<Result<SparseRows, TrainError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = prompts
             .chunks(per)
-            .map(|ps| {
+            .enumerate()
+            .map(|(c, ps)| {
+                let ts = tasks.get(c * per..(c * per + ps.len())).unwrap_or(&[]);
                 scope.spawn(move || -> Result<SparseRows, TrainError> {
                     let mut rows = SparseRows::new(dim);
                     let mut dense = vec![0.0f32; dim];
-                    for p in ps {
-                        featurizer.featurize_into(p, &mut dense)?;
+                    for (i, p) in ps.iter().enumerate() {
+                        let task = ts.get(i).copied().flatten();
+                        featurizer.featurize_into(p, task, &mut dense)?;
                         rows.push_dense(&dense);
                         progress.inc(1);
                     }
@@ -242,6 +301,29 @@ mod tests {
         assert_eq!(frequent_columns(&df, 2, 10, 0), vec![1, 3, 4, 5]);
         assert_eq!(frequent_columns(&df, 1, 1, 0), vec![4]);
         assert_eq!(frequent_columns(&[0, 0], 1, 4, 0), vec![0]);
+    }
+
+    #[test]
+    fn task_vocabulary_keeps_frequent_tasks_and_needs_two() {
+        let t = |v: &[Option<&'static str>]| v.to_vec();
+        let tasks = t(&[
+            Some("b"),
+            Some("a"),
+            Some("b"),
+            None,
+            Some("c"),
+            Some("a"),
+            Some(""),
+        ]);
+        assert_eq!(task_vocabulary(&tasks, 2, 10), vec!["a", "b"]);
+        assert_eq!(task_vocabulary(&tasks, 1, 10), vec!["a", "b", "c"]);
+        // Ties keep name order; the kept tasks come out sorted.
+        assert_eq!(task_vocabulary(&tasks, 1, 2), vec!["a", "b"]);
+        assert!(
+            task_vocabulary(&tasks, 3, 10).is_empty(),
+            "a single task is no feature"
+        );
+        assert!(task_vocabulary(&t(&[Some("x"); 50]), 1, 10).is_empty());
     }
 
     #[test]

@@ -225,10 +225,18 @@ fn eval_bundle(
         .ok_or_else(|| TrainError::Argument("--bundle needs --test".into()))?;
     let test = signalbox_train::dataset::Dataset::load(test_path)?.with_models(&linear.models);
     let prompts: Vec<&str> = test.prompts.iter().map(String::as_str).collect();
+    let tasks: Vec<Option<&str>> = test.tasks.iter().map(Option::as_deref).collect();
     let bar = progress::bar(prompts.len() as u64, "featurizing test");
-    let x = signalbox_train::featurize::featurize_all(&featurizer, &prompts, &bar)?;
+    let x = signalbox_train::featurize::featurize_all(&featurizer, &prompts, &tasks, &bar)?;
     bar.finish_and_clear();
     let probs = linear.predict_sparse(&x);
+    let prompt_only_probs = if manifest.features.tasks.is_empty() {
+        None
+    } else {
+        let hidden = indicatif::ProgressBar::hidden();
+        let x = signalbox_train::featurize::featurize_all(&featurizer, &prompts, &[], &hidden)?;
+        Some(linear.predict_sparse(&x))
+    };
     let costs: Vec<f64> = manifest.models.iter().map(|m| m.cost).collect();
     let rules = match &model.rules_config {
         Some(p) => Some(pipeline::rules_decisions(p, &test, &model.weak)?),
@@ -238,6 +246,7 @@ fn eval_bundle(
         title: output.title.clone(),
         test: &test,
         probs: &probs,
+        prompt_only_probs: prompt_only_probs.as_deref(),
         costs: &costs,
         strong: &model.strong,
         weak: &model.weak,
@@ -343,9 +352,10 @@ fn run(cli: Cli) -> Result<(), TrainError> {
             let ds = signalbox_train::dataset::Dataset::load(&table)?;
             let mut out = vec![0.0f32; f.dim()];
             let mut times = Vec::new();
-            for p in ds.prompts.iter().cycle().take(prompts.min(ds.len() * 4)) {
+            let rows = ds.prompts.iter().zip(&ds.tasks).cycle();
+            for (p, task) in rows.take(prompts.min(ds.len() * 4)) {
                 let t = Instant::now();
-                f.featurize_into(p, &mut out)?;
+                f.featurize_into(p, task.as_deref(), &mut out)?;
                 times.push(t.elapsed().as_secs_f64() * 1e6);
             }
             times.sort_by(f64::total_cmp);

@@ -31,14 +31,21 @@ impl LinearModel {
 
     /// `sigmoid(w_m . x + b_m)` per model, `x` given as (column, value) entries.
     fn probabilities(&self, x: impl Iterator<Item = (usize, f32)> + Clone) -> Vec<f64> {
+        self.logits(x).into_iter().map(sigmoid).collect()
+    }
+
+    /// `w_m . x + b_m` per model, `x` given as (column, value) entries.
+    fn logits(&self, x: impl Iterator<Item = (usize, f32)> + Clone) -> Vec<f64> {
         self.weights
             .iter()
             .zip(&self.bias)
-            .map(|(w, b)| {
-                let z: f64 = x.clone().map(|(j, v)| w[j] * f64::from(v)).sum::<f64>() + b;
-                sigmoid(z)
-            })
+            .map(|(w, b)| x.clone().map(|(j, v)| w[j] * f64::from(v)).sum::<f64>() + b)
             .collect()
+    }
+
+    /// Logits (`w_m . x + b_m`) of sparse rows.
+    pub fn logits_sparse(&self, x: &SparseRows) -> Vec<Vec<f64>> {
+        (0..x.len()).map(|i| self.logits(x.row(i))).collect()
     }
 
     /// Columns with a non-zero weight for some model, ascending (at least one column, so the
@@ -205,6 +212,57 @@ fn fit_one(
     Ok((w.iter().take(dim).copied().collect(), w[dim]))
 }
 
+/// Per-task logit offsets fitted on top of a fitted text model (a second stage, so the text
+/// weights are those of the prompt-only model and a request without a known task is scored
+/// exactly as by that model). `logits[i][m]` is the model's training logit of row `i` for
+/// model `m`, `tasks[i]` the row's task index (None: no task), `labels[m][i]` as in [`fit`].
+/// For each model and task, the offset `b` maximises the log-likelihood of that task's labels
+/// under `sigmoid(logit + b)` minus `lambda * b^2 / 2` (Newton's method; ridge `lambda` pulls
+/// tasks with few rows towards 0). Returns `offsets[m][task]`.
+pub fn fit_task_offsets(
+    logits: &[Vec<f64>],
+    labels: &[Vec<Option<bool>>],
+    tasks: &[Option<usize>],
+    n_tasks: usize,
+    lambda: f64,
+) -> Vec<Vec<f64>> {
+    let lambda = lambda.max(1e-6);
+    labels
+        .iter()
+        .enumerate()
+        .map(|(m, lab)| {
+            let mut rows: Vec<Vec<(f64, bool)>> = vec![Vec::new(); n_tasks];
+            for (i, task) in tasks.iter().enumerate() {
+                if let (Some(t), Some(y)) = (task, lab.get(i).copied().flatten())
+                    && let (Some(r), Some(z)) =
+                        (rows.get_mut(*t), logits.get(i).and_then(|l| l.get(m)))
+                {
+                    r.push((*z, y));
+                }
+            }
+            rows.iter()
+                .map(|r| {
+                    let mut b = 0.0f64;
+                    for _ in 0..50 {
+                        let (mut g, mut h) = (-lambda * b, lambda);
+                        for &(z, y) in r {
+                            let p = sigmoid(z + b);
+                            g += f64::from(u8::from(y)) - p;
+                            h += p * (1.0 - p);
+                        }
+                        let step = g / h;
+                        b += step;
+                        if step.abs() < 1e-10 {
+                            break;
+                        }
+                    }
+                    b
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +299,40 @@ mod tests {
         assert!(hi[1] < 0.2 && lo[1] > 0.8, "{hi:?} {lo:?}");
         // Sparse and dense prediction agree.
         assert_eq!(m.predict_sparse(&x)[1], m.predict_row(&x.dense_row(1)));
+    }
+
+    #[test]
+    fn task_offsets_fit_each_tasks_rate_on_top_of_the_logits_shrunk_by_lambda() {
+        // Model 0: task 0 has 8 of 10 rows acceptable, task 1 has 2 of 10, with logits 0; rows
+        // without a task or without a label are ignored. Model 1: every logit is already
+        // ln(4) and task 0's rate is 4/5, so its offset is 0.
+        let mut logits = Vec::new();
+        let mut tasks = Vec::new();
+        let (mut l0, mut l1) = (Vec::new(), Vec::new());
+        for i in 0..20 {
+            let task = i / 10;
+            logits.push(vec![0.0, 4f64.ln()]);
+            tasks.push(Some(task));
+            l0.push(Some(if task == 0 { i % 10 < 8 } else { i % 10 < 2 }));
+            l1.push(if task == 0 { Some(i % 5 != 0) } else { None });
+        }
+        logits.push(vec![5.0, 5.0]);
+        tasks.push(None);
+        l0.push(Some(false));
+        l1.push(Some(false));
+        let labels = [l0, l1];
+        let off = fit_task_offsets(&logits, &labels, &tasks, 3, 1e-9);
+        assert!((off[0][0] - 4f64.ln()).abs() < 1e-6, "{off:?}");
+        assert!((off[0][1] + 4f64.ln()).abs() < 1e-6, "{off:?}");
+        assert!(off[1][0].abs() < 1e-6, "{off:?}");
+        // A task without rows (task 2, and task 1 for model 1) gets no offset.
+        assert_eq!((off[0][2], off[1][1], off[1][2]), (0.0, 0.0, 0.0));
+        // Ridge: the offset shrinks towards 0 as lambda grows.
+        let shrunk = fit_task_offsets(&logits, &labels, &tasks, 3, 10.0);
+        assert!(
+            shrunk[0][0] > 0.0 && shrunk[0][0] < 0.5 * off[0][0],
+            "{shrunk:?}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::dataset::{Dataset, SplitMix64, random_split};
 use crate::error::TrainError;
 use crate::evaluate::{EvalInput, EvalReport, calibrate, evaluate};
 use crate::featurize::{FeatureSettings, SparseRows, build_featurizer, featurize_all};
-use crate::model::{FitOptions, LinearModel, fit};
+use crate::model::{FitOptions, LinearModel, fit, fit_task_offsets};
 use crate::progress;
 use crate::report;
 
@@ -71,6 +71,10 @@ pub struct ModelArgs {
     /// Prompts per FTRL update.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// Ridge strength of the per-task offsets: a task seen in few training prompts gets an
+    /// offset near 0 (prompt-only scoring).
+    #[arg(long, default_value_t = 2.0)]
+    pub task_lambda: f64,
     /// Hashed n-gram columns kept as features (those in the most training prompts).
     #[arg(long, default_value_t = 4096)]
     pub max_fit_features: usize,
@@ -239,23 +243,39 @@ pub fn run_experiment(
     let t = Instant::now();
     let spinner = progress::spinner("training tokenizer + IDF");
     let train_prompts: Vec<&str> = train.prompts.iter().map(String::as_str).collect();
-    let featurizer = build_featurizer(&train_prompts, &margs.features, margs.max_fit_features)?;
+    let train_tasks: Vec<Option<&str>> = train.tasks.iter().map(Option::as_deref).collect();
+    let featurizer = build_featurizer(
+        &train_prompts,
+        &train_tasks,
+        &margs.features,
+        margs.max_fit_features,
+    )?;
     spinner.finish_and_clear();
     timings.push(("tokenizer + IDF".to_string(), t.elapsed().as_secs_f64()));
 
     let t = Instant::now();
     let bar = progress::bar(train.len() as u64, "featurizing train");
-    let x_train = featurize_all(&featurizer, &train_prompts, &bar)?;
+    // The text weights are fitted without the tasks; the task offsets come second, on top.
+    let x_train = featurize_all(&featurizer, &train_prompts, &[], &bar)?;
     bar.finish_and_clear();
     timings.push(("featurize train".to_string(), t.elapsed().as_secs_f64()));
 
     let t = Instant::now();
     let spinner = progress::spinner("fitting linfa FTRL logistic regressions");
-    let model = fit(
+    let train_labels = labels(&train, margs.quality_threshold);
+    let mut model = fit(
         &x_train,
         &train.models,
-        &labels(&train, margs.quality_threshold),
+        &train_labels,
         margs.fit_options(data.seed),
+    )?;
+    add_task_offsets(
+        &mut model,
+        &featurizer,
+        &x_train,
+        &train_tasks,
+        &train_labels,
+        margs.task_lambda,
     )?;
     drop(x_train);
     spinner.finish_and_clear();
@@ -263,10 +283,22 @@ pub fn run_experiment(
 
     let t = Instant::now();
     let test_prompts: Vec<&str> = test.prompts.iter().map(String::as_str).collect();
+    let test_tasks: Vec<Option<&str>> = test.tasks.iter().map(Option::as_deref).collect();
     let bar = progress::bar(test.len() as u64, "featurizing test");
-    let test_features = featurize_all(&featurizer, &test_prompts, &bar)?;
+    let test_features = featurize_all(&featurizer, &test_prompts, &test_tasks, &bar)?;
     bar.finish_and_clear();
     let probs = model.predict_sparse(&test_features);
+    // The same router on the prompts alone (as RouteLLM's routers see them), when tasks helped.
+    let knows_a_test_task = test_tasks
+        .iter()
+        .flatten()
+        .any(|t| featurizer.config().task_column(t).is_some());
+    let prompt_only_probs = if knows_a_test_task {
+        let hidden = indicatif::ProgressBar::hidden();
+        Some(model.predict_sparse(&featurize_all(&featurizer, &test_prompts, &[], &hidden)?))
+    } else {
+        None
+    };
     let costs = parse_costs(&test.models, &test, &margs.costs)?;
     let rules = match &margs.rules_config {
         Some(path) => Some(rules_decisions(path, &test, &margs.weak)?),
@@ -276,6 +308,7 @@ pub fn run_experiment(
         title: title.to_string(),
         test: &test,
         probs: &probs,
+        prompt_only_probs: prompt_only_probs.as_deref(),
         costs: &costs,
         strong: &margs.strong,
         weak: &margs.weak,
@@ -297,6 +330,48 @@ pub fn run_experiment(
         data_files,
         timings,
     })
+}
+
+/// Second training stage: per-task logit offsets ([`fit_task_offsets`]) on top of the fitted
+/// text model, written as the weights of the featurizer's task columns (which are zero in
+/// `x_train`, featurized without tasks). Without task columns, nothing changes.
+pub fn add_task_offsets(
+    model: &mut LinearModel,
+    featurizer: &Featurizer,
+    x_train: &SparseRows,
+    train_tasks: &[Option<&str>],
+    train_labels: &[Vec<Option<bool>>],
+    lambda: f64,
+) -> Result<(), TrainError> {
+    let tasks = &featurizer.config().tasks;
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    if !(lambda.is_finite() && lambda > 0.0) {
+        return Err(TrainError::Argument(format!(
+            "--task-lambda {lambda} must be a positive number"
+        )));
+    }
+    let index: Vec<Option<usize>> = train_tasks
+        .iter()
+        .map(|t| t.and_then(|t| tasks.binary_search_by(|k| k.as_str().cmp(t)).ok()))
+        .collect();
+    let offsets = fit_task_offsets(
+        &model.logits_sparse(x_train),
+        train_labels,
+        &index,
+        tasks.len(),
+        lambda,
+    );
+    for (k, task) in tasks.iter().enumerate() {
+        let col = featurizer
+            .task_input_column(task)
+            .ok_or_else(|| TrainError::Fit(format!("task {task:?} has no input column")))?;
+        for (w, off) in model.weights.iter_mut().zip(&offsets) {
+            w[col] = off[k];
+        }
+    }
+    Ok(())
 }
 
 /// Writes the report files requested in `out` and prints the human report.

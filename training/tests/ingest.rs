@@ -117,6 +117,13 @@ fn service_logs_join_decisions_and_outcomes() {
         .position(|p| p.starts_with("What is the integral"))
         .unwrap();
     assert_eq!(ds.tasks[math].as_deref(), Some("math"));
+    // A decision with the caller's category has it as its task (what the service featurizes).
+    let code = ds
+        .prompts
+        .iter()
+        .position(|p| p.starts_with("Write a Python function that reverses"))
+        .unwrap();
+    assert_eq!(ds.tasks[code].as_deref(), Some("support-bot/code_review"));
     let weak = ds
         .model_index("mistralai/Mixtral-8x7B-Instruct-v0.1")
         .unwrap();

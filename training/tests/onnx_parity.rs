@@ -26,6 +26,13 @@ const SUBJECTS: [&str; 4] = [
     "high_school_mathematics",
 ];
 
+const SUBJECTS_SORTED: [&str; 4] = [
+    "anatomy",
+    "college_physics",
+    "high_school_mathematics",
+    "marketing",
+];
+
 fn in_ci() -> bool {
     std::env::var_os("CI").is_some()
 }
@@ -42,6 +49,7 @@ fn model_args() -> ModelArgs {
         epochs: 10,
         batch_size: 64,
         max_fit_features: 512,
+        task_lambda: 2.0,
         costs: vec![],
         max_train_prompts: 100_000,
         rules_config: None,
@@ -53,6 +61,9 @@ fn model_args() -> ModelArgs {
             vocab_size: 2000,
             no_meta: false,
             linear_tf: false,
+            no_tasks: false,
+            min_task_prompts: 20,
+            max_tasks: 1024,
             min_df: 2,
         },
     }
@@ -88,6 +99,12 @@ fn train_small(dir: &Path) -> (Experiment, PathBuf) {
     let bundle = dir.join("bundle");
     signalbox_train::bundle::write(&bundle, "parity", &exp, &margs).unwrap();
     (exp, bundle)
+}
+
+/// Whether input column `col` of the bundle (over the `used` training columns) has a
+/// non-zero weight for some model.
+fn back_weights_nonzero(exp: &Experiment, used: &[usize], col: usize) -> bool {
+    exp.model.weights.iter().any(|w| w[used[col]] != 0.0)
 }
 
 fn python_has(module: &str) -> bool {
@@ -132,15 +149,21 @@ fn bundle_onnx_is_valid_matches_ort_and_featurizer_reloads_identically() {
     assert_eq!(manifest.onnx.opset, 13);
 
     // Training keeps the --max-fit-features (here 512) most frequent of the 2^10 buckets plus
-    // the 7 meta features; the bundle keeps those the classifier gives a weight.
+    // the 7 meta features and the 4 subjects' task columns; the bundle keeps those the
+    // classifier gives a weight.
     let train_config = exp.featurizer.config();
-    assert_eq!(train_config.full_dim(), 1024 + 7);
+    assert_eq!(train_config.tasks, SUBJECTS_SORTED);
+    assert_eq!(train_config.full_dim(), 1024 + 7 + 4);
     let columns_of = |c: &signalbox_features::FeatureConfig| -> Vec<usize> {
         let cols = c.columns.as_ref().expect("a column selection");
         cols.iter().map(|&c| c as usize).collect()
     };
     let train_columns = columns_of(train_config);
-    assert!(train_columns.len() <= 512 + 7, "{}", train_columns.len());
+    assert!(
+        train_columns.len() <= 512 + 7 + 4,
+        "{}",
+        train_columns.len()
+    );
     assert_eq!(exp.featurizer.dim(), train_columns.len());
     let used = exp.model.used_columns();
     let columns = columns_of(&manifest.features);
@@ -154,7 +177,7 @@ fn bundle_onnx_is_valid_matches_ort_and_featurizer_reloads_identically() {
     assert_eq!(dim, used.len());
     let mut served_rows = Vec::with_capacity(exp.test.len() * dim);
     for (i, p) in exp.test.prompts.iter().enumerate() {
-        let f = served.featurize(p).unwrap();
+        let f = served.featurize(p, exp.test.tasks[i].as_deref()).unwrap();
         let row = exp.test_features.dense_row(i);
         let selected: Vec<f32> = used.iter().map(|&j| row[j]).collect();
         assert_eq!(f, selected, "prompt {i}");
@@ -164,6 +187,20 @@ fn bundle_onnx_is_valid_matches_ort_and_featurizer_reloads_identically() {
         }
         served_rows.extend(f);
     }
+    // Each subject's task column carries its second-stage offsets, and the same router scored
+    // on the prompts alone is reported beside it.
+    for t in SUBJECTS {
+        let col = served
+            .task_input_column(t)
+            .expect("a column for every subject");
+        assert!(
+            back_weights_nonzero(&exp, &used, col),
+            "task {t} has no weight"
+        );
+    }
+    let names: Vec<&str> = exp.report.routers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(&names[..2], ["learned", "learned-prompt-only"]);
+
     // ONNX round trip through our own reader equals the trained weights of those columns
     // (as f32).
     let back = signalbox_train::onnx::read(&bundle.join("model.onnx")).unwrap();

@@ -25,7 +25,7 @@ fn default_bundle_reproduces_its_parity_samples() {
     let samples: Vec<ParitySample> = serde_json::from_str(&text).unwrap();
     assert!(samples.len() >= 8);
     for s in &samples {
-        let x = featurizer.featurize(&s.prompt).unwrap();
+        let x = featurizer.featurize(&s.prompt, s.task.as_deref()).unwrap();
         let p = model.predict_row(&x);
         for (a, b) in p.iter().zip(&s.p_acceptable) {
             assert!(

@@ -27,6 +27,20 @@ struct DecisionRecord {
     prompt: Option<String>,
     #[serde(default)]
     task: Option<String>,
+    /// The caller's category label; when present it is the row's task (what the service
+    /// featurizes as the task: the category, else the task type).
+    #[serde(default)]
+    category: Option<String>,
+}
+
+impl DecisionRecord {
+    /// The row's `task`: the category when given, else the logged task type (empty: none).
+    fn task(&self) -> Option<&str> {
+        self.category
+            .as_deref()
+            .or(self.task.as_deref())
+            .filter(|t| !t.is_empty())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,7 +262,7 @@ pub fn ingest_dir_with(
                     spill[partition_of(&d.decision_id, k)].record(|e| {
                         e.str(&d.decision_id);
                         e.opt_str(prompt);
-                        e.opt_str(d.task.as_deref());
+                        e.opt_str(d.task());
                     })
                 }
                 Err(e) => report.bad(bad(path, line_no, format!("decision: {e}")), policy),
