@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::{SecondsFormat, Utc};
-use signalbox_features::manifest::MAX_TASK_BYTES;
+use signalbox_features::manifest::{MAX_TASK_BYTES, TASK_PUNCTUATION, is_valid_task_name};
 use tonic::{Request, Response, Status};
 
 use crate::budget::BudgetLedger;
@@ -138,25 +138,27 @@ fn check_id(field: &'static str, value: &str, required: bool) -> Result<(), ApiE
     Ok(())
 }
 
-/// `category`: empty, or at most [`MAX_TASK_BYTES`] bytes of `[A-Za-z0-9_.:/-]` (a label,
-/// never free text, so it cannot carry PII into the log).
+/// `category`: empty, or a task name a bundle can list ([`is_valid_task_name`]: a short label
+/// of `[A-Za-z0-9_.:/-]`, no spaces or `@`). It is logged as given, so callers must not put
+/// personal data in it; the character set keeps out free text, not every identifier.
 fn check_category(value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || is_valid_task_name(value) {
+        return Ok(());
+    }
     if value.len() > MAX_TASK_BYTES {
         return Err(bad(
             "category",
             format!("longer than {MAX_TASK_BYTES} bytes"),
         ));
     }
-    if let Some(c) = value
+    let c = value
         .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_.:/-".contains(*c)))
-    {
-        return Err(bad(
-            "category",
-            format!("character {c:?} is not one of A-Z a-z 0-9 _ . : / -"),
-        ));
-    }
-    Ok(())
+        .find(|c| !(c.is_ascii_alphanumeric() || TASK_PUNCTUATION.contains(*c)))
+        .unwrap_or(' ');
+    Err(bad(
+        "category",
+        format!("character {c:?} is not one of A-Z a-z 0-9 _ . : / -"),
+    ))
 }
 
 fn enum_value<T: TryFrom<i32>>(field: &'static str, v: i32) -> Result<T, ApiError> {

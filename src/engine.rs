@@ -289,9 +289,9 @@ impl DecisionEngine {
                 }
             }
         });
-        let learned_choice = learned
-            .as_ref()
-            .and_then(|(l, probs)| l.choose(policy, probs, &eligible, ctx.quality_preference));
+        let learned_choice = learned.as_ref().and_then(|(l, probs)| {
+            l.choose(policy, probs, &eligible, ctx.quality_preference, Some(task))
+        });
         let predicted_quality: Vec<(String, f64)> = learned
             .as_ref()
             .map(|(l, probs)| {

@@ -182,7 +182,11 @@ impl LearnedRouter {
         check_cost_order(&manifest, &costs, policy, &columns).map_err(mismatch)?;
         // Every quality target the policy can ask for must be calibrated.
         for t in [learned.min_quality_target, learned.max_quality_target] {
-            manifest.margin_for_target(t).map_err(feature_err)?;
+            for task_known in [true, false] {
+                manifest
+                    .margin_for_target(t, task_known)
+                    .map_err(feature_err)?;
+            }
         }
         let version = format!(
             "{}@{}",
@@ -261,10 +265,12 @@ impl LearnedRouter {
         probs: &[f32],
         eligible: &[ModelIdx],
         preference: f64,
+        task: Option<&str>,
     ) -> Option<LearnedChoice> {
         let allowed: Vec<bool> = self.columns.iter().map(|m| eligible.contains(m)).collect();
         let target = self.quality_target(preference);
-        let margin = self.manifest.margin_for_target(target).ok()?;
+        let task_known = task.is_some_and(|t| self.featurizer.task_input_column(t).is_some());
+        let margin = self.manifest.margin_for_target(target, task_known).ok()?;
         let col = routing::choose(probs, &self.costs, &allowed, margin as f32)?;
         let primary = self.columns[col];
         let best = (0..probs.len())

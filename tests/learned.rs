@@ -121,6 +121,7 @@ fn write_bundle_full(
                 cost_ratio: 0.5,
             })
             .collect(),
+        quality_targets_prompt_only: Vec::new(),
         training: TrainingInfo {
             data_sha256: format!("{:0>64}", name.len()),
             data_sources: vec!["tests/learned.rs".into()],

@@ -14,6 +14,19 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const MANIFEST_VERSION: u32 = 1;
 /// Longest task name a bundle may list (the service's `category` has the same limit).
 pub const MAX_TASK_BYTES: usize = 64;
+/// Characters a task name may use besides ASCII letters and digits.
+pub const TASK_PUNCTUATION: &str = "_.:/-";
+
+/// Whether `name` can be a task column: 1 to [`MAX_TASK_BYTES`] bytes of ASCII letters, digits
+/// and [`TASK_PUNCTUATION`], the names a request's `category` may carry (so no column is one
+/// the service can never be sent).
+pub fn is_valid_task_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_TASK_BYTES
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || TASK_PUNCTUATION.contains(c))
+}
 /// The only feature kind this build implements.
 pub const FEATURE_KIND: &str = "hashed_tfidf_v1";
 
@@ -37,6 +50,11 @@ pub struct BundleManifest {
     pub routing_rule: String,
     /// Calibrated margins per quality target, ascending by `target`.
     pub quality_targets: Vec<QualityTarget>,
+    /// The same calibration on the prompt-only scores, for requests whose task the bundle does
+    /// not list (their scores have another distribution). Empty: `quality_targets` serve every
+    /// request (bundles without task columns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quality_targets_prompt_only: Vec<QualityTarget>,
     pub training: TrainingInfo,
     /// Held-out metrics per router name (`learned`, `random`, `oracle`, ...).
     pub metrics: BTreeMap<String, RouterMetrics>,
@@ -125,13 +143,9 @@ impl FeatureConfig {
         if self.max_tokens == 0 || self.max_prompt_bytes == 0 {
             return bad("max_tokens and max_prompt_bytes must be positive".into());
         }
-        if let Some(t) = self
-            .tasks
-            .iter()
-            .find(|t| t.is_empty() || t.len() > MAX_TASK_BYTES)
-        {
+        if let Some(t) = self.tasks.iter().find(|t| !is_valid_task_name(t)) {
             return bad(format!(
-                "task {t:?} is empty or longer than {MAX_TASK_BYTES} bytes"
+                "task {t:?} is not 1 to {MAX_TASK_BYTES} bytes of A-Z a-z 0-9 {TASK_PUNCTUATION}"
             ));
         }
         if self.tasks.windows(2).any(|w| w[0] >= w[1]) {
@@ -273,10 +287,9 @@ impl BundleManifest {
                 self.routing_rule
             )));
         }
-        if self
-            .quality_targets
-            .windows(2)
-            .any(|w| w[0].target > w[1].target)
+        if [&self.quality_targets, &self.quality_targets_prompt_only]
+            .iter()
+            .any(|q| q.windows(2).any(|w| w[0].target > w[1].target))
         {
             return Err(FeatureError::InvalidBundle(
                 "quality_targets must be sorted by target".into(),
@@ -292,8 +305,15 @@ impl BundleManifest {
 
     /// The calibrated margin for a requested quality `target` (fraction of the best
     /// model's quality): the entry with the smallest target >= the request.
-    pub fn margin_for_target(&self, target: f64) -> Result<f64, FeatureError> {
-        self.quality_targets
+    /// With `task_known = false` (the request's task is not one of the bundle's task columns)
+    /// the prompt-only calibration is used when the bundle has one.
+    pub fn margin_for_target(&self, target: f64, task_known: bool) -> Result<f64, FeatureError> {
+        let targets = if task_known || self.quality_targets_prompt_only.is_empty() {
+            &self.quality_targets
+        } else {
+            &self.quality_targets_prompt_only
+        };
+        targets
             .iter()
             .find(|q| q.target + 1e-12 >= target)
             .map(|q| q.margin)
@@ -344,8 +364,11 @@ mod tests {
         };
         assert!(err(&["b", "a"]).contains("ascending"));
         assert!(err(&["a", "a"]).contains("ascending"));
-        assert!(err(&[""]).contains("empty"));
-        assert!(err(&[&"x".repeat(MAX_TASK_BYTES + 1)]).contains("longer"));
+        assert!(err(&[""]).contains("not 1 to 64 bytes"));
+        assert!(err(&[&"x".repeat(MAX_TASK_BYTES + 1)]).contains("not 1 to 64 bytes"));
+        assert!(err(&["tax forms"]).contains("\"tax forms\""));
+        assert!(err(&["géographie"]).contains("not 1 to 64 bytes"));
+        assert!(is_valid_task_name("support-bot/code_review:v2.1"));
         // The field is optional in manifests (bundles written before it load unchanged) and
         // not written when empty.
         let json = serde_json::to_value(config(None, 18)).unwrap();

@@ -14,7 +14,9 @@ use signalbox_features::{
 use crate::error::TrainError;
 use crate::evaluate::EvalReport;
 use crate::onnx;
-use crate::pipeline::{Experiment, ModelArgs, ensure_dir, files_sha256, targets};
+use crate::pipeline::{
+    Experiment, ModelArgs, ensure_dir, files_sha256, prompt_only_targets, targets,
+};
 
 /// Reference prompts with the in-Rust model's scores, for serving parity tests.
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -79,6 +81,7 @@ pub fn manifest(
         onnx: onnx::spec(),
         routing_rule: RULE_CHEAPEST_WITHIN_MARGIN.to_string(),
         quality_targets: targets(exp),
+        quality_targets_prompt_only: prompt_only_targets(exp),
         training: TrainingInfo {
             data_sha256: files_sha256(&exp.data_files)?,
             data_sources: sources,

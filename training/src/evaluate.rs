@@ -12,7 +12,8 @@ use crate::metrics::{CostQuality, min_cost_for_quality, pgr_curve};
 /// Router names, in report order.
 pub const LEARNED: &str = "learned";
 /// The learned router scored without the prompts' tasks (what a router that sees only the
-/// prompt, like RouteLLM's, is compared with); reported when the model has task columns.
+/// prompt, like RouteLLM's, is compared with); reported when the model has a task column for
+/// some test prompt's task.
 pub const LEARNED_PROMPT_ONLY: &str = "learned-prompt-only";
 pub const RANDOM: &str = "random";
 pub const ALWAYS_WEAK: &str = "always-weak";

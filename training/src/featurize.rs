@@ -1,7 +1,7 @@
 //! Training-side use of the shared featurizer: tokenizer training, IDF and column selection,
 //! and the sparse feature rows the classifier is fitted on.
 
-use signalbox_features::manifest::FEATURE_KIND;
+use signalbox_features::manifest::{FEATURE_KIND, is_valid_task_name};
 use signalbox_features::{FeatureConfig, Featurizer, MetaFeature};
 
 use crate::error::TrainError;
@@ -70,8 +70,10 @@ impl FeatureSettings {
 }
 
 /// The task columns of a training set: the tasks of at least `min_prompts` prompts, at most
-/// `max_tasks` of them (most frequent first; ties: name order), sorted. Empty unless at least
-/// two tasks qualify: one task for every prompt tells the classifier nothing.
+/// `max_tasks` of them (most frequent first; ties: name order), sorted. Only names a request's
+/// `category` can carry count ([`is_valid_task_name`]; others would be columns the service is
+/// never sent). Empty unless at least two tasks qualify: one task for every prompt tells the
+/// classifier nothing.
 pub fn task_vocabulary(
     tasks: &[Option<&str>],
     min_prompts: usize,
@@ -79,7 +81,7 @@ pub fn task_vocabulary(
 ) -> Vec<String> {
     let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for t in tasks.iter().flatten() {
-        if !t.is_empty() && t.len() <= signalbox_features::manifest::MAX_TASK_BYTES {
+        if is_valid_task_name(t) {
             *counts.entry(t).or_default() += 1;
         }
     }
@@ -314,6 +316,9 @@ mod tests {
             Some("c"),
             Some("a"),
             Some(""),
+            Some("tax forms"),
+            Some("tax forms"),
+            Some("tax forms"),
         ]);
         assert_eq!(task_vocabulary(&tasks, 2, 10), vec!["a", "b"]);
         assert_eq!(task_vocabulary(&tasks, 1, 10), vec!["a", "b", "c"]);

@@ -230,7 +230,11 @@ fn eval_bundle(
     let x = signalbox_train::featurize::featurize_all(&featurizer, &prompts, &tasks, &bar)?;
     bar.finish_and_clear();
     let probs = linear.predict_sparse(&x);
-    let prompt_only_probs = if manifest.features.tasks.is_empty() {
+    let knows_a_test_task = tasks
+        .iter()
+        .flatten()
+        .any(|t| featurizer.task_input_column(t).is_some());
+    let prompt_only_probs = if !knows_a_test_task {
         None
     } else {
         let hidden = indicatif::ProgressBar::hidden();

@@ -240,27 +240,48 @@ pub fn fit_task_offsets(
                     r.push((*z, y));
                 }
             }
-            rows.iter()
-                .map(|r| {
-                    let mut b = 0.0f64;
-                    for _ in 0..50 {
-                        let (mut g, mut h) = (-lambda * b, lambda);
-                        for &(z, y) in r {
-                            let p = sigmoid(z + b);
-                            g += f64::from(u8::from(y)) - p;
-                            h += p * (1.0 - p);
-                        }
-                        let step = g / h;
-                        b += step;
-                        if step.abs() < 1e-10 {
-                            break;
-                        }
-                    }
-                    b
-                })
-                .collect()
+            rows.iter().map(|r| task_offset(r, lambda)).collect()
         })
         .collect()
+}
+
+/// The root of the penalised score `g(b) = sum(y - sigmoid(z + b)) - lambda * b` (strictly
+/// decreasing, so the optimum is unique and lies in `[-n / lambda, n / lambda]`): Newton steps
+/// kept inside a bracket that shrinks around the root, with bisection when a step leaves it
+/// (a plain Newton step overshoots where the logits are large and `sigmoid'` is tiny).
+fn task_offset(rows: &[(f64, bool)], lambda: f64) -> f64 {
+    let score = |b: f64| -> (f64, f64) {
+        let (mut g, mut h) = (-lambda * b, lambda);
+        for &(z, y) in rows {
+            let p = sigmoid(z + b);
+            g += f64::from(u8::from(y)) - p;
+            h += p * (1.0 - p);
+        }
+        (g, h)
+    };
+    let bound = rows.len() as f64 / lambda + 1.0;
+    let (mut lo, mut hi) = (-bound, bound);
+    let mut b = 0.0f64;
+    for _ in 0..200 {
+        let (g, h) = score(b);
+        // Converged at this b: stop before moving it (a step that lands on the bracket's end
+        // would otherwise be replaced by a bisection away from the root).
+        if (g / h).abs() < 1e-12 || hi - lo < 1e-12 {
+            return b;
+        }
+        if g > 0.0 {
+            lo = b;
+        } else {
+            hi = b;
+        }
+        let newton = b + g / h;
+        b = if newton > lo && newton < hi {
+            newton
+        } else {
+            0.5 * (lo + hi)
+        };
+    }
+    b
 }
 
 #[cfg(test)]
@@ -333,6 +354,48 @@ mod tests {
             shrunk[0][0] > 0.0 && shrunk[0][0] < 0.5 * off[0][0],
             "{shrunk:?}"
         );
+    }
+
+    #[test]
+    fn task_offsets_converge_where_the_logits_are_large() {
+        // A model the text calls near-certain (logit +3 or -4) that is right on half / three
+        // quarters of a task's rows: plain Newton from 0 overshoots here (steps of ~g / lambda
+        // where sigmoid' is tiny); the offset must be the root of the penalised score.
+        for (z, n, pos, lambda) in [
+            (3.0, 200, 100, 2.0),
+            (4.0, 40, 20, 2.0),
+            (-4.0, 40, 30, 2.0),
+        ] {
+            let logits: Vec<Vec<f64>> = (0..n).map(|_| vec![z]).collect();
+            let labels = [(0..n).map(|i| Some(i < pos)).collect::<Vec<_>>()];
+            let tasks = vec![Some(0); n];
+            let b = fit_task_offsets(&logits, &labels, &tasks, 1, lambda)[0][0];
+            let g = pos as f64 - n as f64 * sigmoid(z + b) - lambda * b;
+            assert!(g.abs() < 1e-6, "z {z}: offset {b}, score {g}");
+            assert!(
+                b.signum() == -z.signum() && b.abs() < z.abs() + 1.0,
+                "z {z}: offset {b}"
+            );
+        }
+        // Ordinary tasks (varied logits): the offset is the root too, to 1e-6.
+        let mut rng = SplitMix64::new(3);
+        for _ in 0..200 {
+            let n = 20 + (rng.next_f64() * 180.0) as usize;
+            let shift = 3.0 * rng.next_f64() - 1.5;
+            let rows: Vec<(f64, bool)> = (0..n)
+                .map(|_| {
+                    let z = 4.0 * rng.next_f64() - 2.0 + shift;
+                    (z, rng.next_f64() < sigmoid(z - shift))
+                })
+                .collect();
+            let b = task_offset(&rows, 2.0);
+            let g: f64 = rows
+                .iter()
+                .map(|&(z, y)| f64::from(u8::from(y)) - sigmoid(z + b))
+                .sum::<f64>()
+                - 2.0 * b;
+            assert!(g.abs() < 1e-6, "offset {b}, score {g}");
+        }
     }
 
     #[test]

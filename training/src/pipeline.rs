@@ -131,6 +131,9 @@ pub struct Experiment {
     pub test: Dataset,
     pub test_features: SparseRows,
     pub probs: Vec<Vec<f64>>,
+    /// The same model's test predictions without the prompts' tasks (when it has task
+    /// columns and knows a test prompt's task).
+    pub prompt_only_probs: Option<Vec<Vec<f64>>>,
     pub costs: Vec<f64>,
     pub report: EvalReport,
     pub split: String,
@@ -324,6 +327,7 @@ pub fn run_experiment(
         test,
         test_features,
         probs,
+        prompt_only_probs,
         costs,
         report,
         split,
@@ -396,6 +400,15 @@ pub fn emit_reports(reports: &[&EvalReport], out: &OutputArgs) -> Result<(), Tra
 /// Calibrated quality targets of an experiment (on its test split).
 pub fn targets(exp: &Experiment) -> Vec<signalbox_features::QualityTarget> {
     calibrate(&exp.test, &exp.probs, &exp.costs, &QUALITY_TARGETS)
+}
+
+/// The calibration of the prompt-only predictions, for requests without a known task (empty
+/// when the model has no task columns).
+pub fn prompt_only_targets(exp: &Experiment) -> Vec<signalbox_features::QualityTarget> {
+    exp.prompt_only_probs
+        .as_ref()
+        .map(|p| calibrate(&exp.test, p, &exp.costs, &QUALITY_TARGETS))
+        .unwrap_or_default()
 }
 
 /// sha256 (hex) over the given files, in order.

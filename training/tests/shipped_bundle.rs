@@ -40,11 +40,24 @@ fn default_bundle_reproduces_its_parity_samples() {
     let probs = vec![0.7f32, 0.9f32];
     let costs: Vec<f64> = manifest.models.iter().map(|m| m.cost).collect();
     for q in &manifest.quality_targets {
-        let margin = manifest.margin_for_target(q.target).unwrap();
-        assert!(
-            signalbox_features::routing::choose(&probs, &costs, &allowed, margin as f32).is_some()
-        );
+        for task_known in [true, false] {
+            let margin = manifest.margin_for_target(q.target, task_known).unwrap();
+            assert!(
+                signalbox_features::routing::choose(&probs, &costs, &allowed, margin as f32)
+                    .is_some()
+            );
+        }
     }
+    // The bundle has task columns, so requests without a known task get their own calibration
+    // (of the prompt-only scores), for the same targets.
+    assert!(!manifest.features.tasks.is_empty());
+    let targets = |q: &[signalbox_features::QualityTarget]| -> Vec<f64> {
+        q.iter().map(|t| t.target).collect()
+    };
+    assert_eq!(
+        targets(&manifest.quality_targets_prompt_only),
+        targets(&manifest.quality_targets)
+    );
 }
 
 /// The featurizer's fast tokenizer gives the `tokenizers` pipeline's token ids on every

@@ -36,10 +36,10 @@ struct DecisionRecord {
 impl DecisionRecord {
     /// The row's `task`: the category when given, else the logged task type (empty: none).
     fn task(&self) -> Option<&str> {
-        self.category
-            .as_deref()
-            .or(self.task.as_deref())
-            .filter(|t| !t.is_empty())
+        fn non_empty(t: &Option<String>) -> Option<&str> {
+            t.as_deref().filter(|t| !t.is_empty())
+        }
+        non_empty(&self.category).or(non_empty(&self.task))
     }
 }
 
