@@ -117,11 +117,14 @@ impl FeatureConfig {
         self.hash_dim() + self.meta.len() + self.tasks.len()
     }
 
+    /// Position of `task` in [`Self::tasks`], if listed.
+    pub fn task_index(&self, task: &str) -> Option<usize> {
+        self.tasks.binary_search_by(|t| t.as_str().cmp(task)).ok()
+    }
+
     /// Column of the full feature vector that `task` sets, if it is one of [`Self::tasks`].
     pub fn task_column(&self, task: &str) -> Option<usize> {
-        self.tasks
-            .binary_search_by(|t| t.as_str().cmp(task))
-            .ok()
+        self.task_index(task)
             .map(|i| self.hash_dim() + self.meta.len() + i)
     }
 

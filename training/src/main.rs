@@ -230,17 +230,8 @@ fn eval_bundle(
     let x = signalbox_train::featurize::featurize_all(&featurizer, &prompts, &tasks, &bar)?;
     bar.finish_and_clear();
     let probs = linear.predict_sparse(&x);
-    let knows_a_test_task = tasks
-        .iter()
-        .flatten()
-        .any(|t| featurizer.task_input_column(t).is_some());
-    let prompt_only_probs = if !knows_a_test_task {
-        None
-    } else {
-        let hidden = indicatif::ProgressBar::hidden();
-        let x = signalbox_train::featurize::featurize_all(&featurizer, &prompts, &[], &hidden)?;
-        Some(linear.predict_sparse(&x))
-    };
+    let prompt_only_probs =
+        pipeline::prompt_only_predictions(&featurizer, &linear, &prompts, &tasks)?;
     let costs: Vec<f64> = manifest.models.iter().map(|m| m.cost).collect();
     let rules = match &model.rules_config {
         Some(p) => Some(pipeline::rules_decisions(p, &test, &model.weak)?),

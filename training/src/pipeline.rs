@@ -291,17 +291,8 @@ pub fn run_experiment(
     let test_features = featurize_all(&featurizer, &test_prompts, &test_tasks, &bar)?;
     bar.finish_and_clear();
     let probs = model.predict_sparse(&test_features);
-    // The same router on the prompts alone (as RouteLLM's routers see them), when tasks helped.
-    let knows_a_test_task = test_tasks
-        .iter()
-        .flatten()
-        .any(|t| featurizer.config().task_column(t).is_some());
-    let prompt_only_probs = if knows_a_test_task {
-        let hidden = indicatif::ProgressBar::hidden();
-        Some(model.predict_sparse(&featurize_all(&featurizer, &test_prompts, &[], &hidden)?))
-    } else {
-        None
-    };
+    let prompt_only_probs =
+        prompt_only_predictions(&featurizer, &model, &test_prompts, &test_tasks)?;
     let costs = parse_costs(&test.models, &test, &margs.costs)?;
     let rules = match &margs.rules_config {
         Some(path) => Some(rules_decisions(path, &test, &margs.weak)?),
@@ -336,6 +327,26 @@ pub fn run_experiment(
     })
 }
 
+/// The predictions of `model` for `prompts` without their tasks (as RouteLLM's routers see
+/// them), when the featurizer has a task column for some prompt's task; `None` otherwise.
+pub fn prompt_only_predictions(
+    featurizer: &Featurizer,
+    model: &LinearModel,
+    prompts: &[&str],
+    tasks: &[Option<&str>],
+) -> Result<Option<Vec<Vec<f64>>>, TrainError> {
+    let knows_a_task = tasks
+        .iter()
+        .flatten()
+        .any(|t| featurizer.task_input_column(t).is_some());
+    if !knows_a_task {
+        return Ok(None);
+    }
+    let hidden = indicatif::ProgressBar::hidden();
+    let x = featurize_all(featurizer, prompts, &[], &hidden)?;
+    Ok(Some(model.predict_sparse(&x)))
+}
+
 /// Second training stage: per-task logit offsets ([`fit_task_offsets`]) on top of the fitted
 /// text model, written as the weights of the featurizer's task columns (which are zero in
 /// `x_train`, featurized without tasks). Without task columns, nothing changes.
@@ -358,7 +369,7 @@ pub fn add_task_offsets(
     }
     let index: Vec<Option<usize>> = train_tasks
         .iter()
-        .map(|t| t.and_then(|t| tasks.binary_search_by(|k| k.as_str().cmp(t)).ok()))
+        .map(|t| t.and_then(|t| featurizer.config().task_index(t)))
         .collect();
     let offsets = fit_task_offsets(
         &model.logits_sparse(x_train),
