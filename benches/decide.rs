@@ -70,7 +70,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(*name, |b| {
             b.iter(|| {
                 let started = Instant::now();
-                let input = route_input(black_box(req.clone()), engine.policy()).expect("valid");
+                let input = route_input(black_box(req.clone()), &engine).expect("valid");
                 let d = engine
                     .decide(&input, &state, chrono::Utc::now(), Instant::now())
                     .expect("decides");
@@ -129,7 +129,7 @@ fn bench_learned(c: &mut Criterion) {
         };
         group.bench_function(*name, |b| {
             b.iter(|| {
-                let input = route_input(black_box(req.clone()), engine.policy()).expect("valid");
+                let input = route_input(black_box(req.clone()), &engine).expect("valid");
                 black_box(
                     engine
                         .decide(&input, &state, chrono::Utc::now(), Instant::now())
@@ -201,7 +201,7 @@ fn time_decision(engine: &DecisionEngine, state: &RuntimeState<'_>, prompt: &str
         ..Default::default()
     };
     let started = Instant::now();
-    let input = route_input(req, engine.policy()).expect("valid");
+    let input = route_input(req, engine).expect("valid");
     let d = engine
         .decide(&input, state, chrono::Utc::now(), Instant::now())
         .expect("decides");

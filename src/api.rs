@@ -139,11 +139,26 @@ fn check_id(field: &'static str, value: &str, required: bool) -> Result<(), ApiE
 }
 
 /// `category`: empty, or a task name a bundle can list ([`is_valid_task_name`]: a short label
-/// of `[A-Za-z0-9_.:/-]`, no spaces or `@`). It is logged as given, so callers must not put
-/// personal data in it; the character set keeps out free text, not every identifier.
-fn check_category(value: &str) -> Result<(), ApiError> {
-    if value.is_empty() || is_valid_task_name(value) {
+/// of `[A-Za-z0-9_.:/-]`, no spaces or `@`). It is logged as given, so it must not be personal
+/// data: the character set keeps out free text, and the policy's PII detectors keep out
+/// identifiers such as `078-05-1120` that the character set lets through.
+fn check_category(value: &str, engine: &DecisionEngine) -> Result<(), ApiError> {
+    if value.is_empty() {
         return Ok(());
+    }
+    if is_valid_task_name(value) {
+        let found = engine.pii_kinds(value);
+        if found.is_empty() {
+            return Ok(());
+        }
+        let kinds: Vec<&str> = found.iter().map(|k| k.as_str()).collect();
+        return Err(bad(
+            "category",
+            format!(
+                "looks like personal data or a secret ({}); a category is logged in clear, send a label",
+                kinds.join(", ")
+            ),
+        ));
     }
     if value.len() > MAX_TASK_BYTES {
         return Err(bad(
@@ -166,7 +181,11 @@ fn enum_value<T: TryFrom<i32>>(field: &'static str, v: i32) -> Result<T, ApiErro
 }
 
 /// Validate a RouteRequest and convert it to the domain input.
-pub fn route_input(req: proto::RouteRequest, policy: &Policy) -> Result<RouteInput, ApiError> {
+pub fn route_input(
+    req: proto::RouteRequest,
+    engine: &DecisionEngine,
+) -> Result<RouteInput, ApiError> {
+    let policy = engine.policy();
     let proto::RouteRequest {
         request_id,
         prompt,
@@ -182,7 +201,7 @@ pub fn route_input(req: proto::RouteRequest, policy: &Policy) -> Result<RouteInp
         category,
     } = req;
     check_id("request_id", &request_id, false)?;
-    check_category(&category)?;
+    check_category(&category, engine)?;
     check_id("tenant_id", &tenant_id, true)?;
     check_id("user_id", &user_id, false)?;
 
@@ -860,7 +879,7 @@ impl proto::router_server::Router for RouterService {
         let started = Instant::now();
         let input = {
             let live = self.shared.live.load();
-            route_input(request.into_inner(), live.engine.policy())?
+            route_input(request.into_inner(), &live.engine)?
         };
         let request_id = input.request_id.clone();
         let routed = self.shared.route(input).await?;

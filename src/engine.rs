@@ -243,6 +243,17 @@ impl DecisionEngine {
         self.learned.as_ref()
     }
 
+    /// The kinds of personal data or secrets the policy's detectors find in `text`, for request
+    /// fields that are logged as given (the category).
+    pub fn pii_kinds(&self, text: &str) -> Vec<PiiKind> {
+        self.pii
+            .scan(text)
+            .counts()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
     /// Decide. `now` is the wall clock used for budget periods, `mono` for circuit windows.
     pub fn decide(
         &self,

@@ -206,22 +206,33 @@ fn restore(
             tracing::warn!(path = %path.display(), line, %err, "skipping unreadable decision record");
         },
     )?;
-    // Decisions young enough to still hold their estimate, unless their outcome came: held
-    // again for the rest of their `in_flight_ttl_secs`, so a restart does not free budget.
+    // What the outcomes since the oldest restored decision say about each one: attempts already
+    // reported (so a repeated report is not booked twice, for as long as the decision accepts
+    // outcomes) and whether any outcome came (a decision young enough to still hold its
+    // estimate holds it again for the rest of its `in_flight_ttl_secs`, unless one did, so a
+    // restart does not free budget).
     let in_flight_ttl = Duration::from_secs(policy.budgets.in_flight_ttl_secs);
-    let mut in_window: HashMap<&str, Settled> = recent
+    let mut settled: HashMap<&str, Settled> = recent
         .iter()
-        .filter(|(_, age)| age.is_some_and(|a| a < in_flight_ttl))
         .map(|(d, _)| (d.decision_id.as_str(), Settled::default()))
         .collect();
-    if !in_window.is_empty() {
-        let since = std::time::SystemTime::now().checked_sub(in_flight_ttl);
+    if !settled.is_empty() {
+        // An outcome is logged after its decision: segments last written before the oldest
+        // restored decision (at most the TTL ago; newer when the tracker's capacity cut the
+        // read short) hold none of theirs. A second of slack for the two clocks.
+        let since = recent
+            .iter()
+            .filter_map(|(_, age)| *age)
+            .max()
+            .map_or(ttl_ago, |oldest| {
+                std::time::SystemTime::now().checked_sub(oldest + Duration::from_secs(1))
+            });
         decision_log::read_records::<ReplayedOutcome>(
             dir,
             "outcomes",
             since,
             |o| {
-                if let Some(s) = in_window.get_mut(o.decision_id.as_str()) {
+                if let Some(s) = settled.get_mut(o.decision_id.as_str()) {
                     s.any_outcome = true;
                     if (1..=MAX_ATTEMPT).contains(&o.attempt) {
                         s.reported |= 1 << (o.attempt - 1);
@@ -241,10 +252,13 @@ fn restore(
             .and_then(|a| mono_now.checked_sub(a))
             .unwrap_or(mono_now);
         let payer = budgets.payer(&d.tenant_id, &d.user_id);
-        let settled = in_window.get(d.decision_id.as_str());
+        let settled = settled.get(d.decision_id.as_str());
         let reservation = match (settled, age) {
-            (Some(s), Some(age)) if !s.any_outcome => Micros::from_usd(d.estimated_cost_usd)
-                .and_then(|amount| budgets.reserve(&payer, amount, in_flight_ttl - *age, mono_now)),
+            (Some(s), Some(age)) if !s.any_outcome && *age < in_flight_ttl => {
+                Micros::from_usd(d.estimated_cost_usd).and_then(|amount| {
+                    budgets.reserve(&payer, amount, in_flight_ttl - *age, mono_now)
+                })
+            }
             _ => None,
         };
         held += usize::from(reservation.is_some());

@@ -358,6 +358,33 @@ async fn a_category_the_bundle_knows_shifts_the_prediction_and_is_logged() {
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
         assert!(err.message().contains("category"), "{}", err.message());
     }
+    // Identifiers the character set lets through are caught by the PII detectors, and the
+    // message names what was found; a date- or version-like label is not personal data.
+    for (bad, kind) in [
+        ("078-05-1120", "national_id"),
+        ("4111111111111111", "card_number"),
+        ("415-555-0132", "phone"),
+        ("AKIAIOSFODNN7EXAMPLE", "secret"),
+    ] {
+        let err = client
+            .route(ask(bad, proto::TaskType::Unspecified))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        assert!(
+            err.message()
+                .starts_with("category: looks like personal data")
+                && err.message().contains(kind),
+            "{bad:?}: {}",
+            err.message()
+        );
+    }
+    for fine in ["2024-06-01", "v1.2.3", "billing/refunds"] {
+        client
+            .route(ask(fine, proto::TaskType::Unspecified))
+            .await
+            .unwrap_or_else(|e| panic!("{fine:?}: {e}"));
+    }
     server.shutdown().await.unwrap();
     let decisions = read_log(&log_dir, "decisions");
     let logged: Vec<Option<&str>> = decisions.iter().map(|d| d["category"].as_str()).collect();
@@ -368,7 +395,10 @@ async fn a_category_the_bundle_knows_shifts_the_prediction_and_is_logged() {
             Some("tax_forms"),
             Some("history"),
             None,
-            Some("history")
+            Some("history"),
+            Some("2024-06-01"),
+            Some("v1.2.3"),
+            Some("billing/refunds"),
         ]
     );
 }

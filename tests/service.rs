@@ -582,6 +582,61 @@ async fn in_flight_estimates_are_held_again_after_a_restart() {
     server.shutdown().await.unwrap();
 }
 
+/// A decision older than `in_flight_ttl_secs` (600 s) but still within `decision_ttl_secs`
+/// (3600 s) no longer holds its estimate after a restart, but still knows which attempts were
+/// reported: the same report sent again after the restart is a duplicate, not a second booking.
+#[tokio::test]
+async fn a_reported_attempt_is_not_booked_again_after_a_restart_once_its_hold_has_lapsed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let text = example_policy_text(&log_dir);
+    let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
+    let d = route(&mut client, text_request("trial", "Name a colour.")).await;
+    let mut o = outcome(&d.decision_id, MIXTRAL);
+    o.cost_usd = Some(0.6);
+    o.attempt = 1;
+    assert!(!report(&mut client, o.clone()).await.duplicate);
+    server.shutdown().await.unwrap();
+
+    // Make the decision 20 minutes old, as if the restart came that long after it.
+    let old = (chrono::Utc::now() - chrono::Duration::minutes(20))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut rewritten = 0;
+    for entry in std::fs::read_dir(&log_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("decisions-") && name.ends_with(".jsonl")) {
+            continue;
+        }
+        let mut lines = Vec::new();
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["decision_id"] == d.decision_id.as_str() {
+                v["ts"] = old.clone().into();
+                rewritten += 1;
+            }
+            lines.push(serde_json::to_string(&v).unwrap());
+        }
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    }
+    assert_eq!(rewritten, 1);
+
+    let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
+    let again = report(&mut client, o.clone()).await;
+    assert!(again.duplicate, "{again:?}");
+    assert_eq!(again.cost_usd, 0.0);
+    // $0.6 of the $1 daily cap is booked, once: a second $0.6 attempt goes over it.
+    route(&mut client, text_request("trial", "Name a colour.")).await;
+    o.attempt = 2;
+    assert!(!report(&mut client, o).await.duplicate);
+    let err = client
+        .route(text_request("trial", "Name a colour."))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn bad_input_gets_invalid_argument_naming_the_field_and_the_server_keeps_serving() {
     let mut t = start_example(|s| s).await;
