@@ -138,19 +138,52 @@ fn check_id(field: &'static str, value: &str, required: bool) -> Result<(), ApiE
     Ok(())
 }
 
+/// The longest run of consecutive digits a category may hold: a label for a kind of request,
+/// not an identifier (account, order, card or phone numbers, epoch timestamps).
+pub const MAX_CATEGORY_DIGIT_RUN: usize = 8;
+
 /// `category`: empty, or a task name a bundle can list ([`is_valid_task_name`]: a short label
 /// of `[A-Za-z0-9_.:/-]`, no spaces or `@`). It is logged as given, so it must not be personal
-/// data: the character set keeps out free text, and the policy's PII detectors keep out
-/// identifiers such as `078-05-1120` that the character set lets through.
+/// data: the character set keeps out free text; a run of more than
+/// [`MAX_CATEGORY_DIGIT_RUN`] digits is refused whatever it is (so whether an id is refused does
+/// not depend on its checksum); and the policy's PII detectors refuse what is PII by its shape,
+/// such as `078-05-1120` or `4111-1111-1111-1111` (keyword-anchored detectors are not run:
+/// `auth:password:reset` is a label).
 fn check_category(value: &str, engine: &DecisionEngine) -> Result<(), ApiError> {
     if value.is_empty() {
         return Ok(());
     }
-    if is_valid_task_name(value) {
-        let found = engine.pii_kinds(value);
-        if found.is_empty() {
-            return Ok(());
+    if !is_valid_task_name(value) {
+        if value.len() > MAX_TASK_BYTES {
+            return Err(bad(
+                "category",
+                format!("longer than {MAX_TASK_BYTES} bytes"),
+            ));
         }
+        let c = value
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || TASK_PUNCTUATION.contains(*c)))
+            .unwrap_or(' ');
+        return Err(bad(
+            "category",
+            format!("character {c:?} is not one of A-Z a-z 0-9 _ . : / -"),
+        ));
+    }
+    let longest_run = value
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    if longest_run > MAX_CATEGORY_DIGIT_RUN {
+        return Err(bad(
+            "category",
+            format!(
+                "holds a {longest_run}-digit number (at most {MAX_CATEGORY_DIGIT_RUN} digits in a row): a category is a label for a kind of request, logged in clear, not an identifier"
+            ),
+        ));
+    }
+    let found = engine.label_pii_kinds(value);
+    if !found.is_empty() {
         let kinds: Vec<&str> = found.iter().map(|k| k.as_str()).collect();
         return Err(bad(
             "category",
@@ -160,20 +193,7 @@ fn check_category(value: &str, engine: &DecisionEngine) -> Result<(), ApiError> 
             ),
         ));
     }
-    if value.len() > MAX_TASK_BYTES {
-        return Err(bad(
-            "category",
-            format!("longer than {MAX_TASK_BYTES} bytes"),
-        ));
-    }
-    let c = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || TASK_PUNCTUATION.contains(*c)))
-        .unwrap_or(' ');
-    Err(bad(
-        "category",
-        format!("character {c:?} is not one of A-Z a-z 0-9 _ . : / -"),
-    ))
+    Ok(())
 }
 
 fn enum_value<T: TryFrom<i32>>(field: &'static str, v: i32) -> Result<T, ApiError> {

@@ -243,11 +243,12 @@ impl DecisionEngine {
         self.learned.as_ref()
     }
 
-    /// The kinds of personal data or secrets the policy's detectors find in `text`, for request
-    /// fields that are logged as given (the category).
-    pub fn pii_kinds(&self, text: &str) -> Vec<PiiKind> {
+    /// The kinds of personal data or secrets the policy's detectors find by their shape in
+    /// `label`, a short request field that is logged as given (the category); keyword-anchored
+    /// detectors are not run ([`PiiDetector::scan_shapes`]).
+    pub fn label_pii_kinds(&self, label: &str) -> Vec<PiiKind> {
         self.pii
-            .scan(text)
+            .scan_shapes(label)
             .counts()
             .into_iter()
             .map(|(k, _)| k)

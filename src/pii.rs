@@ -560,6 +560,19 @@ impl PiiDetector {
 
     /// Scans `text` and returns sorted, non-overlapping matches.
     pub fn scan(&self, text: &str) -> PiiScan {
+        self.scan_with(text, true)
+    }
+
+    /// [`PiiDetector::scan`] without the keyword-anchored detectors (`password=…`, `Bearer …`,
+    /// URL credentials, `passport no: …`, `SSN: …`): for short labels such as a request's
+    /// category, where `auth:password:reset` is a name, not an assignment. Values that are
+    /// PII by their shape (phone, card, IBAN, SSN / NINO, key-shaped tokens, e-mail) are found
+    /// as in free text.
+    pub fn scan_shapes(&self, text: &str) -> PiiScan {
+        self.scan_with(text, false)
+    }
+
+    fn scan_with(&self, text: &str, keywords: bool) -> PiiScan {
         if text.is_empty() {
             return PiiScan::default();
         }
@@ -580,7 +593,7 @@ impl PiiDetector {
         if let Some(re) = &self.secret_token {
             find_secret_tokens(re, text, &mut cands);
         }
-        if self.secret_assign.is_some() || self.id_keyword.is_some() {
+        if keywords && (self.secret_assign.is_some() || self.id_keyword.is_some()) {
             let (assign_windows, id_windows) = self.trigger_windows(text);
             if let Some(re) = &self.secret_assign {
                 for &(lo, hi) in &assign_windows {
@@ -1346,6 +1359,40 @@ mod tests {
     fn assert_none(det: &PiiDetector, text: &str) {
         let got = found(det, text);
         assert!(got.is_empty(), "unexpected matches in {text:?}: {got:?}");
+    }
+
+    #[test]
+    fn shape_scan_skips_keyword_anchored_detectors_only() {
+        let det = all();
+        let kinds = |text: &str| -> Vec<PiiKind> {
+            det.scan_shapes(text)
+                .matches
+                .iter()
+                .map(|m| m.kind)
+                .collect()
+        };
+        // Keyword-anchored: found in text, not in a label.
+        for text in [
+            "auth:password:reset-2fa",
+            "api_key:abc123xyz987",
+            "ssn:078051120",
+            "https://bob:hunter2pass@example.com",
+        ] {
+            assert!(!det.scan(text).is_empty(), "scan finds {text:?}");
+            assert!(kinds(text).is_empty(), "{text:?}: {:?}", kinds(text));
+        }
+        // PII by its shape: found by both.
+        for (text, kind) in [
+            ("078-05-1120", PiiKind::NationalId),
+            ("4111-1111-1111-1111", PiiKind::CardNumber),
+            ("415-555-0132", PiiKind::Phone),
+            ("AKIAIOSFODNN7EXAMPLE", PiiKind::Secret),
+            ("GB82WEST12345698765432", PiiKind::Iban),
+            ("jane@example.com", PiiKind::Email),
+        ] {
+            assert_eq!(kinds(text), vec![kind], "{text:?}");
+            assert_eq!(found(&det, text).len(), 1, "{text:?}");
+        }
     }
 
     #[test]

@@ -141,7 +141,11 @@ struct ReplayedOutcome {
     attempt: u32,
 }
 
-/// What the outcomes of the in-flight window say about one restored decision.
+/// How much earlier than its oldest restored decision a restart starts reading outcome
+/// segments (by their modification time), for wall-clock steps between the two writes.
+const RESTORE_CLOCK_SLACK: Duration = Duration::from_secs(60);
+
+/// What the logged outcomes say about one restored decision.
 #[derive(Default)]
 struct Settled {
     any_outcome: bool,
@@ -186,7 +190,8 @@ fn restore(
     // Both clocks read together, after the spend replay (which can take a while).
     let now = Utc::now();
     let mono_now = Instant::now();
-    let ttl_ago = std::time::SystemTime::now().checked_sub(ttl);
+    let sys_now = std::time::SystemTime::from(now);
+    let ttl_ago = sys_now.checked_sub(ttl);
     // The tracker keeps at most `max_tracked_decisions`: read back only as far as that. Each
     // decision's age is computed once, here.
     let recent = decision_log::read_newest(
@@ -219,13 +224,14 @@ fn restore(
     if !settled.is_empty() {
         // An outcome is logged after its decision: segments last written before the oldest
         // restored decision (at most the TTL ago; newer when the tracker's capacity cut the
-        // read short) hold none of theirs. A second of slack for the two clocks.
+        // read short) hold none of theirs. Ages and this cut-off are taken from the same `now`
+        // (the reads in between do not move it), with a minute of slack for clock steps.
         let since = recent
             .iter()
             .filter_map(|(_, age)| *age)
             .max()
             .map_or(ttl_ago, |oldest| {
-                std::time::SystemTime::now().checked_sub(oldest + Duration::from_secs(1))
+                sys_now.checked_sub(oldest + RESTORE_CLOCK_SLACK)
             });
         decision_log::read_records::<ReplayedOutcome>(
             dir,

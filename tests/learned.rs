@@ -362,7 +362,7 @@ async fn a_category_the_bundle_knows_shifts_the_prediction_and_is_logged() {
     // message names what was found; a date- or version-like label is not personal data.
     for (bad, kind) in [
         ("078-05-1120", "national_id"),
-        ("4111111111111111", "card_number"),
+        ("4111-1111-1111-1111", "card_number"),
         ("415-555-0132", "phone"),
         ("AKIAIOSFODNN7EXAMPLE", "secret"),
     ] {
@@ -379,7 +379,34 @@ async fn a_category_the_bundle_knows_shifts_the_prediction_and_is_logged() {
             err.message()
         );
     }
-    for fine in ["2024-06-01", "v1.2.3", "billing/refunds"] {
+    // A long number is refused whatever its checksum: ids are not labels.
+    for bad in [
+        "4111111111111111",
+        "order/6011000990139424",
+        "order/6011000990139425",
+        "ts:1733100000000",
+    ] {
+        let err = client
+            .route(ask(bad, proto::TaskType::Unspecified))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        assert!(
+            err.message().starts_with("category: holds a")
+                && err.message().contains("-digit number"),
+            "{bad:?}: {}",
+            err.message()
+        );
+    }
+    // Keyword-anchored detectors do not run on a label.
+    for fine in [
+        "2024-06-01",
+        "v1.2.3",
+        "billing/refunds",
+        "auth:password:reset-2fa",
+        "secret:santa/2024",
+        "order/60110009",
+    ] {
         client
             .route(ask(fine, proto::TaskType::Unspecified))
             .await
@@ -399,6 +426,9 @@ async fn a_category_the_bundle_knows_shifts_the_prediction_and_is_logged() {
             Some("2024-06-01"),
             Some("v1.2.3"),
             Some("billing/refunds"),
+            Some("auth:password:reset-2fa"),
+            Some("secret:santa/2024"),
+            Some("order/60110009"),
         ]
     );
 }

@@ -598,13 +598,24 @@ async fn a_reported_attempt_is_not_booked_again_after_a_restart_once_its_hold_ha
     assert!(!report(&mut client, o.clone()).await.duplicate);
     server.shutdown().await.unwrap();
 
-    // Make the decision 20 minutes old, as if the restart came that long after it.
-    let old = (chrono::Utc::now() - chrono::Duration::minutes(20))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    // Make the decision 20 minutes old, as if the restart came that long after it, and its
+    // segments last written then (the outcome's a second later), so the restart must pick the
+    // outcome segment by its age.
+    let made = chrono::Utc::now() - chrono::Duration::minutes(20);
+    let old = made.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut rewritten = 0;
     for entry in std::fs::read_dir(&log_dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("outcomes-") && name.ends_with(".jsonl") {
+            let written = std::time::SystemTime::from(made) + std::time::Duration::from_secs(1);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(written)
+                .unwrap();
+        }
         if !(name.starts_with("decisions-") && name.ends_with(".jsonl")) {
             continue;
         }
@@ -618,6 +629,12 @@ async fn a_reported_attempt_is_not_booked_again_after_a_restart_once_its_hold_ha
             lines.push(serde_json::to_string(&v).unwrap());
         }
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(made.into())
+            .unwrap();
     }
     assert_eq!(rewritten, 1);
 
