@@ -601,19 +601,24 @@ async fn a_reported_attempt_is_not_booked_again_after_a_restart_once_its_hold_ha
     // Make the decision 20 minutes old, as if the restart came that long after it, and its
     // segments last written then (the outcome's a second later), so the restart must pick the
     // outcome segment by its age.
-    let made = chrono::Utc::now() - chrono::Duration::minutes(20);
+    let now = chrono::Utc::now();
+    let made = now - chrono::Duration::minutes(20);
     let old = made.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    // The spend replay reads only segments written this month: in the first 20 minutes of a
+    // month the outcome segment keeps today's date.
+    let outcome_written = Some(made + chrono::Duration::seconds(1))
+        .filter(|t| chrono::Datelike::month(t) == chrono::Datelike::month(&now))
+        .unwrap_or(now);
     let mut rewritten = 0;
     for entry in std::fs::read_dir(&log_dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.starts_with("outcomes-") && name.ends_with(".jsonl") {
-            let written = std::time::SystemTime::from(made) + std::time::Duration::from_secs(1);
             std::fs::File::options()
                 .write(true)
                 .open(&path)
                 .unwrap()
-                .set_modified(written)
+                .set_modified(outcome_written.into())
                 .unwrap();
         }
         if !(name.starts_with("decisions-") && name.ends_with(".jsonl")) {
