@@ -223,11 +223,15 @@ impl Featurizer {
             .iter()
             .map(|&f| meta::value(f, text.len(), &stats, ids.len(), self.config.max_tokens));
         out.fill(0.0);
-        let task_col = task.and_then(|t| self.config.task_column(t));
+        // The task's one-hot column, where this featurizer emits it (the text features below
+        // never write that column).
+        if let Some(slot) = task
+            .and_then(|t| self.task_input_column(t))
+            .and_then(|c| out.get_mut(c))
+        {
+            *slot = 1.0;
+        }
         let Some(column_of) = &self.column_of else {
-            if let Some(slot) = task_col.and_then(|c| out.get_mut(c)) {
-                *slot = 1.0;
-            }
             let (hashed, meta_out) = out.split_at_mut(hash_dim);
             let mut touched = Vec::with_capacity(ids.len() * self.config.ngram_max);
             self.bucket_counts(&ids, hashed, &mut touched);
@@ -257,12 +261,6 @@ impl Featurizer {
             if let Some(&col) = column_of.get(hash_dim + i).filter(|&&c| c != DROPPED) {
                 out[col as usize] = v;
             }
-        }
-        if let Some(&col) = task_col
-            .and_then(|c| column_of.get(c))
-            .filter(|&&c| c != DROPPED)
-        {
-            out[col as usize] = 1.0;
         }
         Ok(())
     }
