@@ -518,17 +518,15 @@ async fn a_retried_outcome_report_books_once() {
 
 #[tokio::test]
 async fn spend_survives_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let log_dir = tmp.path().join("log");
-    let text = example_policy_text(&log_dir);
-    let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
+    let example = ExampleLog::new(|s| s);
+    let (server, mut client) = example.start().await;
     let d = route(&mut client, text_request("trial", "Name a colour.")).await;
     let mut o = outcome(&d.decision_id, MIXTRAL);
     o.cost_usd = Some(1.0);
     client.report_outcome(o).await.unwrap();
     server.shutdown().await.unwrap();
 
-    let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
+    let (server, mut client) = example.start().await;
     let err = client
         .route(text_request("trial", "Name a colour."))
         .await
@@ -543,15 +541,15 @@ async fn spend_survives_a_restart() {
 
 #[tokio::test]
 async fn in_flight_estimates_are_held_again_after_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let log_dir = tmp.path().join("log");
     // A cap below one decision's estimate: one decision in flight is enough to reach it.
-    let text = example_policy_text(&log_dir).replace(
-        "tenant = \"trial\"\ndaily_usd = 1.0",
-        "tenant = \"trial\"\ndaily_usd = 0.0001",
-    );
-    assert!(text.contains("daily_usd = 0.0001"));
-    let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
+    let example = ExampleLog::new(|s| {
+        s.replace(
+            "tenant = \"trial\"\ndaily_usd = 1.0",
+            "tenant = \"trial\"\ndaily_usd = 0.0001",
+        )
+    });
+    assert!(example.text.contains("daily_usd = 0.0001"));
+    let (server, mut client) = example.start().await;
     let q = "Name a colour.";
     let d = route(&mut client, text_request("trial", q)).await;
     assert!(d.estimated_cost_usd > 0.0001, "{}", d.estimated_cost_usd);
@@ -560,7 +558,7 @@ async fn in_flight_estimates_are_held_again_after_a_restart() {
     server.shutdown().await.unwrap();
 
     // No outcome came: after a restart the estimate is held again.
-    let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
+    let (server, mut client) = example.start().await;
     let err = client.route(text_request("trial", q)).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
     // Its outcome (free) releases the hold.
@@ -575,7 +573,7 @@ async fn in_flight_estimates_are_held_again_after_a_restart() {
     server.shutdown().await.unwrap();
 
     // Both decisions settled: a restart holds nothing, and still knows the reported attempt.
-    let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
+    let (server, mut client) = example.start().await;
     client.route(text_request("trial", q)).await.unwrap();
     let again = client.report_outcome(first).await.unwrap().into_inner();
     assert!(again.duplicate, "{again:?}");
@@ -587,10 +585,8 @@ async fn in_flight_estimates_are_held_again_after_a_restart() {
 /// reported: the same report sent again after the restart is a duplicate, not a second booking.
 #[tokio::test]
 async fn a_reported_attempt_is_not_booked_again_after_a_restart_once_its_hold_has_lapsed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let log_dir = tmp.path().join("log");
-    let text = example_policy_text(&log_dir);
-    let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
+    let example = ExampleLog::new(|s| s);
+    let (server, mut client) = example.start().await;
     let d = route(&mut client, text_request("trial", "Name a colour.")).await;
     let mut o = outcome(&d.decision_id, MIXTRAL);
     o.cost_usd = Some(0.6);
@@ -610,7 +606,7 @@ async fn a_reported_attempt_is_not_booked_again_after_a_restart_once_its_hold_ha
         .filter(|t| chrono::Datelike::month(t) == chrono::Datelike::month(&now))
         .unwrap_or(now);
     let mut rewritten = 0;
-    for entry in std::fs::read_dir(&log_dir).unwrap() {
+    for entry in std::fs::read_dir(&example.log_dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.starts_with("outcomes-") && name.ends_with(".jsonl") {
@@ -643,7 +639,7 @@ async fn a_reported_attempt_is_not_booked_again_after_a_restart_once_its_hold_ha
     }
     assert_eq!(rewritten, 1);
 
-    let (server, mut client) = start_with(policy_from(&text, tmp.path())).await;
+    let (server, mut client) = example.start().await;
     let again = report(&mut client, o.clone()).await;
     assert!(again.duplicate, "{again:?}");
     assert_eq!(again.cost_usd, 0.0);

@@ -51,17 +51,37 @@ pub async fn start_with(policy: Policy) -> (RunningServer, RouterClient<Channel>
     (server, client)
 }
 
+/// The example policy, optionally edited, with its log in a fresh temp dir that outlives the
+/// servers started on it (for restarts on the same log).
+pub struct ExampleLog {
+    pub tmp: tempfile::TempDir,
+    pub log_dir: PathBuf,
+    pub text: String,
+}
+
+impl ExampleLog {
+    pub fn new(edit: impl FnOnce(String) -> String) -> ExampleLog {
+        let tmp = tempfile::tempdir().unwrap();
+        let log_dir = tmp.path().join("log");
+        let text = edit(example_policy_text(&log_dir));
+        ExampleLog { tmp, log_dir, text }
+    }
+
+    /// A server on port 0 with this policy and log, and a client.
+    pub async fn start(&self) -> (RunningServer, RouterClient<Channel>) {
+        start_with(policy_from(&self.text, self.tmp.path())).await
+    }
+}
+
 /// The example policy, optionally edited, served on port 0 with its log in a fresh temp dir.
 pub async fn start_example(edit: impl FnOnce(String) -> String) -> TestServer {
-    let tmp = tempfile::tempdir().unwrap();
-    let log_dir = tmp.path().join("log");
-    let text = edit(example_policy_text(&log_dir));
-    let (server, client) = start_with(policy_from(&text, tmp.path())).await;
+    let example = ExampleLog::new(edit);
+    let (server, client) = example.start().await;
     TestServer {
         server,
         client,
-        log_dir,
-        _tmp: Some(tmp),
+        log_dir: example.log_dir,
+        _tmp: Some(example.tmp),
     }
 }
 
