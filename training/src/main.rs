@@ -230,8 +230,7 @@ fn eval_bundle(
     let x = signalbox_train::featurize::featurize_all(&featurizer, &prompts, &tasks, &bar)?;
     bar.finish_and_clear();
     let probs = linear.predict_sparse(&x);
-    let prompt_only_probs =
-        pipeline::prompt_only_predictions(&featurizer, &linear, &prompts, &tasks)?;
+    let prompt_only_probs = pipeline::prompt_only_predictions(&featurizer, &linear, &x);
     let costs: Vec<f64> = manifest.models.iter().map(|m| m.cost).collect();
     let rules = match &model.rules_config {
         Some(p) => Some(pipeline::rules_decisions(p, &test, &model.weak)?),

@@ -77,6 +77,14 @@ impl LinearModel {
     pub fn predict_sparse(&self, x: &SparseRows) -> Vec<Vec<f64>> {
         (0..x.len()).map(|i| self.probabilities(x.row(i))).collect()
     }
+
+    /// [`LinearModel::predict_sparse`] with the input columns marked in `dropped` read as 0.
+    pub fn predict_sparse_without(&self, x: &SparseRows, dropped: &[bool]) -> Vec<Vec<f64>> {
+        let kept = |&(j, _): &(usize, f32)| !dropped.get(j).copied().unwrap_or(false);
+        (0..x.len())
+            .map(|i| self.probabilities(x.row(i).filter(kept)))
+            .collect()
+    }
 }
 
 /// Fitting options of linfa's FTRL-Proximal logistic regression (McMahan et al. 2013),

@@ -291,8 +291,7 @@ pub fn run_experiment(
     let test_features = featurize_all(&featurizer, &test_prompts, &test_tasks, &bar)?;
     bar.finish_and_clear();
     let probs = model.predict_sparse(&test_features);
-    let prompt_only_probs =
-        prompt_only_predictions(&featurizer, &model, &test_prompts, &test_tasks)?;
+    let prompt_only_probs = prompt_only_predictions(&featurizer, &model, &test_features);
     let costs = parse_costs(&test.models, &test, &margs.costs)?;
     let rules = match &margs.rules_config {
         Some(path) => Some(rules_decisions(path, &test, &margs.weak)?),
@@ -327,24 +326,25 @@ pub fn run_experiment(
     })
 }
 
-/// The predictions of `model` for `prompts` without their tasks (as RouteLLM's routers see
-/// them), when the featurizer has a task column for some prompt's task; `None` otherwise.
+/// The predictions of `model` for the rows of `x` (featurized with their tasks) without their
+/// tasks (as RouteLLM's routers see them): the task columns read as 0, which is what
+/// featurizing the prompts without a task gives. `None` when no row has a task column set.
 pub fn prompt_only_predictions(
     featurizer: &Featurizer,
     model: &LinearModel,
-    prompts: &[&str],
-    tasks: &[Option<&str>],
-) -> Result<Option<Vec<Vec<f64>>>, TrainError> {
-    let knows_a_task = tasks
-        .iter()
-        .flatten()
-        .any(|t| featurizer.task_input_column(t).is_some());
-    if !knows_a_task {
-        return Ok(None);
+    x: &SparseRows,
+) -> Option<Vec<Vec<f64>>> {
+    let mut task_column = vec![false; featurizer.dim()];
+    for task in &featurizer.config().tasks {
+        if let Some(c) = featurizer.task_input_column(task) {
+            task_column[c] = true;
+        }
     }
-    let hidden = indicatif::ProgressBar::hidden();
-    let x = featurize_all(featurizer, prompts, &[], &hidden)?;
-    Ok(Some(model.predict_sparse(&x)))
+    let knows_a_task = x
+        .indices
+        .iter()
+        .any(|&j| task_column.get(j as usize).copied().unwrap_or(false));
+    knows_a_task.then(|| model.predict_sparse_without(x, &task_column))
 }
 
 /// Second training stage: per-task logit offsets ([`fit_task_offsets`]) on top of the fitted

@@ -200,6 +200,17 @@ fn bundle_onnx_is_valid_matches_ort_and_featurizer_reloads_identically() {
     }
     let names: Vec<&str> = exp.report.routers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(&names[..2], ["learned", "learned-prompt-only"]);
+    // The prompt-only predictions (taken from the test features with the task columns read
+    // as 0) are those of the test prompts featurized without their tasks.
+    let prompts: Vec<&str> = exp.test.prompts.iter().map(String::as_str).collect();
+    let hidden = indicatif::ProgressBar::hidden();
+    let untasked =
+        signalbox_train::featurize::featurize_all(&exp.featurizer, &prompts, &[], &hidden).unwrap();
+    assert_ne!(untasked, exp.test_features);
+    assert_eq!(
+        exp.prompt_only_probs.as_ref(),
+        Some(&exp.model.predict_sparse(&untasked))
+    );
 
     // ONNX round trip through our own reader equals the trained weights of those columns
     // (as f32).
