@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::config::LogPolicy;
-use crate::engine::Reason;
+use crate::domain::Reason;
 use crate::money::Micros;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

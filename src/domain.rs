@@ -1,19 +1,30 @@
-//! Domain vocabulary shared by the policy, the router and the API layer.
+//! Domain vocabulary shared by the policy, the detectors, the router, the log and the API
+//! layer. Everything here depends on nothing else in the crate, so every other module can depend
+//! on it downward.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 macro_rules! named_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
 
         impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// Every value, in declaration (and `Ord`) order.
+            pub const ALL: [$name; [$($s),+].len()] = [$($name::$variant),+];
+
+            /// Position in [`Self::ALL`].
+            pub fn index(self) -> usize {
+                self as usize
+            }
+
+            /// Stable snake_case name (the serde representation).
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $s),+ }
             }
+            /// Inverse of `as_str` (exact match).
             pub fn parse(s: &str) -> Option<$name> {
                 match s { $($s => Some($name::$variant),)+ _ => None }
             }
@@ -52,3 +63,51 @@ named_enum!(ErrorKind {
     SchemaViolation => "schema_violation",
 });
 named_enum!(RouterKind { Rules => "rules", Learned => "learned" });
+
+named_enum!(
+    /// Kind of work a prompt asks for.
+    TaskType {
+        Code => "code",
+        Math => "math",
+        Extraction => "extraction",
+        Classification => "classification",
+        Summarization => "summarization",
+        Chat => "chat",
+        Qa => "qa",
+    }
+);
+named_enum!(
+    /// High-stakes subject area of a prompt.
+    RiskDomain {
+        Medical => "medical",
+        Legal => "legal",
+        Financial => "financial",
+        Employment => "employment",
+    }
+);
+named_enum!(
+    /// A category of sensitive data.
+    PiiKind {
+        Email => "email",
+        Phone => "phone",
+        CardNumber => "card_number",
+        Iban => "iban",
+        NationalId => "national_id",
+        Secret => "secret",
+    }
+);
+
+/// Why a decision came out as it did: the policy element that fired and what it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    pub policy_id: String,
+    pub message: String,
+}
+
+/// A [`Reason`].
+pub fn reason(policy_id: impl Into<String>, message: impl Into<String>) -> Reason {
+    Reason {
+        policy_id: policy_id.into(),
+        message: message.into(),
+    }
+}

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use signalbox_features::{BundleManifest, FeatureError, Featurizer, routing};
 
 use crate::config::{BackendChoice, LearnedMode, LearnedPolicy, ModelIdx, Policy};
-use crate::engine::Reason;
+use crate::domain::Reason;
 use crate::inference::{self, Backend, InferenceError, Scorer};
 
 #[derive(Debug, thiserror::Error)]

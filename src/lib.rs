@@ -1,9 +1,12 @@
 //! signalbox: a model-routing decision service for LLM fleets.
 //!
-//! Request path, top to bottom: [`api`] validates and converts the gRPC request, [`engine`]
-//! inspects the prompt ([`pii`], [`classify`]), filters the catalog ([`config`] policy,
-//! [`circuit`] breakers), lets [`rules`] choose, applies [`budget`]s, and [`decision_log`]
-//! records the decision; [`server`] wires it to tonic.
+//! One Route request, top to bottom: [`api`] (the gRPC transport) validates it into domain
+//! input; [`service`] runs the workflow on the [`state`] the server holds: the [`engine`]
+//! decides in named stages (inspect with the [`pii`] and [`classify`] detectors, hard and soft
+//! filters over the [`config`] policy's catalog and the [`circuit`] breakers, [`rules`] and
+//! [`learned`] routers, [`budget`] caps, plans), the service holds the budget, tracks the
+//! decision ([`tracking`]) and appends it to the [`decision_log`]; [`api`] answers. [`server`]
+//! wires it to tonic; [`reload`] swaps policy and bundle; [`domain`] is the shared vocabulary.
 
 pub mod api;
 pub mod baseline;
@@ -21,6 +24,8 @@ pub mod pii;
 pub mod reload;
 pub mod rules;
 pub mod server;
+pub mod service;
+pub mod state;
 pub mod tracking;
 
 /// Generated protobuf and gRPC types (package `signalbox.v1`).

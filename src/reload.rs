@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use crate::api::{LiveState, Shared};
 use crate::config::{ConfigError, Policy};
 use crate::engine::{DecisionEngine, EngineError};
+use crate::state::{LiveState, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {

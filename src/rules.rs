@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::classify::TaskType;
 use crate::config::{Condition, ModelIdx, Policy};
+use crate::domain::Reason;
+use crate::domain::TaskType;
 use crate::domain::{Capability, DataClass, Mode, RiskTier};
-use crate::engine::Reason;
 
 /// What a rule condition can look at.
 #[derive(Debug, Clone)]

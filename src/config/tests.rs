@@ -1,0 +1,194 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../config/signalbox.toml");
+
+fn load(text: &str) -> Result<Policy, ConfigError> {
+    Policy::from_toml(text, Path::new("test.toml"), Path::new("/srv/signalbox"))
+}
+
+fn error_of(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("config should be rejected"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_example_config_loads() {
+    let p = load(EXAMPLE).unwrap();
+    assert!(p.version.starts_with("example-2026-11+"));
+    assert_eq!(p.models.len(), 6);
+    assert_eq!(p.rules.last().unwrap().id, "default");
+    assert_eq!(p.log.dir, Path::new("/srv/signalbox/../signalbox-data/log"));
+    assert_eq!(p.model(0).input_per_1k, Micros(10_000));
+    assert_eq!(
+        p.budgets.tenant_caps("trial").unwrap().on_exceeded,
+        OnExceeded::Deny
+    );
+    assert_eq!(
+        p.budgets.tenant_caps("someone-else").unwrap().daily,
+        Some(Micros(200_000_000))
+    );
+    assert!(p.budgets.user_caps("acme", "").is_none());
+    assert_eq!(p.risk[0].tier, RiskTier::High, "highest tier first");
+    let on_disk = Policy::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/signalbox.toml"
+    )))
+    .unwrap();
+    assert_eq!(on_disk.version, p.version);
+}
+
+#[test]
+fn the_version_changes_with_the_content() {
+    let a = load(EXAMPLE).unwrap().version;
+    let b = load(&EXAMPLE.replace("top_k = 8", "top_k = 9"))
+        .unwrap()
+        .version;
+    assert_ne!(a, b);
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_name_and_position() {
+    let e = error_of(&EXAMPLE.replace("[server]\n", "[server]\nmax_prompt_kb = 3\n"));
+    assert!(e.contains("max_prompt_kb"), "{e}");
+    assert!(e.contains("line"), "{e}");
+    let e = error_of(&EXAMPLE.replace(
+        "id = \"claude-3-5-sonnet\"",
+        "id = \"claude-3-5-sonnet\"\nprice = 1",
+    ));
+    assert!(e.contains("unknown field `price`"), "{e}");
+    let e = error_of(&format!("{EXAMPLE}\n[telemetry]\nendpoint = \"x\"\n"));
+    assert!(e.contains("telemetry"), "{e}");
+}
+
+#[test]
+fn unknown_model_ids_in_rules_are_rejected() {
+    let e = error_of(&EXAMPLE.replace(
+        "route = \"qwen2.5-coder-32b-instruct\"",
+        "route = \"qwen-9000\"",
+    ));
+    assert_eq!(
+        e,
+        "invalid config: `rules[0].route`: unknown model id \"qwen-9000\" (not in [[models]])"
+    );
+    let e = error_of(&EXAMPLE.replace(
+        "fallbacks = [\"gpt-4o-mini\", \"llama-3.1-70b-instruct\"]",
+        "fallbacks = [\"gpt-4o-mini\", \"llama-4\"]",
+    ));
+    assert!(
+        e.contains("`rules[6].fallbacks[1]`") && e.contains("llama-4"),
+        "{e}"
+    );
+}
+
+#[test]
+fn empty_fallbacks_are_rejected() {
+    let e = error_of(&EXAMPLE.replace(
+        "fallbacks = [\"gpt-4-1106-preview\", \"llama-3.1-70b-instruct\"]",
+        "fallbacks = []",
+    ));
+    assert!(
+        e.contains("`rules[0].fallbacks`") && e.contains("at least one"),
+        "{e}"
+    );
+}
+
+#[test]
+fn negative_or_invalid_prices_are_rejected() {
+    let e = error_of(&EXAMPLE.replace("input_per_1k_usd = 0.01", "input_per_1k_usd = -0.01"));
+    assert!(e.contains("`models[0].input_per_1k_usd`"), "{e}");
+    assert!(e.contains("non-negative"), "{e}");
+    let e = error_of(&EXAMPLE.replace("output_per_1k_usd = 0.03", "output_per_1k_usd = nan"));
+    assert!(e.contains("`models[0].output_per_1k_usd`"), "{e}");
+    let e = error_of(&EXAMPLE.replace("daily_usd = 50.0", "daily_usd = -5.0"));
+    assert!(e.contains("`budgets.tenants[0].daily_usd`"), "{e}");
+}
+
+#[test]
+fn other_semantic_errors_name_their_key() {
+    let cases = [
+        (
+            EXAMPLE.replace("lane = \"hosted\"", "lane = \"moon\""),
+            "`models[0].lane`",
+        ),
+        (
+            EXAMPLE.replace(
+                "capabilities = [\"json_output\"]",
+                "capabilities = [\"telepathy\"]",
+            ),
+            "`models[4].capabilities`",
+        ),
+        (
+            EXAMPLE.replace("quality = 0.90", "quality = 1.5"),
+            "`models[0].quality`",
+        ),
+        (
+            EXAMPLE.replace("[data_classes.regulated]", "[data_classes.secret]"),
+            "`data_classes.secret`",
+        ),
+        (
+            EXAMPLE.replace(
+                "domains = [\"medical\", \"legal\"]",
+                "domains = [\"astrology\"]",
+            ),
+            "`risk[0].domains`",
+        ),
+        (
+            EXAMPLE.replace("on_exceeded = \"deny\"", "on_exceeded = \"panic\""),
+            "`budgets.tenants[1].on_exceeded`",
+        ),
+        (
+            EXAMPLE.replace("task = \"chat\"", "task = \"poetry\""),
+            "`retrieval[1].task`",
+        ),
+        (
+            EXAMPLE.replace(
+                "when = { task = [\"code\"] }",
+                "when = { task = [\"coding\"] }",
+            ),
+            "`rules[0].when.task`",
+        ),
+        (
+            EXAMPLE.replace(
+                "id = \"default\"",
+                "id = \"default\"\nwhen = { mode = \"batch\" }",
+            ),
+            "`rules[6].when`",
+        ),
+        (
+            EXAMPLE.replace("id = \"claude-3-5-sonnet\"", "id = \"gpt-4o-mini\""),
+            "`models[2].id`",
+        ),
+        (
+            EXAMPLE.replace("failure_threshold = 5 ", "failure_threshold = 0 "),
+            "`circuit_breaker.failure_threshold`",
+        ),
+    ];
+    for (text, key) in cases {
+        let e = error_of(&text);
+        assert!(e.contains(key), "expected {key} in: {e}");
+    }
+}
+
+#[test]
+fn every_data_class_must_be_configured() {
+    let text = EXAMPLE.replace(
+        "[data_classes.regulated]\nlanes = [\"private\"]\nstore_prompt = false\n",
+        "",
+    );
+    assert!(error_of(&text).contains("`data_classes.regulated`"));
+}
+
+#[test]
+fn model_cost_is_exact_and_rounds_up() {
+    let p = load(EXAMPLE).unwrap();
+    let gpt4 = p.model(p.find_model("gpt-4-1106-preview").unwrap());
+    // 1000 in at $0.01/1k + 1000 out at $0.03/1k = $0.04.
+    assert_eq!(gpt4.cost(1000, 1000), Micros(40_000));
+    // 1 token in at 10_000 µ$/1k = 10 µ$; 1 out = 30 µ$.
+    assert_eq!(gpt4.cost(1, 1), Micros(40));
+    let mini = p.model(p.find_model("gpt-4o-mini").unwrap());
+    // 1 token at 150 µ$/1k = 0.15 µ$, rounded up to 1.
+    assert_eq!(mini.cost(1, 0), Micros(1));
+}

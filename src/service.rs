@@ -1,0 +1,393 @@
+//! What happens to a validated request.
+//!
+//! Route: decide (claiming the primary's half-open probe, if any), hold the estimated cost
+//! under the budget caps (a cap reached concurrently since the decision sends the request back
+//! to the engine: downgrade or deny), track the decision for its outcome, append the decision
+//! record; a refusal is logged too.
+//!
+//! ReportOutcome: match the decision (an attempt already reported is a duplicate), book the
+//! cost in place of the hold, tick the circuit breakers, append the outcome record.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+
+use crate::circuit::ProbeClaim;
+use crate::config::Policy;
+use crate::decision_log::{DecisionRecord, LogError, LogRecord, OutcomeRecord, ShadowRecord};
+use crate::domain::{ErrorKind, Reason, RouterKind};
+use crate::engine::{DecideError, Decision, DecisionEngine, RouteInput, RuntimeState, TaskSource};
+use crate::money::Micros;
+use crate::state::{LiveState, Shared};
+use crate::tracking::{Claim, TrackedDecision};
+
+/// How often a request that lost a half-open probe to a concurrent one decides again.
+const PROBE_RETRIES: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("model_id: unknown model {0:?}")]
+    UnknownModel(String),
+    #[error("decision_id: no recent decision {0:?} (unknown or expired)")]
+    DecisionNotFound(String),
+    #[error(transparent)]
+    Decide(#[from] DecideError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// A decision with the live state it was made under (model indices refer to its policy).
+pub struct Routed {
+    pub decision_id: String,
+    pub decision: Decision,
+    pub live: Arc<LiveState>,
+}
+
+/// A validated outcome.
+#[derive(Debug, Clone)]
+pub struct OutcomeInput {
+    pub decision_id: String,
+    pub model_id: String,
+    pub success: bool,
+    pub quality: f64,
+    pub latency_ms: u32,
+    pub tokens_in: u32,
+    pub tokens_out: u32,
+    pub cost: Option<Micros>,
+    pub error: ErrorKind,
+    /// 0: not numbered (always booked); 1..=64: booked once.
+    pub attempt: u32,
+}
+
+/// What ReportOutcome answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acknowledged {
+    pub decision_id: String,
+    /// The cost booked (zero for a duplicate).
+    pub cost: Micros,
+    /// The model's circuit state after the outcome.
+    pub circuit_state: &'static str,
+    /// The attempt was reported before: nothing booked, counted or logged again.
+    pub duplicate: bool,
+}
+
+fn timestamp() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Shared {
+    /// The whole Route path after validation: decide, track, reserve budget, log.
+    pub async fn route(&self, input: RouteInput) -> Result<Routed, ServiceError> {
+        // Refuse before holding budget or tracking a decision the log could not keep.
+        self.ensure_log_writable()?;
+        let live = self.live.load_full();
+        let engine = &live.engine;
+        let policy = engine.policy();
+        let decision_id = uuid::Uuid::now_v7().to_string();
+        let state = RuntimeState {
+            budgets: &self.budgets,
+            circuits: &self.circuits,
+        };
+        let payer = self.budgets.payer(&input.tenant_id, &input.user_id);
+        let ttl = Duration::from_secs(policy.budgets.in_flight_ttl_secs);
+        let (mut decision, probe) = self
+            .decide_claiming_probe(&decision_id, &input, engine, &state)
+            .await?;
+        let now = Instant::now();
+        let reservation = if decision.budget_limited {
+            self.budgets
+                .reserve(&payer, decision.estimated_cost, ttl, now)
+        } else {
+            match self.budgets.reserve_if_within(
+                policy,
+                &payer,
+                decision.estimated_cost,
+                ttl,
+                now,
+                Utc::now(),
+            ) {
+                Ok(r) => r,
+                // Concurrent requests reached a cap since the check: decide again under it
+                // (downgrade or deny, as the policy says).
+                Err(_) => {
+                    if probe == ProbeClaim::Spent {
+                        let primary = policy.model(decision.primary);
+                        self.circuits.release_probe(
+                            &policy.circuit,
+                            &primary.id,
+                            &primary.provider,
+                        );
+                    }
+                    decision = self
+                        .decide_claiming_probe(&decision_id, &input, engine, &state)
+                        .await?
+                        .0;
+                    self.budgets
+                        .reserve(&payer, decision.estimated_cost, ttl, now)
+                }
+            }
+        };
+        self.stats.record(&decision, policy);
+        self.tracker.insert(
+            &decision_id,
+            TrackedDecision {
+                payer,
+                created: now,
+                reservation,
+                reported: 0,
+            },
+        );
+        self.log
+            .append(LogRecord::Decision(Box::new(decision_record(
+                &decision_id,
+                &input,
+                &decision,
+                policy,
+            ))))
+            .await?;
+        Ok(Routed {
+            decision_id,
+            decision,
+            live,
+        })
+    }
+
+    /// `UNAVAILABLE` while the decision log is retrying a failed write.
+    fn ensure_log_writable(&self) -> Result<(), ServiceError> {
+        if self.log.writable() {
+            Ok(())
+        } else {
+            Err(ServiceError::Log(LogError::Unwritable))
+        }
+    }
+
+    /// The engine's decision, holding a probe of its primary's half-open breaker. Concurrent
+    /// requests may all have read a free probe; those that find it taken decide again (the
+    /// breaker now reads as open for them), at most [`PROBE_RETRIES`] times. The last decision
+    /// stands even if its probe is taken: the engine chose it with every alternative ruled
+    /// out (an open breaker relaxed, with a reason).
+    async fn decide_claiming_probe(
+        &self,
+        decision_id: &str,
+        input: &RouteInput,
+        engine: &DecisionEngine,
+        state: &RuntimeState<'_>,
+    ) -> Result<(Decision, ProbeClaim), ServiceError> {
+        let policy = engine.policy();
+        let mut round = 0;
+        loop {
+            let decision = self
+                .decide_or_log_refusal(decision_id, input, engine, state)
+                .await?;
+            let primary = policy.model(decision.primary);
+            let claim = self.circuits.claim_probe(
+                &policy.circuit,
+                &primary.id,
+                &primary.provider,
+                Instant::now(),
+            );
+            if claim != ProbeClaim::Taken || round == PROBE_RETRIES {
+                return Ok((decision, claim));
+            }
+            round += 1;
+        }
+    }
+
+    /// The engine's decision; a refusal (budget denial, unsatisfiable request) is logged as a
+    /// decision too before it is returned.
+    async fn decide_or_log_refusal(
+        &self,
+        decision_id: &str,
+        input: &RouteInput,
+        engine: &DecisionEngine,
+        state: &RuntimeState<'_>,
+    ) -> Result<Decision, ServiceError> {
+        match engine.decide(input, state, Utc::now(), Instant::now()) {
+            Ok(d) => Ok(d),
+            Err(e) => {
+                self.log
+                    .append(LogRecord::Decision(Box::new(refusal_record(
+                        decision_id,
+                        input,
+                        engine.policy(),
+                        &e,
+                    ))))
+                    .await?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The whole ReportOutcome path after validation.
+    pub async fn report(&self, o: OutcomeInput) -> Result<Acknowledged, ServiceError> {
+        // Refuse before booking spend the log could not keep (the caller retries later).
+        self.ensure_log_writable()?;
+        let live = self.live.load();
+        let policy = live.engine.policy();
+        let Some(spec) = policy.find_model(&o.model_id).map(|m| policy.model(m)) else {
+            return Err(ServiceError::UnknownModel(o.model_id));
+        };
+        let claim = self
+            .tracker
+            .claim(&o.decision_id, o.attempt)
+            .ok_or_else(|| ServiceError::DecisionNotFound(o.decision_id.clone()))?;
+        let tracked = match claim {
+            Claim::Book(t) => t,
+            // A retried report: acknowledged again, nothing booked, counted or logged twice.
+            Claim::Repeat => {
+                return Ok(Acknowledged {
+                    decision_id: o.decision_id,
+                    cost: Micros::ZERO,
+                    circuit_state: self.circuits.state_name(&policy.circuit, &spec.id),
+                    duplicate: true,
+                });
+            }
+        };
+        let cost = o
+            .cost
+            .unwrap_or_else(|| spec.cost(u64::from(o.tokens_in), u64::from(o.tokens_out)));
+        let now = Utc::now();
+        self.budgets
+            .settle(&tracked.payer, tracked.reservation, cost, now);
+        let circuit_state = self.circuits.record(
+            &policy.circuit,
+            &spec.id,
+            &spec.provider,
+            o.error,
+            Instant::now(),
+        );
+        self.log
+            .append(LogRecord::Outcome(OutcomeRecord {
+                ts: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+                decision_id: o.decision_id.clone(),
+                tenant_id: tracked.payer.tenant_id().to_string(),
+                user_id: tracked.payer.user_id().to_string(),
+                model_id: o.model_id,
+                success: o.success,
+                quality: o.quality,
+                latency_ms: o.latency_ms,
+                tokens_in: o.tokens_in,
+                tokens_out: o.tokens_out,
+                cost_usd: cost.usd(),
+                error: o.error.as_str().to_string(),
+                attempt: o.attempt,
+            }))
+            .await?;
+        Ok(Acknowledged {
+            decision_id: o.decision_id,
+            cost,
+            circuit_state,
+            duplicate: false,
+        })
+    }
+}
+
+fn base_record(decision_id: &str, input: &RouteInput, policy: &Policy) -> DecisionRecord {
+    DecisionRecord {
+        ts: timestamp(),
+        decision_id: decision_id.to_string(),
+        request_id: input.request_id.clone(),
+        tenant_id: input.tenant_id.clone(),
+        user_id: input.user_id.clone(),
+        task: input.task_hint.map_or("", |t| t.as_str()).to_string(),
+        category: input.category.clone(),
+        task_source: if input.task_hint.is_some() {
+            "hint"
+        } else {
+            ""
+        }
+        .to_string(),
+        data_class: input.data_class.as_str().to_string(),
+        mode: input.mode.as_str().to_string(),
+        risk_tier: String::new(),
+        prompt: None,
+        prompt_chars: 0,
+        prompt_tokens_est: 0,
+        pii: BTreeMap::new(),
+        capabilities: input
+            .capabilities
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect(),
+        quality_preference: input.quality_preference,
+        latency_budget_ms: input.latency_budget_ms,
+        router: RouterKind::Rules.as_str().to_string(),
+        primary: String::new(),
+        fallbacks: Vec::new(),
+        cascade: Vec::new(),
+        shadow: None,
+        predicted_quality: None,
+        quality_target: None,
+        estimated_cost_usd: 0.0,
+        policy_version: policy.version.clone(),
+        model_version: String::new(),
+        reasons: Vec::new(),
+        denied: false,
+    }
+}
+
+fn refusal_record(
+    decision_id: &str,
+    input: &RouteInput,
+    policy: &Policy,
+    error: &DecideError,
+) -> DecisionRecord {
+    let mut r = base_record(decision_id, input, policy);
+    r.denied = true;
+    r.reasons.push(match error {
+        DecideError::BudgetDenied { policy_id, message } => Reason {
+            policy_id: policy_id.clone(),
+            message: message.clone(),
+        },
+        DecideError::NoEligibleModel(message) => Reason {
+            policy_id: "no_eligible_model".into(),
+            message: message.clone(),
+        },
+    });
+    r
+}
+
+fn decision_record(
+    decision_id: &str,
+    input: &RouteInput,
+    d: &Decision,
+    policy: &Policy,
+) -> DecisionRecord {
+    let id = |m: usize| policy.model(m).id.clone();
+    let mut r = base_record(decision_id, input, policy);
+    r.task = d.task.as_str().to_string();
+    r.task_source = match d.task_source {
+        TaskSource::Hint => "hint",
+        TaskSource::Detected => "detected",
+    }
+    .to_string();
+    r.data_class = d.effective_data_class.as_str().to_string();
+    r.risk_tier = d.risk_tier.as_str().to_string();
+    r.prompt = d.loggable_prompt.clone();
+    r.prompt_chars = d.prompt_chars;
+    r.prompt_tokens_est = d.prompt_tokens;
+    r.pii = d
+        .pii
+        .iter()
+        .map(|(k, n)| (k.as_str().to_string(), *n))
+        .collect();
+    r.router = d.router.as_str().to_string();
+    r.primary = id(d.primary);
+    r.fallbacks = d.fallbacks.iter().map(|&m| id(m)).collect();
+    r.cascade = d.cascade.iter().map(|s| id(s.model)).collect();
+    r.shadow = d.shadow.as_ref().map(|s| ShadowRecord {
+        router: s.router.as_str().to_string(),
+        primary: id(s.primary),
+        agrees: s.primary == d.primary,
+    });
+    r.predicted_quality =
+        (!d.predicted_quality.is_empty()).then(|| d.predicted_quality.iter().cloned().collect());
+    r.estimated_cost_usd = d.estimated_cost.usd();
+    r.quality_target = d.quality_target;
+    r.policy_version = d.policy_version.clone();
+    r.model_version = d.model_version.clone();
+    r.reasons = d.reasons.clone();
+    r
+}

@@ -1,0 +1,98 @@
+//! What a running service holds: the live state (policy and compiled engine, swapped whole on
+//! reload), and what outlives reloads: budgets, circuit breakers, the decisions awaiting
+//! outcomes, the decision log and the counters. At start it is rebuilt from the log
+//! ([`restore`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::budget::BudgetLedger;
+use crate::circuit::CircuitBreakers;
+use crate::config::Policy;
+use crate::decision_log::{DecisionLog, LogError};
+use crate::domain::RouterKind;
+use crate::engine::{Decision, DecisionEngine, EngineError};
+use crate::tracking::DecisionTracker;
+
+mod restore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// Everything a request reads that can be replaced on reload, swapped as one unit.
+pub struct LiveState {
+    pub engine: DecisionEngine,
+}
+
+/// Decisions by router and model, and how often the shadow router agreed.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    pub by_router_model: parking_lot::Mutex<BTreeMap<(RouterKind, String), u64>>,
+    pub with_shadow: AtomicU64,
+    pub shadow_agreements: AtomicU64,
+    pub reloads: AtomicU64,
+    pub failed_reloads: AtomicU64,
+}
+
+impl RouteStats {
+    pub(crate) fn record(&self, d: &Decision, policy: &Policy) {
+        *self
+            .by_router_model
+            .lock()
+            .entry((d.router, policy.model(d.primary).id.clone()))
+            .or_default() += 1;
+        if let Some(s) = &d.shadow {
+            self.with_shadow.fetch_add(1, Ordering::Relaxed);
+            if s.primary == d.primary {
+                self.shadow_agreements.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Service state shared by all requests.
+pub struct Shared {
+    pub live: ArcSwap<LiveState>,
+    /// The policy file, for reloads (`None` when started from an in-memory policy).
+    pub config_path: Option<std::path::PathBuf>,
+    pub reload_lock: tokio::sync::Mutex<()>,
+    pub stats: RouteStats,
+    pub budgets: BudgetLedger,
+    pub circuits: CircuitBreakers,
+    pub tracker: DecisionTracker,
+    pub log: DecisionLog,
+}
+
+/// Build the service state for `policy`, restoring budgets and recent decisions from its log.
+pub fn build_shared(
+    policy: Policy,
+    config_path: Option<std::path::PathBuf>,
+) -> Result<Arc<Shared>, StateError> {
+    let log = DecisionLog::open(&policy.log)?;
+    let budgets = BudgetLedger::new();
+    let tracker = DecisionTracker::new(
+        Duration::from_secs(policy.server.decision_ttl_secs),
+        policy.server.max_tracked_decisions,
+    );
+    restore::restore(&policy, &budgets, &tracker)?;
+    let engine = DecisionEngine::new(policy)?;
+    Ok(Arc::new(Shared {
+        live: ArcSwap::from_pointee(LiveState { engine }),
+        config_path,
+        reload_lock: tokio::sync::Mutex::new(()),
+        stats: RouteStats::default(),
+        budgets,
+        circuits: CircuitBreakers::new(),
+        tracker,
+        log,
+    }))
+}
