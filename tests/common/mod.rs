@@ -13,6 +13,10 @@ use tonic::transport::Channel;
 
 pub const EXAMPLE_CONFIG: &str = include_str!("../../config/signalbox.toml");
 
+/// Model ids from the example catalog used across the service tests.
+pub const MIXTRAL: &str = "mistralai/Mixtral-8x7B-Instruct-v0.1";
+pub const GPT4: &str = "gpt-4-1106-preview";
+
 /// The example policy text, rules only (its `[learned]` section, which must come last, is cut),
 /// with its log directory moved to `log_dir`.
 pub fn example_policy_text(log_dir: &Path) -> String {
