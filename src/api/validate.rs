@@ -307,3 +307,359 @@ pub fn outcome_input(o: proto::Outcome, policy: &Policy) -> Result<OutcomeInput,
         attempt,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::proto::route_request::Prompt as ProtoPrompt;
+
+    const EXAMPLE: &str = include_str!("../../config/signalbox.toml");
+
+    /// The example policy, rules only (its `[learned]` section comes last and is cut).
+    fn engine() -> DecisionEngine {
+        let rules_only = EXAMPLE
+            .find("\n[learned]")
+            .map_or(EXAMPLE, |at| &EXAMPLE[..at]);
+        let policy = Policy::from_toml(rules_only, Path::new("test.toml"), Path::new("/tmp"))
+            .expect("example policy is valid");
+        DecisionEngine::new(policy).expect("engine builds")
+    }
+
+    fn request(text: &str) -> proto::RouteRequest {
+        proto::RouteRequest {
+            tenant_id: "acme".into(),
+            prompt: Some(ProtoPrompt::Text(text.into())),
+            ..Default::default()
+        }
+    }
+
+    /// The error for `req`, which must be refused with INVALID_ARGUMENT naming `field`.
+    fn refused(req: proto::RouteRequest, engine: &DecisionEngine, field: &str) -> String {
+        match route_input(req, engine) {
+            Ok(input) => panic!("accepted: {input:?}"),
+            Err(e @ ApiError::InvalidArgument { field: f, .. }) => {
+                assert_eq!(f, field, "{e}");
+                let message = e.to_string();
+                assert!(message.starts_with(&format!("{field}: ")), "{message}");
+                message
+            }
+            Err(e) => panic!("not INVALID_ARGUMENT: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_minimal_request_takes_the_documented_defaults() {
+        let engine = engine();
+        let input = route_input(request("What is the capital of France?"), &engine).unwrap();
+        assert_eq!(input.tenant_id, "acme");
+        assert_eq!(
+            input.prompt,
+            Prompt::Text("What is the capital of France?".into())
+        );
+        assert_eq!(input.data_class, DataClass::Internal);
+        assert_eq!(input.mode, Mode::Interactive);
+        assert_eq!(input.task_hint, None);
+        assert_eq!(input.latency_budget_ms, None);
+        assert_eq!(input.quality_preference, None);
+        assert_eq!(input.category, None);
+        assert!(input.capabilities.is_empty());
+        // A request id is generated when none is given (a UUIDv7: 36 characters).
+        assert_eq!(input.request_id.len(), 36);
+        let given = route_input(
+            proto::RouteRequest {
+                request_id: "req-1".into(),
+                ..request("hi")
+            },
+            &engine,
+        )
+        .unwrap();
+        assert_eq!(given.request_id, "req-1");
+    }
+
+    #[test]
+    fn every_field_is_converted() {
+        let engine = engine();
+        let input = route_input(
+            proto::RouteRequest {
+                request_id: "r".into(),
+                prompt: Some(ProtoPrompt::Messages(proto::Messages {
+                    messages: vec![
+                        proto::ChatMessage {
+                            role: "system".into(),
+                            content: "Be brief.".into(),
+                        },
+                        proto::ChatMessage {
+                            role: "user".into(),
+                            content: "Sum 2 and 3.".into(),
+                        },
+                    ],
+                })),
+                task_hint: proto::TaskType::Math as i32,
+                tenant_id: "acme".into(),
+                user_id: "alice".into(),
+                data_class: proto::DataClass::Regulated as i32,
+                mode: proto::Mode::Batch as i32,
+                latency_budget_ms: 1500,
+                required_capabilities: vec![
+                    proto::Capability::JsonOutput as i32,
+                    proto::Capability::ToolCalling as i32,
+                ],
+                quality_preference: Some(0.25),
+                metadata: [("domain".to_string(), "legal".to_string())].into(),
+                category: "billing/refunds".into(),
+            },
+            &engine,
+        )
+        .unwrap();
+        assert_eq!(
+            input.prompt,
+            Prompt::Messages(vec![
+                ChatMessage {
+                    role: "system".into(),
+                    content: "Be brief.".into()
+                },
+                ChatMessage {
+                    role: "user".into(),
+                    content: "Sum 2 and 3.".into()
+                },
+            ])
+        );
+        assert_eq!(input.task_hint, Some(TaskType::Math));
+        assert_eq!(input.user_id, "alice");
+        assert_eq!(input.data_class, DataClass::Regulated);
+        assert_eq!(input.mode, Mode::Batch);
+        assert_eq!(input.latency_budget_ms, Some(1500));
+        assert_eq!(
+            input.capabilities,
+            BTreeSet::from([Capability::JsonOutput, Capability::ToolCalling])
+        );
+        assert_eq!(input.quality_preference, Some(0.25));
+        assert_eq!(
+            input.metadata.get("domain").map(String::as_str),
+            Some("legal")
+        );
+        assert_eq!(input.category.as_deref(), Some("billing/refunds"));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let engine = engine();
+        let limit = engine.policy().server.max_prompt_bytes;
+        let with = |f: &dyn Fn(&mut proto::RouteRequest)| {
+            let mut r = request("What is 2 + 2?");
+            f(&mut r);
+            r
+        };
+        let message = |role: &str, content: &str| proto::ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        };
+        let messages = |m: Vec<proto::ChatMessage>| {
+            Some(ProtoPrompt::Messages(proto::Messages { messages: m }))
+        };
+        let cases: Vec<(proto::RouteRequest, &str, &str)> = vec![
+            (
+                with(&|r| r.tenant_id = " ".into()),
+                "tenant_id",
+                "is required",
+            ),
+            (
+                with(&|r| r.request_id = "x".repeat(257)),
+                "request_id",
+                "longer than 256",
+            ),
+            (
+                with(&|r| r.user_id = "a\u{7}b".into()),
+                "user_id",
+                "control characters",
+            ),
+            (
+                with(&|r| r.prompt = None),
+                "prompt",
+                "set either text or messages",
+            ),
+            (
+                with(&|r| r.prompt = Some(ProtoPrompt::Text(" \n".into()))),
+                "text",
+                "empty",
+            ),
+            (
+                with(&|r| r.prompt = Some(ProtoPrompt::Text("a".repeat(limit + 1)))),
+                "text",
+                "over the limit",
+            ),
+            (
+                with(&|r| r.prompt = messages(vec![])),
+                "messages",
+                "no messages",
+            ),
+            (
+                with(&|r| r.prompt = messages(vec![message("robot", "hi")])),
+                "messages.role",
+                "unknown role \"robot\"",
+            ),
+            (
+                with(&|r| r.prompt = messages(vec![message("user", " "), message("tool", "")])),
+                "messages",
+                "every message is empty",
+            ),
+            (
+                with(&|r| r.prompt = messages(vec![message("user", &"a".repeat(limit + 1))])),
+                "messages",
+                "over the limit",
+            ),
+            (with(&|r| r.task_hint = 99), "task_hint", "unknown value 99"),
+            (with(&|r| r.data_class = 9), "data_class", "unknown value 9"),
+            (with(&|r| r.mode = 7), "mode", "unknown value 7"),
+            (
+                with(&|r| r.required_capabilities = vec![0]),
+                "required_capabilities",
+                "CAPABILITY_UNSPECIFIED",
+            ),
+            (
+                with(&|r| r.required_capabilities = vec![99]),
+                "required_capabilities",
+                "unknown value 99",
+            ),
+            (
+                with(&|r| r.quality_preference = Some(1.5)),
+                "quality_preference",
+                "[0, 1]",
+            ),
+            (
+                with(&|r| r.quality_preference = Some(f64::NAN)),
+                "quality_preference",
+                "[0, 1]",
+            ),
+            (
+                with(&|r| r.metadata = (0..65).map(|i| (i.to_string(), String::new())).collect()),
+                "metadata",
+                "more than 64",
+            ),
+            (
+                with(&|r| r.metadata = [("k".to_string(), "v".repeat(4097))].into()),
+                "metadata",
+                "value over 4096",
+            ),
+            (
+                with(&|r| r.category = "a b".into()),
+                "category",
+                "character ' '",
+            ),
+            (
+                with(&|r| r.category = "c".repeat(65)),
+                "category",
+                "longer than 64",
+            ),
+            (
+                with(&|r| r.category = "order/123456789".into()),
+                "category",
+                "9-digit number",
+            ),
+            (
+                with(&|r| r.category = "078-05-1120".into()),
+                "category",
+                "national_id",
+            ),
+        ];
+        for (req, field, needle) in cases {
+            let message = refused(req, &engine, field);
+            assert!(
+                message.contains(needle),
+                "{field}: {message:?} lacks {needle:?}"
+            );
+        }
+    }
+
+    fn outcome() -> proto::Outcome {
+        proto::Outcome {
+            decision_id: "d-1".into(),
+            model_id: "gpt-4o-mini".into(),
+            success: true,
+            tokens_in: 10,
+            tokens_out: 20,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn outcomes_are_converted_and_bad_fields_named() {
+        let engine = engine();
+        let policy = engine.policy();
+        let o = outcome_input(outcome(), policy).unwrap();
+        assert_eq!(
+            (o.decision_id.as_str(), o.model_id.as_str()),
+            ("d-1", "gpt-4o-mini")
+        );
+        assert_eq!(
+            (o.quality, o.cost, o.error, o.attempt),
+            (1.0, None, ErrorKind::None, 0)
+        );
+        let failed = outcome_input(
+            proto::Outcome {
+                success: false,
+                error: proto::ErrorKind::Timeout as i32,
+                cost_usd: Some(0.25),
+                attempt: 64,
+                ..outcome()
+            },
+            policy,
+        )
+        .unwrap();
+        assert_eq!(failed.quality, 0.0);
+        assert_eq!(failed.error, ErrorKind::Timeout);
+        assert_eq!(failed.cost, Micros::from_usd(0.25));
+        assert_eq!(failed.attempt, 64);
+
+        let with = |f: &dyn Fn(&mut proto::Outcome)| {
+            let mut o = outcome();
+            f(&mut o);
+            o
+        };
+        let cases: Vec<(proto::Outcome, &str, &str)> = vec![
+            (
+                with(&|o| o.decision_id = String::new()),
+                "decision_id",
+                "is required",
+            ),
+            (
+                with(&|o| o.attempt = MAX_ATTEMPT + 1),
+                "attempt",
+                "65 is above",
+            ),
+            (
+                with(&|o| o.model_id = "gpt-9".into()),
+                "model_id",
+                "unknown model \"gpt-9\"",
+            ),
+            (with(&|o| o.quality = Some(-0.1)), "quality", "[0, 1]"),
+            (
+                with(&|o| o.cost_usd = Some(-1.0)),
+                "cost_usd",
+                "non-negative",
+            ),
+            (
+                with(&|o| o.cost_usd = Some(f64::INFINITY)),
+                "cost_usd",
+                "finite",
+            ),
+            (with(&|o| o.error = 42), "error", "unknown value 42"),
+            (
+                with(&|o| o.error = proto::ErrorKind::Refusal as i32),
+                "error",
+                "successful outcome cannot carry an error kind",
+            ),
+        ];
+        for (o, field, needle) in cases {
+            match outcome_input(o, policy) {
+                Err(e @ ApiError::InvalidArgument { field: f, .. }) => {
+                    assert_eq!(f, field, "{e}");
+                    assert!(e.to_string().contains(needle), "{e} lacks {needle:?}");
+                }
+                other => panic!("{field}: expected INVALID_ARGUMENT, got {other:?}"),
+            }
+        }
+    }
+}
