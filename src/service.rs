@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 
+use crate::budget::{Payer, Reservation};
 use crate::circuit::ProbeClaim;
 use crate::config::Policy;
 use crate::decision_log::{DecisionRecord, LogError, LogRecord, OutcomeRecord, ShadowRecord};
@@ -73,6 +74,16 @@ pub struct Acknowledged {
     pub duplicate: bool,
 }
 
+/// A decision with its estimated cost held on its payer's accounts.
+struct Held {
+    decision: Decision,
+    payer: Payer,
+    /// `None` when nothing is held (a zero estimate).
+    reservation: Option<Reservation>,
+    /// When the hold was taken: the decision's age counts from here.
+    at: Instant,
+}
+
 fn timestamp() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -90,45 +101,14 @@ impl Shared {
             budgets: &self.budgets,
             circuits: &self.circuits,
         };
-        let payer = self.budgets.payer(&input.tenant_id, &input.user_id);
-        let ttl = Duration::from_secs(policy.budgets.in_flight_ttl_secs);
-        let (mut decision, probe) = self
-            .decide_claiming_probe(&decision_id, &input, engine, &state)
+        let Held {
+            decision,
+            payer,
+            reservation,
+            at: now,
+        } = self
+            .decide_and_hold(&decision_id, &input, engine, &state)
             .await?;
-        let now = Instant::now();
-        let reservation = if decision.budget_limited {
-            self.budgets
-                .reserve(&payer, decision.estimated_cost, ttl, now)
-        } else {
-            match self.budgets.reserve_if_within(
-                policy,
-                &payer,
-                decision.estimated_cost,
-                ttl,
-                now,
-                Utc::now(),
-            ) {
-                Ok(r) => r,
-                // Concurrent requests reached a cap since the check: decide again under it
-                // (downgrade or deny, as the policy says).
-                Err(_) => {
-                    if probe == ProbeClaim::Spent {
-                        let primary = policy.model(decision.primary);
-                        self.circuits.release_probe(
-                            &policy.circuit,
-                            &primary.id,
-                            &primary.provider,
-                        );
-                    }
-                    decision = self
-                        .decide_claiming_probe(&decision_id, &input, engine, &state)
-                        .await?
-                        .0;
-                    self.budgets
-                        .reserve(&payer, decision.estimated_cost, ttl, now)
-                }
-            }
-        };
         self.stats.record(&decision, policy);
         self.tracker.insert(
             &decision_id,
@@ -152,6 +132,71 @@ impl Shared {
             decision,
             live,
         })
+    }
+
+    /// Decide, then hold the decision's estimated cost on its payer's accounts for
+    /// `budgets.in_flight_ttl_secs`. A decision made within the caps is held atomically with a
+    /// re-check; if concurrent requests reached a cap since the decision, the engine decides
+    /// again under it (downgrade or deny, as the policy says) and gets the probe it held back.
+    async fn decide_and_hold(
+        &self,
+        decision_id: &str,
+        input: &RouteInput,
+        engine: &DecisionEngine,
+        state: &RuntimeState<'_>,
+    ) -> Result<Held, ServiceError> {
+        let policy = engine.policy();
+        let payer = self.budgets.payer(&input.tenant_id, &input.user_id);
+        let ttl = Duration::from_secs(policy.budgets.in_flight_ttl_secs);
+        let (decision, probe) = self
+            .decide_claiming_probe(decision_id, input, engine, state)
+            .await?;
+        let now = Instant::now();
+        if decision.budget_limited {
+            let held = self
+                .budgets
+                .reserve(&payer, decision.estimated_cost, ttl, now);
+            return Ok(Held {
+                decision,
+                payer,
+                reservation: held,
+                at: now,
+            });
+        }
+        match self.budgets.reserve_if_within(
+            policy,
+            &payer,
+            decision.estimated_cost,
+            ttl,
+            now,
+            Utc::now(),
+        ) {
+            Ok(held) => Ok(Held {
+                decision,
+                payer,
+                reservation: held,
+                at: now,
+            }),
+            Err(_) => {
+                if probe == ProbeClaim::Spent {
+                    let primary = policy.model(decision.primary);
+                    self.circuits
+                        .release_probe(&policy.circuit, &primary.id, &primary.provider);
+                }
+                let (decision, _) = self
+                    .decide_claiming_probe(decision_id, input, engine, state)
+                    .await?;
+                let held = self
+                    .budgets
+                    .reserve(&payer, decision.estimated_cost, ttl, now);
+                Ok(Held {
+                    decision,
+                    payer,
+                    reservation: held,
+                    at: now,
+                })
+            }
+        }
     }
 
     /// `UNAVAILABLE` while the decision log is retrying a failed write.
