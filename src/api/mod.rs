@@ -78,3 +78,86 @@ impl From<ApiError> for Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    fn code(e: impl Into<ApiError>) -> Code {
+        Status::from(e.into()).code()
+    }
+
+    #[test]
+    fn every_error_has_its_status_code() {
+        assert_eq!(code(bad("text", "prompt is empty")), Code::InvalidArgument);
+        assert_eq!(
+            code(ServiceError::UnknownModel("m".into())),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(ServiceError::DecisionNotFound("d".into())),
+            Code::NotFound
+        );
+        assert_eq!(
+            code(ServiceError::Decide(DecideError::BudgetDenied {
+                policy_id: "budget.tenant.daily".into(),
+                message: "over".into(),
+            })),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            code(ServiceError::Decide(DecideError::NoEligibleModel(
+                "x".into()
+            ))),
+            Code::FailedPrecondition
+        );
+        assert_eq!(code(ServiceError::Log(LogError::Closed)), Code::Unavailable);
+        assert_eq!(
+            code(ServiceError::Log(LogError::Unwritable)),
+            Code::Unavailable
+        );
+        assert_eq!(
+            code(ServiceError::Log(LogError::WriterPanicked)),
+            Code::Internal
+        );
+        assert_eq!(code(ReloadError::NoConfigFile), Code::FailedPrecondition);
+        assert_eq!(
+            code(ReloadError::LogDirChanged {
+                from: "a".into(),
+                to: "b".into(),
+            }),
+            Code::FailedPrecondition
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_reload_task_is_internal_not_a_precondition() {
+        let join = tokio::spawn(async { panic!("reload task panicked") })
+            .await
+            .expect_err("the task panics");
+        let status = Status::from(ApiError::from(ReloadError::Join(join)));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(
+            status.message().contains("reload task failed"),
+            "{status:?}"
+        );
+    }
+
+    #[test]
+    fn messages_name_the_field() {
+        assert_eq!(
+            Status::from(bad("category", "longer than 64 bytes")).message(),
+            "category: longer than 64 bytes"
+        );
+        assert_eq!(
+            Status::from(ApiError::from(ServiceError::DecisionNotFound("d-1".into()))).message(),
+            "decision_id: no recent decision \"d-1\" (unknown or expired)"
+        );
+        assert_eq!(
+            Status::from(ApiError::from(ServiceError::UnknownModel("m".into()))).message(),
+            "model_id: unknown model \"m\""
+        );
+    }
+}
