@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
 use crate::ingest::list_files;
-use crate::ingest::service_logs::for_each_line;
+use crate::lines::for_each_line;
 
 #[derive(Debug, Deserialize)]
 struct Shadow {
