@@ -103,11 +103,8 @@ impl RouteInput {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Reason {
-    pub policy_id: String,
-    pub message: String,
-}
+/// Why a decision was made; the same type as the logged reasons.
+pub use signalbox_features::log_schema::Reason;
 
 fn reason(policy_id: impl Into<String>, message: impl Into<String>) -> Reason {
     Reason {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Datelike, Utc};
+use signalbox_features::log_schema::{DecisionSummary, OutcomeSummary};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -121,26 +122,6 @@ pub fn build_shared(
     }))
 }
 
-/// The fields of a logged decision that a restart needs (the rest of each line is skipped).
-#[derive(serde::Deserialize)]
-struct ReplayedDecision {
-    ts: String,
-    decision_id: String,
-    tenant_id: String,
-    user_id: String,
-    denied: bool,
-    estimated_cost_usd: f64,
-}
-
-/// The fields of a logged outcome that tell a restart its decision is settled, and which
-/// attempt it reported.
-#[derive(serde::Deserialize)]
-struct ReplayedOutcome {
-    decision_id: String,
-    #[serde(default)]
-    attempt: u32,
-}
-
 /// How much earlier than its oldest restored decision a restart starts reading outcome
 /// segments (by their modification time), for wall-clock steps between the two writes.
 const RESTORE_CLOCK_SLACK: Duration = Duration::from_secs(60);
@@ -199,7 +180,7 @@ fn restore(
         "decisions",
         ttl_ago,
         policy.server.max_tracked_decisions,
-        |d: ReplayedDecision| {
+        |d: DecisionSummary| {
             let ts = DateTime::parse_from_rfc3339(&d.ts).ok()?;
             let age = now - ts.with_timezone(&Utc);
             // `None`: stamped in the future (clock skew), tracked as made now, never held.
@@ -233,7 +214,7 @@ fn restore(
             .map_or(ttl_ago, |oldest| {
                 sys_now.checked_sub(oldest + RESTORE_CLOCK_SLACK)
             });
-        decision_log::read_records::<ReplayedOutcome>(
+        decision_log::read_records::<OutcomeSummary>(
             dir,
             "outcomes",
             since,
