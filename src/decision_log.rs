@@ -22,76 +22,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::config::LogPolicy;
-use crate::domain::Reason;
 use crate::money::Micros;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ShadowRecord {
-    pub router: String,
-    pub primary: String,
-    pub agrees: bool,
-}
-
-/// One routing decision. Field names are the log schema read by `signalbox-train`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DecisionRecord {
-    pub ts: String,
-    pub decision_id: String,
-    pub request_id: String,
-    pub tenant_id: String,
-    pub user_id: String,
-    pub task: String,
-    /// The caller's category label, when given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub category: Option<String>,
-    pub task_source: String,
-    pub data_class: String,
-    pub mode: String,
-    pub risk_tier: String,
-    /// PII-redacted prompt, or null when the data class does not allow storing it.
-    pub prompt: Option<String>,
-    pub prompt_chars: usize,
-    pub prompt_tokens_est: u32,
-    pub pii: BTreeMap<String, u32>,
-    pub capabilities: Vec<String>,
-    pub quality_preference: Option<f64>,
-    pub latency_budget_ms: Option<u32>,
-    pub router: String,
-    /// Empty when the request was denied.
-    pub primary: String,
-    pub fallbacks: Vec<String>,
-    pub cascade: Vec<String>,
-    pub shadow: Option<ShadowRecord>,
-    pub predicted_quality: Option<BTreeMap<String, f64>>,
-    /// Learned router: the quality target the request's preference asked for.
-    #[serde(default)]
-    pub quality_target: Option<f64>,
-    pub estimated_cost_usd: f64,
-    pub policy_version: String,
-    pub model_version: String,
-    pub reasons: Vec<Reason>,
-    pub denied: bool,
-}
-
-/// One reported outcome.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct OutcomeRecord {
-    pub ts: String,
-    pub decision_id: String,
-    pub tenant_id: String,
-    pub user_id: String,
-    pub model_id: String,
-    pub success: bool,
-    pub quality: f64,
-    pub latency_ms: u32,
-    pub tokens_in: u32,
-    pub tokens_out: u32,
-    pub cost_usd: f64,
-    pub error: String,
-    /// The caller's attempt number (0: not given).
-    #[serde(default)]
-    pub attempt: u32,
-}
+/// The records (one definition, shared with `signalbox-train`: see
+/// [`signalbox_features::log_schema`]).
+pub use signalbox_features::log_schema::{DecisionRecord, OutcomeRecord, ShadowRecord};
 
 /// The spend an outcome books, as every reader of the log computes it: its UTC day and its cost.
 /// `None` for a record whose timestamp or cost does not parse (it books nothing).
@@ -805,6 +740,7 @@ mod tests {
 
     fn outcome(i: usize) -> OutcomeRecord {
         OutcomeRecord {
+            schema: signalbox_features::log_schema::SCHEMA_VERSION,
             // Three days, two of them in one month.
             ts: [
                 "2026-11-30T23:59:59Z",

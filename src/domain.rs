@@ -97,12 +97,9 @@ named_enum!(
     }
 );
 
-/// Why a decision came out as it did: the policy element that fired and what it did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reason {
-    pub policy_id: String,
-    pub message: String,
-}
+/// Why a decision came out as it did: the policy element that fired and what it did. The
+/// same type as the logged reasons (one definition, in the shared log schema).
+pub use signalbox_features::log_schema::Reason;
 
 /// A [`Reason`].
 pub fn reason(policy_id: impl Into<String>, message: impl Into<String>) -> Reason {

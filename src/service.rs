@@ -8,17 +8,17 @@
 //! ReportOutcome: match the decision (an attempt already reported is a duplicate), book the
 //! cost in place of the hold, tick the circuit breakers, append the outcome record.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
+use signalbox_features::log_schema::{ModelQuality, PiiCount, SCHEMA_VERSION};
 
 use crate::budget::{Payer, Reservation};
 use crate::circuit::ProbeClaim;
 use crate::config::Policy;
 use crate::decision_log::{DecisionRecord, LogError, LogRecord, OutcomeRecord, ShadowRecord};
-use crate::domain::{ErrorKind, Reason, RouterKind};
+use crate::domain::{ErrorKind, PiiKind, Reason, RouterKind};
 use crate::engine::{DecideError, Decision, DecisionEngine, RouteInput, RuntimeState, TaskSource};
 use crate::money::Micros;
 use crate::state::{LiveState, Shared};
@@ -305,6 +305,7 @@ impl Shared {
         );
         self.log
             .append(LogRecord::Outcome(OutcomeRecord {
+                schema: SCHEMA_VERSION,
                 ts: now.to_rfc3339_opts(SecondsFormat::Millis, true),
                 decision_id: o.decision_id.clone(),
                 tenant_id: tracked.payer.tenant_id().to_string(),
@@ -331,6 +332,7 @@ impl Shared {
 
 fn base_record(decision_id: &str, input: &RouteInput, policy: &Policy) -> DecisionRecord {
     DecisionRecord {
+        schema: SCHEMA_VERSION,
         ts: timestamp(),
         decision_id: decision_id.to_string(),
         request_id: input.request_id.clone(),
@@ -350,7 +352,7 @@ fn base_record(decision_id: &str, input: &RouteInput, policy: &Policy) -> Decisi
         prompt: None,
         prompt_chars: 0,
         prompt_tokens_est: 0,
-        pii: BTreeMap::new(),
+        pii: Vec::new(),
         capabilities: input
             .capabilities
             .iter()
@@ -363,7 +365,7 @@ fn base_record(decision_id: &str, input: &RouteInput, policy: &Policy) -> Decisi
         fallbacks: Vec::new(),
         cascade: Vec::new(),
         shadow: None,
-        predicted_quality: None,
+        predicted_quality: Vec::new(),
         quality_target: None,
         estimated_cost_usd: 0.0,
         policy_version: policy.version.clone(),
@@ -413,10 +415,19 @@ fn decision_record(
     r.prompt = d.loggable_prompt.clone();
     r.prompt_chars = d.prompt_chars;
     r.prompt_tokens_est = d.prompt_tokens;
-    r.pii = d
-        .pii
-        .iter()
-        .map(|(k, n)| (k.as_str().to_string(), *n))
+    // Every kind the policy detects, in detector order, with its count (0: none found), so each
+    // record has the same shape and a columnar reader (polars) infers the type from any line.
+    r.pii = PiiKind::ALL
+        .into_iter()
+        .filter(|k| policy.pii_detectors.contains(k) || d.pii.iter().any(|(f, _)| f == k))
+        .map(|kind| PiiCount {
+            kind: kind.as_str().to_string(),
+            count: d
+                .pii
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map_or(0, |&(_, n)| n),
+        })
         .collect();
     r.router = d.router.as_str().to_string();
     r.primary = id(d.primary);
@@ -427,8 +438,14 @@ fn decision_record(
         primary: id(s.primary),
         agrees: s.primary == d.primary,
     });
-    r.predicted_quality =
-        (!d.predicted_quality.is_empty()).then(|| d.predicted_quality.iter().cloned().collect());
+    r.predicted_quality = d
+        .predicted_quality
+        .iter()
+        .map(|(model, p)| ModelQuality {
+            model: model.clone(),
+            p: *p,
+        })
+        .collect();
     r.estimated_cost_usd = d.estimated_cost.usd();
     r.quality_target = d.quality_target;
     r.policy_version = d.policy_version.clone();

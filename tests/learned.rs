@@ -291,7 +291,14 @@ async fn learned_router_serves_with_rules_shadow_and_reload_swaps_or_rejects_bun
     assert_eq!(decisions[0]["router"], "learned");
     assert_eq!(decisions[0]["shadow"]["router"], "rules");
     assert_eq!(decisions[0]["shadow"]["agrees"], true);
-    assert!(decisions[1]["predicted_quality"][WEAK].as_f64().unwrap() < 0.7);
+    let weak = decisions[1]["predicted_quality"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == WEAK)
+        .and_then(|m| m["p"].as_f64())
+        .unwrap();
+    assert!(weak < 0.7, "{}", decisions[1]["predicted_quality"]);
     assert_eq!(decisions[4]["router"], "rules");
     assert_eq!(decisions[4]["shadow"]["router"], "learned");
 }

@@ -1,5 +1,5 @@
-//! The one featurizer and model-bundle format shared by the signalbox service and
-//! its training CLI (`signalbox-train`).
+//! The one featurizer, model-bundle format and decision/outcome log schema shared by the
+//! signalbox service and its training CLI (`signalbox-train`).
 //!
 //! A bundle directory (`models/<name>/`) holds `manifest.json` ([`BundleManifest`]),
 //! `tokenizer.json` (a `tokenizers` tokenizer trained on the training prompts),
@@ -11,11 +11,15 @@
 //! floats, run `model.onnx` on it (input/output names in [`OnnxSpec`]), and pick a
 //! model with [`routing::choose`] (margins from [`BundleManifest::margin_for_target`],
 //! costs from the caller's catalog).
+//!
+//! The service's decision and outcome log records, and the projections its readers parse, are
+//! in [`log_schema`].
 
 pub mod error;
 pub mod fast_tokenizer;
 pub mod featurizer;
 pub mod hashing;
+pub mod log_schema;
 pub mod manifest;
 pub mod meta;
 pub mod routing;

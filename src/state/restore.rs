@@ -6,32 +6,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Utc};
+use signalbox_features::log_schema::{DecisionSummary, OutcomeSummary};
 
 use crate::budget::BudgetLedger;
 use crate::config::Policy;
 use crate::decision_log::{self, LogError};
 use crate::money::Micros;
 use crate::tracking::{DecisionTracker, MAX_ATTEMPT, TrackedDecision};
-
-/// The fields of a logged decision that a restart needs (the rest of each line is skipped).
-#[derive(serde::Deserialize)]
-struct ReplayedDecision {
-    ts: String,
-    decision_id: String,
-    tenant_id: String,
-    user_id: String,
-    denied: bool,
-    estimated_cost_usd: f64,
-}
-
-/// The fields of a logged outcome that tell a restart its decision is settled, and which
-/// attempt it reported.
-#[derive(serde::Deserialize)]
-struct ReplayedOutcome {
-    decision_id: String,
-    #[serde(default)]
-    attempt: u32,
-}
 
 /// How much earlier than its oldest restored decision a restart starts reading outcome
 /// segments (by their modification time), for wall-clock steps between the two writes.
@@ -91,7 +72,7 @@ pub(super) fn restore(
         "decisions",
         ttl_ago,
         policy.server.max_tracked_decisions,
-        |d: ReplayedDecision| {
+        |d: DecisionSummary| {
             let ts = DateTime::parse_from_rfc3339(&d.ts).ok()?;
             let age = now - ts.with_timezone(&Utc);
             // `None`: stamped in the future (clock skew), tracked as made now, never held.
@@ -125,7 +106,7 @@ pub(super) fn restore(
             .map_or(ttl_ago, |oldest| {
                 sys_now.checked_sub(oldest + RESTORE_CLOCK_SLACK)
             });
-        decision_log::read_records::<ReplayedOutcome>(
+        decision_log::read_records::<OutcomeSummary>(
             dir,
             "outcomes",
             since,

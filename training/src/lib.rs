@@ -7,6 +7,7 @@ pub mod error;
 pub mod evaluate;
 pub mod featurize;
 pub mod ingest;
+pub mod lines;
 pub mod metrics;
 pub mod model;
 pub mod onnx;

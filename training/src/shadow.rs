@@ -6,45 +6,19 @@
 //! model, else the mean observed quality of that model on the same task (else overall),
 //! and cost by the mean observed cost of that model (same task, else overall). The task
 //! means use the outcomes of every decision, with or without a shadow decision.
-//! Unreadable lines are counted and listed as `file:line: reason`.
+//! Unreadable lines are counted and listed as `file:line: reason`. Records are read as the
+//! projections [`DecisionRouting`] and [`OutcomeLabel`] of the service's log schema (every
+//! version of it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use signalbox_features::log_schema::{DecisionRouting, OutcomeLabel};
 
 use crate::error::TrainError;
 use crate::ingest::list_files;
-use crate::ingest::service_logs::for_each_line;
-
-#[derive(Debug, Deserialize)]
-struct Shadow {
-    router: String,
-    primary: String,
-    agrees: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct Decision {
-    decision_id: String,
-    #[serde(default)]
-    task: Option<String>,
-    router: String,
-    primary: String,
-    #[serde(default)]
-    shadow: Option<Shadow>,
-    #[serde(default)]
-    predicted_quality: Option<HashMap<String, f64>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Outcome {
-    decision_id: String,
-    model_id: String,
-    quality: f64,
-    #[serde(default)]
-    cost_usd: Option<f64>,
-}
+use crate::lines::for_each_line;
 
 /// Per-router estimate.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -76,7 +50,7 @@ pub fn run(dir: &Path) -> Result<ShadowReport, TrainError> {
     let mut malformed: Vec<String> = Vec::new();
     for p in list_files(dir, "decisions-", ".jsonl")? {
         for_each_line(&p, |line_no, line| {
-            match serde_json::from_str::<Decision>(line) {
+            match serde_json::from_str::<DecisionRouting>(line) {
                 Ok(d) => {
                     task_of.insert(d.decision_id.clone(), d.task.clone());
                     if d.shadow.is_some() {
@@ -88,12 +62,12 @@ pub fn run(dir: &Path) -> Result<ShadowReport, TrainError> {
             Ok(())
         })?;
     }
-    let mut outcomes: HashMap<String, Vec<Outcome>> = HashMap::new();
+    let mut outcomes: HashMap<String, Vec<OutcomeLabel>> = HashMap::new();
     let mut task_model: HashMap<(String, String), (f64, f64, usize, usize)> = HashMap::new();
     let mut model_mean: HashMap<String, (f64, f64, usize, usize)> = HashMap::new();
     for p in list_files(dir, "outcomes-", ".jsonl")? {
         for_each_line(&p, |line_no, line| {
-            let o = match serde_json::from_str::<Outcome>(line) {
+            let o = match serde_json::from_str::<OutcomeLabel>(line) {
                 Ok(o) => o,
                 Err(e) => {
                     malformed.push(format!("{}:{line_no}: outcome: {e}", p.display()));
@@ -126,7 +100,7 @@ pub fn run(dir: &Path) -> Result<ShadowReport, TrainError> {
             (e.3 > 0).then(|| e.1 / e.3 as f64),
         )
     };
-    let estimate = |d: &Decision, model: &str| -> (Option<f64>, Option<f64>) {
+    let estimate = |d: &DecisionRouting, model: &str| -> (Option<f64>, Option<f64>) {
         let tm = d
             .task
             .as_ref()
@@ -136,8 +110,9 @@ pub fn run(dir: &Path) -> Result<ShadowReport, TrainError> {
         let mm = model_mean.get(model).map(mean).unwrap_or((None, None));
         let q = d
             .predicted_quality
-            .as_ref()
-            .and_then(|p| p.get(model).copied())
+            .iter()
+            .find(|p| p.model == model)
+            .map(|p| p.p)
             .or(tm.0)
             .or(mm.0);
         (q, tm.1.or(mm.1))

@@ -1,8 +1,11 @@
-//! Synthetic service logs (decisions + outcomes in the service's JSONL schema), for
-//! scale measurements. Deterministic given the seed.
+//! Synthetic service logs (decisions + outcomes as the service writes them: the records of
+//! [`signalbox_features::log_schema`], current version), for scale measurements and the
+//! quickstart. Deterministic given the seed.
 
 use std::io::Write;
 use std::path::Path;
+
+use signalbox_features::log_schema::{DecisionRecord, OutcomeRecord, SCHEMA_VERSION};
 
 use crate::dataset::SplitMix64;
 use crate::error::TrainError;
@@ -94,15 +97,41 @@ pub fn generate(
         }
         let id = format!("d{seed:x}-{d:09}");
         let ts = format!("2025-01-01T00:{:02}:{:02}Z", (d / 60) % 60, d % 60);
-        let rec = serde_json::json!({
-            "ts": ts, "decision_id": id, "request_id": format!("r{d}"), "tenant_id": "synthetic",
-            "user_id": "", "task": task, "task_source": "detected", "data_class": "public",
-            "mode": "batch", "risk_tier": "low", "prompt": prompt, "prompt_chars": prompt.len(),
-            "pii": {}, "router": "rules", "primary": MODELS[0].0, "fallbacks": [],
-            "shadow": null, "predicted_quality": null, "estimated_cost_usd": 0.001,
-            "policy_version": "synthetic", "model_version": "", "reasons": [], "denied": false
-        });
-        writeln!(dw, "{rec}").map_err(TrainError::io(dir))?;
+        let tokens = u32::try_from(prompt.len() / 4).unwrap_or(u32::MAX);
+        let rec = DecisionRecord {
+            schema: SCHEMA_VERSION,
+            ts: ts.clone(),
+            decision_id: id.clone(),
+            request_id: format!("r{d}"),
+            tenant_id: "synthetic".into(),
+            user_id: String::new(),
+            task: task.into(),
+            category: None,
+            task_source: "detected".into(),
+            data_class: "public".into(),
+            mode: "batch".into(),
+            risk_tier: "low".into(),
+            prompt_chars: prompt.len(),
+            prompt: Some(prompt),
+            prompt_tokens_est: tokens,
+            pii: Vec::new(),
+            capabilities: Vec::new(),
+            quality_preference: None,
+            latency_budget_ms: None,
+            router: "rules".into(),
+            primary: MODELS[0].0.into(),
+            fallbacks: Vec::new(),
+            cascade: Vec::new(),
+            shadow: None,
+            predicted_quality: Vec::new(),
+            quality_target: None,
+            estimated_cost_usd: 0.001,
+            policy_version: "synthetic".into(),
+            model_version: String::new(),
+            reasons: Vec::new(),
+            denied: false,
+        };
+        write_record(&mut dw, &rec, dir)?;
         for (model, cost, base) in MODELS {
             if written >= rows {
                 break;
@@ -115,13 +144,23 @@ pub fn generate(
                 })
             .clamp(0.02, 0.98);
             let ok = rng.next_f64() < p_ok;
-            let rec = serde_json::json!({
-                "ts": ts, "decision_id": id, "tenant_id": "synthetic", "user_id": "",
-                "model_id": model, "success": true, "quality": if ok { 1.0 } else { 0.0 },
-                "latency_ms": 200 + (rng.next_u64() % 800), "tokens_in": prompt.len() / 4,
-                "tokens_out": 100, "cost_usd": cost, "error": "none"
-            });
-            writeln!(ow, "{rec}").map_err(TrainError::io(dir))?;
+            let rec = OutcomeRecord {
+                schema: SCHEMA_VERSION,
+                ts: ts.clone(),
+                decision_id: id.clone(),
+                tenant_id: "synthetic".into(),
+                user_id: String::new(),
+                model_id: model.into(),
+                success: true,
+                quality: if ok { 1.0 } else { 0.0 },
+                latency_ms: 200 + (rng.next_u64() % 800) as u32,
+                tokens_in: tokens,
+                tokens_out: 100,
+                cost_usd: cost,
+                error: "none".into(),
+                attempt: 0,
+            };
+            write_record(&mut ow, &rec, dir)?;
             written += 1;
         }
         in_seg += 1;
@@ -129,4 +168,18 @@ pub fn generate(
     dw.flush().map_err(TrainError::io(dir))?;
     ow.flush().map_err(TrainError::io(dir))?;
     Ok((decisions, written))
+}
+
+/// One JSON line.
+fn write_record(
+    w: &mut impl Write,
+    rec: &impl serde::Serialize,
+    dir: &Path,
+) -> Result<(), TrainError> {
+    let mut line = serde_json::to_vec(rec).map_err(|e| TrainError::BadInput {
+        path: dir.to_path_buf(),
+        message: format!("cannot serialize a log record: {e}"),
+    })?;
+    line.push(b'\n');
+    w.write_all(&line).map_err(TrainError::io(dir))
 }

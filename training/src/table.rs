@@ -246,7 +246,7 @@ pub fn scan(path: &Path) -> Result<LazyFrame, TrainError> {
 fn read_json_lines(path: &Path) -> Result<DataFrame, TrainError> {
     let mut frames: Vec<DataFrame> = Vec::new();
     let mut rows = Vec::with_capacity(BATCH_ROWS.min(4096));
-    crate::ingest::service_logs::for_each_line(path, |line_no, line| {
+    crate::lines::for_each_line(path, |line_no, line| {
         let row: OutcomeRow = serde_json::from_str(line).map_err(|e| {
             let what = e.to_string();
             let what = what.split(" at line ").next().unwrap_or(&what).to_string();

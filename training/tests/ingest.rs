@@ -104,13 +104,14 @@ fn service_logs_join_decisions_and_outcomes() {
     let mut rep = IngestReport::default();
     let logs = common::datasets().join("service-logs-sample");
     service_logs::ingest_dir(&logs, &mut w, &mut rep, BadRowPolicy::Skip, &hidden()).unwrap();
-    // 6 decisions x 2 models + 2 x 1, minus the 2 outcomes of the decision without prompt.
-    assert_eq!(w.finish().unwrap(), 12);
+    // 6 decisions x 2 models + 2 x 1, minus the 2 outcomes of the decision without prompt,
+    // plus 1 outcome of a decision as the service wrote it.
+    assert_eq!(w.finish().unwrap(), 13);
     assert!(rep.bad_rows.is_empty(), "{:?}", rep.bad_rows);
     assert_eq!(rep.no_prompt_skipped.len(), 2);
     assert!(rep.no_prompt_skipped[0].reason.contains("stored no prompt"));
     let ds = Dataset::load(&out).unwrap();
-    assert_eq!(ds.len(), 7);
+    assert_eq!(ds.len(), 8);
     let math = ds
         .prompts
         .iter()
@@ -131,6 +132,96 @@ fn service_logs_join_decisions_and_outcomes() {
     assert_eq!(ds.sources, vec!["service"]);
 }
 
+/// Rewrites one version 1 log line (no `schema`; `pii` and `predicted_quality` objects or null)
+/// as version 2 writes it (`schema: 2`, lists, `category` always present).
+fn to_version_2(line: &str) -> String {
+    use serde_json::{Value, json};
+    let mut v: serde_json::Map<String, Value> = serde_json::from_str(line).unwrap();
+    assert!(v.get("schema").is_none(), "{line}");
+    let list = |old: Option<Value>, key: &str, value: &str| -> Value {
+        match old {
+            Some(Value::Object(m)) => m
+                .into_iter()
+                .map(|(k, x)| json!({key: k, value: x}))
+                .collect(),
+            Some(Value::Null) => json!([]),
+            other => panic!("not a version 1 value: {other:?}"),
+        }
+    };
+    v.insert("schema".into(), json!(2));
+    if v.contains_key("router") {
+        let pii = list(v.remove("pii"), "kind", "count");
+        let predicted = list(v.remove("predicted_quality"), "model", "p");
+        v.insert("pii".into(), pii);
+        v.insert("predicted_quality".into(), predicted);
+        v.entry("category").or_insert(Value::Null);
+    }
+    Value::Object(v).to_string()
+}
+
+/// The sample is version 1 of the log schema (hand-written records and records as the service
+/// wrote them before `schema` existed); the same records in version 2 give the same canonical
+/// table and the same shadow report.
+#[test]
+fn version_1_and_version_2_logs_give_the_same_table_and_shadow_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v1 = common::datasets().join("service-logs-sample");
+    let v2 = tmp.path().join("v2");
+    std::fs::create_dir(&v2).unwrap();
+    let mut converted = 0;
+    for entry in std::fs::read_dir(&v1).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<String> = text.lines().map(to_version_2).collect();
+        converted += lines.len();
+        std::fs::write(v2.join(path.file_name().unwrap()), lines.join("\n") + "\n").unwrap();
+    }
+    assert_eq!(converted, 25);
+    let ingest = |logs: &std::path::Path, name: &str| {
+        let out = tmp.path().join(name);
+        let mut w = TableWriter::create(&out).unwrap();
+        let mut rep = IngestReport::default();
+        service_logs::ingest_dir(logs, &mut w, &mut rep, BadRowPolicy::Fail, &hidden()).unwrap();
+        assert_eq!(w.finish().unwrap(), 13);
+        assert_eq!(rep.no_prompt_skipped.len(), 2);
+        Dataset::load(&out).unwrap()
+    };
+    let (a, b) = (ingest(&v1, "v1.parquet"), ingest(&v2, "v2.parquet"));
+    assert_eq!(a.prompt_ids, b.prompt_ids);
+    assert_eq!(a.prompts, b.prompts);
+    assert_eq!(a.tasks, b.tasks);
+    assert_eq!(a.models, b.models);
+    assert_eq!(a.quality, b.quality);
+    assert_eq!(a.observed_cost, b.observed_cost);
+    // The decision as the service wrote it (PII redacted, detected task) and its outcome.
+    let written = a
+        .prompt_ids
+        .iter()
+        .position(|id| id == "service:01a2375f-0803-7410-ae66-f5d3bbfc8f02")
+        .unwrap();
+    assert_eq!(
+        a.prompts[written],
+        "Please email the contract to [EMAIL] and call [PHONE] if anything is unclear."
+    );
+    assert_eq!(a.tasks[written].as_deref(), Some("math"));
+    let mixtral = a
+        .model_index("mistralai/Mixtral-8x7B-Instruct-v0.1")
+        .unwrap();
+    assert_eq!(a.quality[written][mixtral], Some(1.0));
+
+    let (a, b) = (
+        signalbox_train::shadow::run(&v1).unwrap(),
+        signalbox_train::shadow::run(&v2).unwrap(),
+    );
+    assert_eq!(a.bad_lines, 0, "{:?}", a.malformed);
+    // 4 hand-written decisions and the service's have a shadow decision.
+    assert_eq!(a.decisions_with_shadow, 5);
+    assert_eq!(
+        signalbox_train::shadow::render(&a),
+        signalbox_train::shadow::render(&b)
+    );
+}
+
 /// The canonical table in JSON Lines holds the same data as in Parquet, and a malformed line
 /// is an error naming its line.
 #[test]
@@ -143,7 +234,7 @@ fn canonical_table_as_json_lines_matches_parquet() {
         let mut w = TableWriter::create(&out).unwrap();
         let mut rep = IngestReport::default();
         service_logs::ingest_dir(&logs, &mut w, &mut rep, BadRowPolicy::Skip, &hidden()).unwrap();
-        assert_eq!(w.finish().unwrap(), 12);
+        assert_eq!(w.finish().unwrap(), 13);
         loaded.push(Dataset::load(&out).unwrap());
     }
     let (parquet, jsonl) = (&loaded[0], &loaded[1]);
@@ -154,7 +245,7 @@ fn canonical_table_as_json_lines_matches_parquet() {
     assert_eq!(parquet.quality, jsonl.quality);
     assert_eq!(parquet.observed_cost, jsonl.observed_cost);
     let text = std::fs::read_to_string(dir.path().join("t.jsonl")).unwrap();
-    assert_eq!(text.lines().count(), 12);
+    assert_eq!(text.lines().count(), 13);
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     for column in signalbox_train::table::COLUMNS {
         assert!(first.get(column).is_some(), "{column} missing in {first}");
@@ -240,10 +331,10 @@ fn labels_follow_the_quality_threshold() {
             .count()
     };
     let total = ds.quality.iter().flatten().flatten().count();
-    assert_eq!(total, 12);
-    assert_eq!(labels(0.5), 9); // the 3 weak answers on math/code have quality 0.2
-    assert_eq!(labels(0.1), 12);
-    assert_eq!(labels(1.0), 9);
+    assert_eq!(total, 13);
+    assert_eq!(labels(0.5), 10); // the 3 weak answers on math/code have quality 0.2
+    assert_eq!(labels(0.1), 13);
+    assert_eq!(labels(1.0), 10);
 }
 
 /// Writes a log directory with `n` decisions in 3 decision segments and 2 outcome segments:
@@ -480,9 +571,22 @@ fn partitioned_join_fail_policy_reports_the_first_bad_row() {
 /// The shadow report on a log directory whose numbers are computed by hand: agreement,
 /// each router's estimated quality and cost (observed, `predicted_quality`, per-task mean
 /// of every decision's outcomes, overall mean), unestimable decisions, and malformed lines
-/// reported as file:line.
+/// reported as file:line. `predicted_quality` as the service wrote it before `schema` (an object
+/// model -> p).
 #[test]
 fn shadow_report_numbers_match_a_hand_computation() {
+    shadow_report_matches_the_hand_computation(r#"{"A": 0.9, "B": 0.3}"#);
+}
+
+/// The same with `predicted_quality` as version 2 of the log schema writes it (a list).
+#[test]
+fn shadow_report_reads_version_2_predictions() {
+    shadow_report_matches_the_hand_computation(
+        r#"[{"model": "A", "p": 0.9}, {"model": "B", "p": 0.3}]"#,
+    );
+}
+
+fn shadow_report_matches_the_hand_computation(predicted_quality: &str) {
     let dir = tempfile::tempdir().unwrap();
     let shadow = |model: &str, agrees: bool| {
         format!(r#"{{"router": "learned", "primary": "{model}", "agrees": {agrees}}}"#)
@@ -501,7 +605,7 @@ fn shadow_report_numbers_match_a_hand_computation() {
             "code",
             "B",
             &shadow("A", false),
-            r#", "predicted_quality": {"A": 0.9, "B": 0.3}"#,
+            &format!(r#", "predicted_quality": {predicted_quality}"#),
         ),
         decision("d4", "code", "B", &shadow("A", false), ""),
         decision("d5", "code", "A", "null", ""), // no shadow: only feeds the means

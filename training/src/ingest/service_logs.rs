@@ -1,59 +1,34 @@
 //! The service's own JSON Lines logs: `decisions-*.jsonl` joined with
 //! `outcomes-*.jsonl` on `decision_id`. The prompt comes from the decision; outcome
 //! rows whose decision stored no prompt (`prompt: null`) are reported and skipped.
-//! Unknown extra fields are ignored (the log schema may grow). The join is a grace hash
+//! Records are read as the projections [`DecisionPrompt`] and [`OutcomeLabel`] of the
+//! service's log schema ([`signalbox_features::log_schema`]; every version of it): unknown
+//! extra fields are ignored (the log schema may grow). The join is a grace hash
 //! join through temporary partition files, so memory does not grow with the log
 //! (see [`ingest_dir_with`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::io::BufRead;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use signalbox_features::log_schema::{DecisionPrompt, OutcomeLabel};
 
 use super::spill::{SpillReader, SpillWriter, hash64};
 use super::{BadRow, BadRowPolicy, IngestReport, list_files};
 use crate::error::TrainError;
+use crate::lines::{for_each_line, try_for_each_line};
 use crate::table::{OutcomeRow, TableWriter};
 
 pub const SOURCE: &str = "service";
 
-#[derive(Debug, Deserialize)]
-struct DecisionRecord {
-    decision_id: String,
-    #[serde(default)]
-    prompt: Option<String>,
-    #[serde(default)]
-    task: Option<String>,
-    /// The caller's category label; when present it is the row's task (what the service
-    /// featurizes as the task: the category, else the task type).
-    #[serde(default)]
-    category: Option<String>,
-}
-
-impl DecisionRecord {
-    /// The row's `task`: the category when given, else the logged task type (empty: none).
-    fn task(&self) -> Option<&str> {
-        fn non_empty(t: &Option<String>) -> Option<&str> {
-            t.as_deref().filter(|t| !t.is_empty())
-        }
-        non_empty(&self.category).or(non_empty(&self.task))
+/// The row's `task`: the caller's category when given, else the logged task type (what the
+/// service featurizes as the task); `None` when neither is set or both are empty.
+fn task_of(d: &DecisionPrompt) -> Option<&str> {
+    fn non_empty(t: &Option<String>) -> Option<&str> {
+        t.as_deref().filter(|t| !t.is_empty())
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct OutcomeRecord {
-    ts: String,
-    decision_id: String,
-    model_id: String,
-    success: serde_json::Value,
-    quality: f64,
-    #[serde(default)]
-    latency_ms: Option<f64>,
-    #[serde(default)]
-    cost_usd: Option<f64>,
+    non_empty(&d.category).or(non_empty(&d.task))
 }
 
 /// Decision bytes (of the input files) per partition of the join, by default.
@@ -256,13 +231,13 @@ pub fn ingest_dir_with(
         report.files_read += 1;
         progress.set_message(format!("{}", path.display()));
         for_each_line(path, |line_no, line| {
-            match serde_json::from_str::<DecisionRecord>(line) {
+            match serde_json::from_str::<DecisionPrompt>(line) {
                 Ok(d) => {
                     let prompt = d.prompt.as_deref().filter(|p| !p.trim().is_empty());
                     spill[partition_of(&d.decision_id, k)].record(|e| {
                         e.str(&d.decision_id);
                         e.opt_str(prompt);
-                        e.opt_str(d.task());
+                        e.opt_str(task_of(&d));
                     })
                 }
                 Err(e) => report.bad(bad(path, line_no, format!("decision: {e}")), policy),
@@ -374,8 +349,8 @@ pub fn ingest_dir_with(
 }
 
 /// Parses and checks one outcome line; Err is the bad-row reason.
-fn check_outcome(line: &str) -> Result<OutcomeRecord, String> {
-    let o = serde_json::from_str::<OutcomeRecord>(line).map_err(|e| format!("outcome: {e}"))?;
+fn check_outcome(line: &str) -> Result<OutcomeLabel, String> {
+    let o = serde_json::from_str::<OutcomeLabel>(line).map_err(|e| format!("outcome: {e}"))?;
     if !o.success.is_boolean() {
         return Err(format!("non-boolean success {}", o.success));
     }
@@ -485,34 +460,4 @@ fn bad(path: &Path, line: usize, reason: String) -> BadRow {
         line,
         reason,
     }
-}
-
-/// Calls `f(line_number, line)` for each non-blank line of a JSONL file.
-pub fn for_each_line(
-    path: &Path,
-    mut f: impl FnMut(usize, &str) -> Result<(), TrainError>,
-) -> Result<(), TrainError> {
-    let _always_continues = try_for_each_line(path, |n, line| {
-        f(n, line).map(|()| ControlFlow::Continue(()))
-    })?;
-    Ok(())
-}
-
-/// Like [`for_each_line`], stopping early when `f` returns `ControlFlow::Break`.
-pub fn try_for_each_line(
-    path: &Path,
-    mut f: impl FnMut(usize, &str) -> Result<ControlFlow<()>, TrainError>,
-) -> Result<ControlFlow<()>, TrainError> {
-    let file = std::fs::File::open(path).map_err(TrainError::io(path))?;
-    let reader = std::io::BufReader::with_capacity(1 << 20, file);
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(TrainError::io(path))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        if f(i + 1, &line)?.is_break() {
-            return Ok(ControlFlow::Break(()));
-        }
-    }
-    Ok(ControlFlow::Continue(()))
 }
