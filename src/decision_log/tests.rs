@@ -1,0 +1,221 @@
+use super::*;
+
+fn outcome(i: usize) -> OutcomeRecord {
+    OutcomeRecord {
+        schema: signalbox_features::log_schema::SCHEMA_VERSION,
+        // Three days, two of them in one month.
+        ts: [
+            "2026-11-30T23:59:59Z",
+            "2026-12-01T00:00:00Z",
+            "2026-12-02T12:00:00Z",
+        ][i % 3]
+            .into(),
+        decision_id: format!("d{i}"),
+        tenant_id: ["acme", "trial"][i % 2].into(),
+        user_id: ["", "alice", "bob"][i % 5 % 3].into(),
+        model_id: "m".into(),
+        success: true,
+        quality: 1.0,
+        latency_ms: 10,
+        tokens_in: 1,
+        tokens_out: 1,
+        // Every 7th record has a cost that books nothing.
+        cost_usd: if i.is_multiple_of(7) {
+            -1.0
+        } else {
+            0.000_123 * i as f64
+        },
+        error: String::new(),
+        attempt: 0,
+    }
+}
+
+type Totals = BTreeMap<(String, String, chrono::NaiveDate), (u64, u64)>;
+
+fn replayed(dir: &Path) -> (Totals, SpendReplay) {
+    let mut totals = Totals::new();
+    let stats = replay_spend(
+        dir,
+        None,
+        |t, u, day, cost, n| {
+            let slot = totals.entry((t.into(), u.into(), day)).or_default();
+            slot.0 += cost.0;
+            slot.1 += n;
+        },
+        |path, line, err| panic!("{}:{line}: {err}", path.display()),
+    )
+    .unwrap();
+    (totals, stats)
+}
+
+#[tokio::test]
+async fn spend_summaries_give_the_same_totals_as_the_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = DecisionLog::open(&LogPolicy {
+        dir: tmp.path().to_path_buf(),
+        segment_max_bytes: 4096,
+        buffer_records: 64,
+        flush_interval_ms: 10,
+    })
+    .unwrap();
+    let mut expected = Totals::new();
+    for i in 0..500 {
+        let o = outcome(i);
+        if let Some((day, cost)) = outcome_spend(&o) {
+            let slot = expected
+                .entry((o.tenant_id.clone(), o.user_id.clone(), day))
+                .or_default();
+            slot.0 += cost.0;
+            slot.1 += 1;
+        }
+        log.append(LogRecord::Outcome(o)).await.unwrap();
+    }
+    let stats = log.close().await.unwrap();
+    assert_eq!(stats.outcomes, 500);
+    let booked: u64 = expected.values().map(|v| v.1).sum();
+    assert_eq!(booked, 500 - 500usize.div_ceil(7) as u64);
+
+    let segs = segments(tmp.path(), "outcomes").unwrap();
+    assert!(segs.len() > 10, "{} segments", segs.len());
+    assert!(segs.iter().all(|s| spend_summary_path(s).exists()));
+    let (from_summaries, st) = replayed(tmp.path());
+    assert_eq!(from_summaries, expected);
+    assert_eq!(
+        (st.summarised, st.read, st.outcomes),
+        (segs.len() as u64, 0, booked)
+    );
+
+    // A summary that no longer matches its segment is ignored; a missing one too.
+    let mut first = OpenOptions::new().append(true).open(&segs[0]).unwrap();
+    first.write_all(b"\n").unwrap();
+    std::fs::remove_file(spend_summary_path(&segs[1])).unwrap();
+    std::fs::write(spend_summary_path(&segs[2]), b"{\"bytes\": 1").unwrap();
+    let (mixed, st) = replayed(tmp.path());
+    assert_eq!(mixed, expected);
+    assert_eq!((st.read, st.outcomes), (3, booked));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_failed_write_keeps_every_unwritten_byte() {
+    let mut f = SegmentFile {
+        path: PathBuf::from("/dev/full"),
+        file: OpenOptions::new().write(true).open("/dev/full").unwrap(),
+        buf: b"{\"a\":1}\n".to_vec(),
+    };
+    let err = f.write_out().unwrap_err();
+    assert!(err.to_string().contains("/dev/full"), "{err}");
+    assert_eq!(f.buf, b"{\"a\":1}\n");
+    // Writable again (here: a real file): the same bytes go out once.
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    f.file = tmp.reopen().unwrap();
+    f.write_out().unwrap();
+    assert!(f.buf.is_empty());
+    assert_eq!(std::fs::read(tmp.path()).unwrap(), b"{\"a\":1}\n");
+}
+
+#[tokio::test]
+async fn the_writer_retries_a_failed_rotation_and_loses_nothing_queued() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let log = DecisionLog::open(&LogPolicy {
+        dir: dir.clone(),
+        segment_max_bytes: 1024,
+        buffer_records: 1000,
+        flush_interval_ms: 10,
+    })
+    .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    // The first rotation fails: the log reports itself unwritable, and records queued
+    // meanwhile (requests that passed the check just before) are kept.
+    log.append(LogRecord::Outcome(outcome(0))).await.unwrap();
+    for _ in 0..500 {
+        if !log.writable() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!log.writable(), "a failing log says so");
+    let accepted = 50;
+    for i in 1..accepted {
+        log.append(LogRecord::Outcome(outcome(i))).await.unwrap();
+    }
+    assert!(!log.writable());
+    std::fs::create_dir_all(&dir).unwrap();
+    for _ in 0..500 {
+        if log.writable() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(log.writable());
+    log.append(LogRecord::Outcome(outcome(accepted)))
+        .await
+        .unwrap();
+    let stats = log.close().await.unwrap();
+    assert_eq!(stats.outcomes, accepted as u64 + 1);
+    let mut ids = Vec::new();
+    read_records::<OutcomeRecord>(
+        &dir,
+        "outcomes",
+        None,
+        |o| ids.push(o.decision_id),
+        |p, l, e| panic!("{}:{l}: {e}", p.display()),
+    )
+    .unwrap();
+    assert_eq!(
+        ids,
+        (0..=accepted).map(|i| format!("d{i}")).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_writer_stuck_retrying_gives_up_at_shutdown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let log = DecisionLog::open_giving_up_after(
+        &LogPolicy {
+            dir: dir.clone(),
+            segment_max_bytes: 1024,
+            // A full queue: close() cannot even queue its message while the writer is stuck.
+            buffer_records: 2,
+            flush_interval_ms: 10,
+        },
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    for i in 0..3 {
+        log.append(LogRecord::Outcome(outcome(i))).await.unwrap();
+    }
+    for _ in 0..500 {
+        if !log.writable() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!log.writable());
+    let closed = tokio::time::timeout(Duration::from_secs(20), log.close()).await;
+    let err = closed.expect("close returns").unwrap_err();
+    assert!(matches!(err, LogError::Io { .. }), "{err}");
+}
+
+#[test]
+fn read_newest_keeps_the_last_records_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (seg, range) in [(1, 0..4), (2, 4..6), (3, 6..9)] {
+        let lines: String = range.map(|i| format!("{i}\n")).collect();
+        std::fs::write(
+            tmp.path()
+                .join(format!("decisions-20261201T000000-{seg:06}.jsonl")),
+            lines,
+        )
+        .unwrap();
+    }
+    let odd = |n: u32| (n % 2 == 1).then_some(n);
+    let bad = |p: &Path, l: usize, e: String| panic!("{}:{l}: {e}", p.display());
+    let got = read_newest::<u32, u32>(tmp.path(), "decisions", None, 3, odd, bad).unwrap();
+    assert_eq!(got, vec![3, 5, 7]);
+    let all = read_newest::<u32, u32>(tmp.path(), "decisions", None, 100, Some, bad).unwrap();
+    assert_eq!(all, (0..9).collect::<Vec<_>>());
+}
