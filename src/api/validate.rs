@@ -227,7 +227,8 @@ pub fn route_input(
         prompt,
         task_hint,
         tenant_id,
-        user_id,
+        // From here on only the pseudonym, with `[privacy] user_id = "hmac"`.
+        user_id: policy.user_ids.apply(user_id),
         data_class,
         mode,
         latency_budget_ms: (latency_budget_ms > 0).then_some(latency_budget_ms),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::{Capability, DataClass, Lane, Mode, PiiKind, RiskDomain, RiskTier, TaskType};
 use crate::money::Micros;
+use crate::privacy::UserIds;
 
 pub mod raw;
 #[cfg(test)]
@@ -284,6 +285,8 @@ pub struct Policy {
     pub retrieval: BTreeMap<TaskType, RetrievalPolicy>,
     pub cascade: CascadePolicy,
     pub rules: Vec<Rule>,
+    /// `[privacy]`: how user ids are kept (clear, or keyed pseudonyms).
+    pub user_ids: UserIds,
     /// `None` when the file has no `[learned]` section (rules only).
     pub learned: Option<LearnedPolicy>,
 }

@@ -33,7 +33,33 @@ pub struct PolicyFile {
     #[serde(default)]
     pub cascade: Cascade,
     pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub privacy: Privacy,
     pub learned: Option<Learned>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Privacy {
+    /// clear | hmac
+    #[serde(default = "default_user_id_mode")]
+    pub user_id: String,
+    /// File holding the HMAC key (at least 32 bytes), relative to the config file.
+    #[serde(default)]
+    pub hmac_key_file: String,
+}
+
+impl Default for Privacy {
+    fn default() -> Privacy {
+        Privacy {
+            user_id: default_user_id_mode(),
+            hmac_key_file: String::new(),
+        }
+    }
+}
+
+fn default_user_id_mode() -> String {
+    "clear".into()
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::privacy::{MIN_KEY_BYTES, UserIds};
 
 /// A path from the policy file: absolute as given, relative to the file's directory otherwise.
 fn resolve_path(base: &Path, p: &str) -> PathBuf {
@@ -57,6 +58,7 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
         retrieval,
         cascade,
         rules,
+        privacy,
         learned,
     } = raw;
     if version.trim().is_empty() {
@@ -69,7 +71,8 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
     let data_classes = data_class_policies(data_classes)?;
     let (pii_detectors, pii_raise_to, secret_raise_to) = pii_policy(pii)?;
     let risk = risk_tiers(risk)?;
-    let budgets = budget_policy(budgets)?;
+    let user_ids = privacy_policy(privacy, base)?;
+    let budgets = budget_policy(budgets, &user_ids)?;
     let circuit = circuit_policy(circuit_breaker)?;
     let retrieval = retrieval_plans(retrieval)?;
     let cascade = cascade_policy(cascade)?;
@@ -92,6 +95,7 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
         retrieval,
         cascade,
         rules,
+        user_ids,
         learned,
     })
 }
@@ -325,8 +329,66 @@ fn risk_tiers(risk: Vec<raw::RiskTierRule>) -> Result<Vec<RiskTierPolicy>, Confi
     Ok(risk_tiers)
 }
 
-/// `[budgets]`: defaults, per-tenant and per-user caps.
-fn budget_policy(budgets: raw::Budgets) -> Result<BudgetPolicy, ConfigError> {
+/// `[privacy]`: user ids in clear, or replaced by their HMAC under the key in `hmac_key_file`.
+fn privacy_policy(privacy: raw::Privacy, base: &Path) -> Result<UserIds, ConfigError> {
+    let raw::Privacy {
+        user_id,
+        hmac_key_file,
+    } = privacy;
+    match user_id.as_str() {
+        "clear" => {
+            if hmac_key_file.trim().is_empty() {
+                Ok(UserIds::Clear)
+            } else {
+                Err(invalid(
+                    "privacy.hmac_key_file",
+                    "only used with privacy.user_id = \"hmac\"",
+                ))
+            }
+        }
+        "hmac" => {
+            if hmac_key_file.trim().is_empty() {
+                return Err(invalid(
+                    "privacy.hmac_key_file",
+                    "required with privacy.user_id = \"hmac\"",
+                ));
+            }
+            let path = resolve_path(base, &hmac_key_file);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                invalid(
+                    "privacy.hmac_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            // A trailing newline from `echo` or an editor is not part of the key.
+            let key = bytes.trim_ascii_end();
+            if key.len() < MIN_KEY_BYTES {
+                return Err(invalid(
+                    "privacy.hmac_key_file",
+                    format!(
+                        "{} holds {} bytes of key; at least {MIN_KEY_BYTES} are needed (e.g. `head -c 32 /dev/urandom | base64`)",
+                        path.display(),
+                        key.len()
+                    ),
+                ));
+            }
+            UserIds::hmac(key).ok_or_else(|| {
+                invalid(
+                    "privacy.hmac_key_file",
+                    format!("{}: not a usable HMAC key", path.display()),
+                )
+            })
+        }
+        other => Err(invalid(
+            "privacy.user_id",
+            format!("unknown mode {other:?}, expected \"clear\" or \"hmac\""),
+        )),
+    }
+}
+
+/// `[budgets]`: defaults, per-tenant and per-user caps. Users are named in clear in the file;
+/// with pseudonymous user ids their caps are keyed by the pseudonym, as requests will be.
+fn budget_policy(budgets: raw::Budgets, user_ids: &UserIds) -> Result<BudgetPolicy, ConfigError> {
     let raw::Budgets {
         on_exceeded,
         in_flight_ttl_secs,
@@ -370,7 +432,7 @@ fn budget_policy(budgets: raw::Budgets) -> Result<BudgetPolicy, ConfigError> {
         let key = format!("budgets.users[{i}]");
         let c = caps(&key, u.daily_usd, u.monthly_usd, u.on_exceeded)?;
         if user_caps
-            .insert((u.tenant.clone(), u.user.clone()), c)
+            .insert((u.tenant.clone(), user_ids.apply(u.user.clone())), c)
             .is_some()
         {
             return Err(invalid(

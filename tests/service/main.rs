@@ -9,5 +9,6 @@ mod budgets;
 mod circuits;
 mod decisions;
 mod log_health;
+mod privacy;
 mod restart;
 mod validation;
