@@ -51,9 +51,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match Policy::load(&config) {
-            // The whole policy as `serve` would use it: with its learned bundle loaded,
-            // validated against the catalog and scored on the canaries.
-            Ok(policy) => match signalbox::engine::DecisionEngine::new(policy) {
+            // Every check `serve` runs before binding: the whole policy with its learned bundle
+            // loaded, validated against the catalog and scored on the canaries, and the log
+            // directory created and written.
+            Ok(policy) => match signalbox::state::preflight(&policy)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    signalbox::engine::DecisionEngine::new(policy).map_err(|e| e.to_string())
+                }) {
                 Ok(engine) => {
                     let policy = engine.policy();
                     tracing::info!(
@@ -88,6 +93,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // The machine-side checks `check-config` runs too (the bundle is checked when the
+            // engine is built, also before binding).
+            if let Err(e) = signalbox::state::preflight(&policy) {
+                tracing::error!("{e}");
+                return ExitCode::from(2);
+            }
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = threads {
                 builder.worker_threads(n.max(1));

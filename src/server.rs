@@ -41,7 +41,7 @@ impl From<StateError> for ServerError {
     fn from(e: StateError) -> ServerError {
         match e {
             StateError::Engine(e) => ServerError::Engine(e),
-            StateError::Log(e) => ServerError::Log(e),
+            StateError::Log(e) | StateError::LogDir(e) => ServerError::Log(e),
         }
     }
 }

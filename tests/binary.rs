@@ -79,6 +79,67 @@ fn invalid_config_exits_non_zero_naming_the_key_and_binds_nothing() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("/nonexistent/signalbox.toml"));
 }
 
+#[test]
+fn check_config_and_serve_agree_on_an_unusable_log_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a_file = tmp.path().join("not-a-dir");
+    std::fs::write(&a_file, "x").unwrap();
+    let example = |dir: &str| {
+        EXAMPLE_CONFIG.replace("dir = \"../signalbox-data/log\"", &format!("dir = {dir:?}"))
+    };
+    let cases = [
+        (example(&a_file.display().to_string()), "log.dir"),
+        (
+            // TOML has no `\0` escape: `\u0000`.
+            EXAMPLE_CONFIG.replace(
+                "dir = \"../signalbox-data/log\"",
+                &format!("dir = \"{}/sub\\u0000dir\"", tmp.path().display()),
+            ),
+            "NUL",
+        ),
+        (example(&"a".repeat(100_000)), "100000 bytes"),
+        (
+            example(&format!("{}/log", a_file.display())),
+            "not-a-dir/log",
+        ),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = tmp.path().join(format!("logdir{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        for command in ["check-config", "serve"] {
+            let mut cmd = Command::new(BIN);
+            cmd.arg(command).arg("--config").arg(&path);
+            if command == "serve" {
+                cmd.args(["--listen", "127.0.0.1:0"]);
+            }
+            let out = cmd.output().unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.status.code(), Some(2), "{command} case {i}: {all}");
+            assert!(all.contains("log.dir"), "{command} case {i}: {all}");
+            assert!(
+                all.contains(needle),
+                "{command} case {i}: {needle} not in {all}"
+            );
+            assert!(!all.contains("listening on"), "{all}");
+        }
+    }
+    // No probe file is left behind in a directory that works.
+    let ok_dir = tmp.path().join("ok-log");
+    let path = tmp.path().join("ok.toml");
+    std::fs::write(&path, example_policy_text(&ok_dir)).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_dir(&ok_dir).unwrap().count(), 0);
+}
+
 /// The example policy with its `[learned]` section, its log in `log_dir` and its bundle at
 /// `bundle` (absolute).
 fn example_with_bundle(log_dir: &std::path::Path, bundle: &std::path::Path) -> String {

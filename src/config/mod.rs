@@ -45,6 +45,8 @@ pub struct ModelSpec {
     pub input_per_1k: Micros,
     pub output_per_1k: Micros,
     pub context_window: u32,
+    /// Most output tokens an outcome may report (at most the context window).
+    pub max_output_tokens: u32,
     pub capabilities: BTreeSet<Capability>,
     pub typical_latency_ms: u32,
     pub quality: f64,
@@ -107,6 +109,8 @@ pub struct BudgetCaps {
 #[derive(Debug, Clone)]
 pub struct BudgetPolicy {
     pub in_flight_ttl_secs: u64,
+    /// The most one outcome may book (reported or computed from its tokens).
+    pub max_outcome_cost: Micros,
     pub default_tenant: Option<BudgetCaps>,
     pub default_user: Option<BudgetCaps>,
     pub tenants: HashMap<String, BudgetCaps>,

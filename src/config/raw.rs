@@ -176,6 +176,9 @@ pub struct Model {
     pub input_per_1k_usd: f64,
     pub output_per_1k_usd: f64,
     pub context_window: u32,
+    /// Most output tokens one call can report; default: the context window.
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
     #[serde(default)]
     pub capabilities: Vec<String>,
     pub typical_latency_ms: u32,
@@ -232,12 +235,15 @@ pub struct Budgets {
     pub default_user: Option<Caps>,
     pub tenants: Vec<TenantBudget>,
     pub users: Vec<UserBudget>,
+    /// The most one outcome may book; a report above it is refused as implausible.
+    pub max_outcome_cost_usd: f64,
 }
 impl Default for Budgets {
     fn default() -> Self {
         Budgets {
             on_exceeded: "downgrade".into(),
             in_flight_ttl_secs: 600,
+            max_outcome_cost_usd: 100.0,
             default_tenant: None,
             default_user: None,
             tenants: Vec::new(),

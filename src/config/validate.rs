@@ -42,6 +42,9 @@ fn parse_each<T>(
         .collect()
 }
 
+/// The longest path accepted for a directory or file the policy names (Linux's `PATH_MAX`).
+const MAX_PATH_BYTES: usize = 4096;
+
 /// The whole file: each section in turn, then the policy that references them.
 pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Policy, ConfigError> {
     let raw::PolicyFile {
@@ -135,6 +138,15 @@ fn log_policy(log: raw::Log, base: &Path) -> Result<LogPolicy, ConfigError> {
     if dir.trim().is_empty() {
         return Err(invalid("log.dir", "must not be empty"));
     }
+    if dir.contains('\0') {
+        return Err(invalid("log.dir", "contains a NUL byte"));
+    }
+    if dir.len() > MAX_PATH_BYTES {
+        return Err(invalid(
+            "log.dir",
+            format!("is {} bytes long; at most {MAX_PATH_BYTES}", dir.len()),
+        ));
+    }
     if segment_max_bytes < 4096 {
         return Err(invalid("log.segment_max_bytes", "must be at least 4096"));
     }
@@ -192,6 +204,7 @@ fn catalog(
             input_per_1k_usd,
             output_per_1k_usd,
             context_window,
+            max_output_tokens,
             capabilities,
             typical_latency_ms,
             quality,
@@ -208,6 +221,13 @@ fn catalog(
         }
         if context_window == 0 {
             return Err(invalid(key("context_window"), "must be positive"));
+        }
+        let max_output_tokens = max_output_tokens.unwrap_or(context_window);
+        if max_output_tokens == 0 || max_output_tokens > context_window {
+            return Err(invalid(
+                key("max_output_tokens"),
+                format!("must be in 1..={context_window} (the context window)"),
+            ));
         }
         catalog.push(ModelSpec {
             lane: Lane::parse(&lane).ok_or_else(|| {
@@ -231,6 +251,7 @@ fn catalog(
             provider,
             region,
             context_window,
+            max_output_tokens,
             typical_latency_ms,
         });
     }
@@ -396,7 +417,12 @@ fn budget_policy(budgets: raw::Budgets, user_ids: &UserIds) -> Result<BudgetPoli
         default_user,
         tenants,
         users,
+        max_outcome_cost_usd,
     } = budgets;
+    let max_outcome_cost = usd("budgets.max_outcome_cost_usd", max_outcome_cost_usd)?;
+    if max_outcome_cost == Micros::ZERO {
+        return Err(invalid("budgets.max_outcome_cost_usd", "must be positive"));
+    }
     let default_action = OnExceeded::parse("budgets.on_exceeded", &on_exceeded)?;
     let caps = |key: &str,
                 daily: Option<f64>,
@@ -443,6 +469,7 @@ fn budget_policy(budgets: raw::Budgets, user_ids: &UserIds) -> Result<BudgetPoli
     }
     Ok(BudgetPolicy {
         in_flight_ttl_secs,
+        max_outcome_cost,
         default_tenant: default_tenant
             .map(|c| {
                 caps(

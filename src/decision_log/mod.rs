@@ -256,6 +256,19 @@ pub struct DecisionLog {
 
 impl DecisionLog {
     /// Create the directory and start the writer thread.
+    /// Whether `dir` can hold the log: created if missing, and a file can be created, written
+    /// and removed in it. `check-config` and `serve` run this before anything is bound.
+    pub fn check_writable(dir: &Path) -> Result<(), LogError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let probe = dir.join(format!(".signalbox-write-check-{}", std::process::id()));
+        let written = File::create(&probe)
+            .and_then(|mut f| f.write_all(b"ok").and_then(|()| f.sync_all()))
+            .map_err(io_err(&probe));
+        // Removed whether or not the write worked.
+        let removed = std::fs::remove_file(&probe).map_err(io_err(&probe));
+        written.and(removed)
+    }
+
     pub fn open(policy: &LogPolicy) -> Result<DecisionLog, LogError> {
         DecisionLog::open_giving_up_after(policy, RETRY_AT_SHUTDOWN)
     }
