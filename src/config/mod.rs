@@ -260,6 +260,8 @@ pub enum BackendChoice {
 #[derive(Debug, Clone)]
 pub struct LearnedPolicy {
     pub mode: LearnedMode,
+    /// Reloads may not change the serving router or drop `[learned]`.
+    pub required: bool,
     pub bundle: PathBuf,
     pub backend: BackendChoice,
     pub sessions: usize,

@@ -67,6 +67,9 @@ fn default_user_id_mode() -> String {
 pub struct Learned {
     /// learned_primary | rules_primary | rules_only
     pub mode: String,
+    /// A reload that would change the serving router or drop this section is rejected.
+    #[serde(default)]
+    pub required: bool,
     /// Model bundle directory, relative to the config file.
     pub bundle: String,
     /// tract | onnxruntime

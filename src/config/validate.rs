@@ -667,6 +667,7 @@ fn compiled_rules(
 fn learned_policy(l: raw::Learned, base: &Path) -> Result<LearnedPolicy, ConfigError> {
     let raw::Learned {
         mode,
+        required,
         bundle,
         backend,
         onnxruntime_library,
@@ -715,6 +716,7 @@ fn learned_policy(l: raw::Learned, base: &Path) -> Result<LearnedPolicy, ConfigE
     }
     Ok(LearnedPolicy {
         mode,
+        required,
         bundle: resolve(&bundle),
         backend,
         sessions,
