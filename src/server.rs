@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
+use crate::api::limits::CallLimits;
 use crate::api::{AdminService, RouterService};
 use crate::config::Policy;
 use crate::decision_log::{LogError, LogStats};
@@ -94,6 +95,12 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
     health.set_service_status("", status).await;
 }
 
+/// The HTTP/2 header list limit advertised to clients: well above what a call may carry (four
+/// times, and at least 1 MiB), so h2 itself never has to refuse or tear down a connection.
+fn header_list_limit(max_metadata_bytes: usize) -> u32 {
+    u32::try_from(max_metadata_bytes.saturating_mul(4).max(1 << 20)).unwrap_or(u32::MAX)
+}
+
 /// How often the health status follows the decision log, and how often expired holds and
 /// decisions are swept.
 const HEALTH_AND_SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -146,8 +153,19 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let router = proto::router_server::RouterServer::new(RouterService::new(shared.clone()));
-    let admin = proto::admin_server::AdminServer::new(AdminService::new(shared.clone()));
+    // Transport limits are read once: a reload does not change them.
+    let limits = {
+        let live = shared.live.load();
+        let server = &live.engine.policy().server;
+        CallLimits {
+            max_metadata_bytes: server.max_metadata_bytes,
+            max_message_bytes: server.max_message_bytes,
+        }
+    };
+    let router = proto::router_server::RouterServer::new(RouterService::new(shared.clone()))
+        .max_decoding_message_size(limits.max_message_bytes);
+    let admin = proto::admin_server::AdminServer::new(AdminService::new(shared.clone()))
+        .max_decoding_message_size(limits.max_message_bytes);
 
     // Release budget reservations whose outcome never came, forget expired decisions, and
     // report NOT_SERVING while the decision log cannot write.
@@ -181,6 +199,10 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
     let task_shared = shared.clone();
     let task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
+            // Well above what a call may carry, so an oversized call is refused on its own
+            // (by `CallLimits`) instead of the connection being torn down under its neighbours.
+            .http2_max_header_list_size(header_list_limit(limits.max_metadata_bytes))
+            .layer(limits)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

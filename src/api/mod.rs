@@ -11,6 +11,7 @@ use crate::reload::ReloadError;
 use crate::service::ServiceError;
 
 pub mod admin;
+pub mod limits;
 pub mod respond;
 pub mod router;
 pub mod validate;

@@ -88,6 +88,14 @@ fn check_category(value: &str, engine: &DecisionEngine) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// Nothing but whitespace and invisible format characters (zero-width spaces and joiners, the
+/// byte-order mark, bidi controls: Unicode category Cf).
+fn is_blank(text: &str) -> bool {
+    use unicode_categories::UnicodeCategories;
+    text.chars()
+        .all(|c| c.is_whitespace() || c.is_other_format())
+}
+
 fn enum_value<T: TryFrom<i32>>(field: &'static str, v: i32) -> Result<T, ApiError> {
     T::try_from(v).map_err(|_| bad(field, format!("unknown value {v}")))
 }
@@ -121,7 +129,7 @@ pub fn route_input(
     let prompt = match prompt {
         None => return Err(bad("prompt", "set either text or messages")),
         Some(proto::route_request::Prompt::Text(text)) => {
-            if text.trim().is_empty() {
+            if is_blank(&text) {
                 return Err(bad("text", "prompt is empty"));
             }
             if text.len() > limit {
@@ -148,7 +156,7 @@ pub fn route_input(
                 total += content.len();
                 out.push(ChatMessage { role, content });
             }
-            if out.iter().all(|m| m.content.trim().is_empty()) {
+            if out.iter().all(|m| is_blank(&m.content)) {
                 return Err(bad("messages", "every message is empty"));
             }
             if total > limit {
@@ -540,6 +548,20 @@ mod tests {
                 with(&|r| r.prompt = Some(ProtoPrompt::Text(" \n".into()))),
                 "text",
                 "empty",
+            ),
+            (
+                with(&|r| {
+                    r.prompt = Some(ProtoPrompt::Text(
+                        "\u{200b}\u{feff} \u{2060}\u{200d}".into(),
+                    ))
+                }),
+                "text",
+                "prompt is empty",
+            ),
+            (
+                with(&|r| r.prompt = messages(vec![message("user", "\u{200b}\u{200e}")])),
+                "messages",
+                "every message is empty",
             ),
             (
                 with(&|r| r.prompt = Some(ProtoPrompt::Text("a".repeat(limit + 1)))),

@@ -14,6 +14,8 @@ pub mod raw;
 mod tests;
 mod validate;
 
+pub use validate::{MAX_MESSAGE_BYTES, MAX_METADATA_BYTES};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -226,6 +228,10 @@ pub struct Defaults {
 #[derive(Debug, Clone)]
 pub struct ServerPolicy {
     pub max_prompt_bytes: usize,
+    /// Largest request message accepted; larger ones get `RESOURCE_EXHAUSTED`.
+    pub max_message_bytes: usize,
+    /// Largest metadata of one call; larger gets `RESOURCE_EXHAUSTED` (that call only).
+    pub max_metadata_bytes: usize,
     pub decision_ttl_secs: u64,
     pub max_tracked_decisions: usize,
 }

@@ -117,10 +117,16 @@ pub struct Server {
     pub max_prompt_bytes: usize,
     pub decision_ttl_secs: u64,
     pub max_tracked_decisions: usize,
+    /// Largest request message accepted (encoded protobuf).
+    pub max_message_bytes: usize,
+    /// Largest metadata (all headers of one call) accepted.
+    pub max_metadata_bytes: usize,
 }
 impl Default for Server {
     fn default() -> Self {
         Server {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_metadata_bytes: 16 * 1024,
             max_prompt_bytes: 256 * 1024,
             decision_ttl_secs: 3600,
             max_tracked_decisions: 1_000_000,

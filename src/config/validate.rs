@@ -42,6 +42,11 @@ fn parse_each<T>(
         .collect()
 }
 
+/// Upper bounds of the transport limits (the HTTP/2 header list limit the server advertises is
+/// four times `max_metadata_bytes`, at least 1 MiB, so an oversized call is refused alone).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_METADATA_BYTES: usize = 256 * 1024;
+
 /// The longest path accepted for a directory or file the policy names (Linux's `PATH_MAX`).
 const MAX_PATH_BYTES: usize = 4096;
 
@@ -109,6 +114,8 @@ fn server_policy(server: raw::Server) -> Result<ServerPolicy, ConfigError> {
         max_prompt_bytes,
         decision_ttl_secs,
         max_tracked_decisions,
+        max_message_bytes,
+        max_metadata_bytes,
     } = server;
     if max_prompt_bytes == 0 {
         return Err(invalid("server.max_prompt_bytes", "must be positive"));
@@ -119,11 +126,34 @@ fn server_policy(server: raw::Server) -> Result<ServerPolicy, ConfigError> {
     if decision_ttl_secs == 0 {
         return Err(invalid("server.decision_ttl_secs", "must be positive"));
     }
-
+    // A prompt at the limit must fit in a message, with room for the other fields.
+    if max_message_bytes < max_prompt_bytes.saturating_add(64 * 1024) {
+        return Err(invalid(
+            "server.max_message_bytes",
+            format!(
+                "must be at least server.max_prompt_bytes + 64 KiB ({})",
+                max_prompt_bytes.saturating_add(64 * 1024)
+            ),
+        ));
+    }
+    if max_message_bytes > MAX_MESSAGE_BYTES {
+        return Err(invalid(
+            "server.max_message_bytes",
+            format!("at most {MAX_MESSAGE_BYTES}"),
+        ));
+    }
+    if !(1024..=MAX_METADATA_BYTES).contains(&max_metadata_bytes) {
+        return Err(invalid(
+            "server.max_metadata_bytes",
+            format!("must be in 1024..={MAX_METADATA_BYTES}"),
+        ));
+    }
     Ok(ServerPolicy {
         max_prompt_bytes,
         decision_ttl_secs,
         max_tracked_decisions,
+        max_message_bytes,
+        max_metadata_bytes,
     })
 }
 
