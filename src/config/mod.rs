@@ -214,6 +214,30 @@ pub struct LogPolicy {
     pub segment_max_bytes: u64,
     pub buffer_records: usize,
     pub flush_interval_ms: u64,
+    pub ack: AckMode,
+}
+
+/// When Route and ReportOutcome answer, relative to their log record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// Once the record is queued for the writer: fastest; a process crash loses what was
+    /// queued but not yet written (up to `flush_interval_ms` of records).
+    Queued,
+    /// Once the record has been handed to the OS (written to the segment file): a process
+    /// crash loses no acknowledged record; a power loss or kernel crash can.
+    Written,
+    /// Once the record is written and fsynced: survives power loss too.
+    Fsynced,
+}
+
+impl AckMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Queued => "queued",
+            AckMode::Written => "written",
+            AckMode::Fsynced => "fsynced",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

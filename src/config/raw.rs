@@ -141,10 +141,13 @@ pub struct Log {
     pub segment_max_bytes: u64,
     pub buffer_records: usize,
     pub flush_interval_ms: u64,
+    /// queued | written | fsynced: when a request is acknowledged.
+    pub ack: String,
 }
 impl Default for Log {
     fn default() -> Self {
         Log {
+            ack: "written".into(),
             dir: "signalbox-data/log".into(),
             segment_max_bytes: 64 * 1024 * 1024,
             buffer_records: 65_536,

@@ -164,7 +164,19 @@ fn log_policy(log: raw::Log, base: &Path) -> Result<LogPolicy, ConfigError> {
         segment_max_bytes,
         buffer_records,
         flush_interval_ms,
+        ack,
     } = log;
+    let ack = match ack.as_str() {
+        "queued" => AckMode::Queued,
+        "written" => AckMode::Written,
+        "fsynced" => AckMode::Fsynced,
+        other => {
+            return Err(invalid(
+                "log.ack",
+                format!("unknown mode {other:?}, expected queued, written or fsynced"),
+            ));
+        }
+    };
     if dir.trim().is_empty() {
         return Err(invalid("log.dir", "must not be empty"));
     }
@@ -188,6 +200,7 @@ fn log_policy(log: raw::Log, base: &Path) -> Result<LogPolicy, ConfigError> {
         segment_max_bytes,
         buffer_records,
         flush_interval_ms: flush_interval_ms.max(1),
+        ack,
     })
 }
 
