@@ -14,6 +14,7 @@ pub mod budget;
 pub mod circuit;
 pub mod classify;
 pub mod config;
+pub mod connection;
 pub mod decision_log;
 pub mod domain;
 pub mod engine;
