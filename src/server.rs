@@ -1,6 +1,7 @@
 //! Wiring: build the service state (restored from the log, [`crate::state`]), bind, serve gRPC
 //! (Router, Admin, health, reflection) with a sweeper for expired holds and the log's health,
 //! and on shutdown stop accepting, finish in-flight requests, then drain and sync the log.
+//! With `[server.tls]` the connections come through [`crate::tls::TlsIncoming`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,6 +95,13 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
     health.set_service_status("", status).await;
 }
 
+/// The connections tonic serves: plaintext TCP, or TLS handshaken by our own acceptor
+/// ([`crate::tls::TlsIncoming`]), which picks up rotated certificates.
+enum Incoming {
+    Plain(TcpIncoming),
+    Tls(crate::tls::TlsIncoming),
+}
+
 /// How often the health status follows the decision log, and how often expired holds and
 /// decisions are swept.
 const HEALTH_AND_SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -132,7 +140,10 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
         addr: listen,
         source,
     })?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = match &shared.tls {
+        None => Incoming::Plain(TcpIncoming::from(listener).with_nodelay(Some(true))),
+        Some(tls) => Incoming::Tls(crate::tls::TlsIncoming::new(listener, tls.clone())),
+    };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, true).await;
@@ -180,18 +191,29 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task_shared = shared.clone();
     let task = tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
+        let routes = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(router)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop_rx.await;
-                draining.store(true, std::sync::atomic::Ordering::Relaxed);
-                set_health(&health_reporter, false).await;
-            })
-            .await;
+            .add_service(admin);
+        let stopping = async move {
+            let _ = stop_rx.await;
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            set_health(&health_reporter, false).await;
+        };
+        let served = match incoming {
+            Incoming::Plain(incoming) => {
+                routes
+                    .serve_with_incoming_shutdown(incoming, stopping)
+                    .await
+            }
+            Incoming::Tls(incoming) => {
+                routes
+                    .serve_with_incoming_shutdown(incoming, stopping)
+                    .await
+            }
+        };
         sweeper.abort();
         // Whatever happened to the transport, every acknowledged record is written.
         let stats = task_shared.log.close().await;

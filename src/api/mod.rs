@@ -71,7 +71,8 @@ impl From<ApiError> for Status {
                 ReloadError::NoConfigFile
                 | ReloadError::Config(_)
                 | ReloadError::Engine(_)
-                | ReloadError::LogDirChanged { .. } => Status::failed_precondition(message),
+                | ReloadError::LogDirChanged { .. }
+                | ReloadError::TlsToggled(_) => Status::failed_precondition(message),
                 // The reload task itself failed (panicked or was cancelled): our fault.
                 ReloadError::Join(_) => Status::internal(message),
             },

@@ -70,6 +70,8 @@ pub struct Shared {
     pub circuits: CircuitBreakers,
     pub tracker: DecisionTracker,
     pub log: DecisionLog,
+    /// `[server.tls]`: the certificate new handshakes get (`None`: plaintext).
+    pub tls: Option<Arc<crate::tls::TlsState>>,
 }
 
 /// Build the service state for `policy`, restoring budgets and recent decisions from its log.
@@ -84,6 +86,11 @@ pub fn build_shared(
         policy.server.max_tracked_decisions,
     );
     restore::restore(&policy, &budgets, &tracker)?;
+    let tls = policy
+        .server
+        .tls
+        .as_ref()
+        .map(|t| Arc::new(crate::tls::TlsState::new(t)));
     let engine = DecisionEngine::new(policy)?;
     Ok(Arc::new(Shared {
         live: ArcSwap::from_pointee(LiveState { engine }),
@@ -94,5 +101,6 @@ pub fn build_shared(
         circuits: CircuitBreakers::new(),
         tracker,
         log,
+        tls,
     }))
 }
