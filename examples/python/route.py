@@ -4,6 +4,8 @@
     python -m grpc_tools.protoc -I ../../proto --python_out=. --grpc_python_out=. \
         signalbox/v1/router.proto
     python route.py 127.0.0.1:50051
+    python route.py localhost:50051 ca.pem                         # [server.tls]
+    python route.py localhost:50051 ca.pem client.pem client.key   # with client_ca (mTLS)
 """
 import sys
 
@@ -13,8 +15,22 @@ from signalbox.v1 import router_pb2 as pb
 from signalbox.v1 import router_pb2_grpc as rpc
 
 
-def main(addr: str) -> None:
-    with grpc.insecure_channel(addr) as channel:
+def channel_to(addr: str, tls: list) -> grpc.Channel:
+    """Plaintext, or TLS with the server's CA (and this client's certificate and key)."""
+    if not tls:
+        return grpc.insecure_channel(addr)
+    read = lambda path: open(path, "rb").read()
+    ca, *pair = tls
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(ca),
+        certificate_chain=read(pair[0]) if pair else None,
+        private_key=read(pair[1]) if pair else None,
+    )
+    return grpc.secure_channel(addr, credentials)
+
+
+def main(addr: str, tls: list) -> None:
+    with channel_to(addr, tls) as channel:
         router = rpc.RouterStub(channel)
         decision = router.Route(
             pb.RouteRequest(
@@ -47,4 +63,4 @@ def main(addr: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:50051")
+    main(sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:50051", sys.argv[2:])
