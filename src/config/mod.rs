@@ -236,8 +236,9 @@ pub struct TlsPolicy {
     pub client_ca: Option<PathBuf>,
     pub handshake_timeout_secs: u64,
     pub watch_secs: u64,
-    /// Built from the files when the policy was loaded ([`crate::tls::server_config`]).
-    pub server_config: std::sync::Arc<rustls::ServerConfig>,
+    /// The rustls configuration built from the files when the policy was loaded
+    /// ([`crate::tls::load`]).
+    pub loaded: crate::tls::Loaded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -150,7 +150,7 @@ fn tls_policy(tls: raw::Tls, base: &Path) -> Result<TlsPolicy, ConfigError> {
             "must be positive",
         ));
     }
-    let server_config = crate::tls::server_config(crate::tls::TlsFiles {
+    let loaded = crate::tls::load(crate::tls::TlsFiles {
         cert: &cert,
         key: &key,
         client_ca: client_ca.as_deref(),
@@ -162,7 +162,7 @@ fn tls_policy(tls: raw::Tls, base: &Path) -> Result<TlsPolicy, ConfigError> {
         client_ca,
         handshake_timeout_secs,
         watch_secs,
-        server_config,
+        loaded,
     })
 }
 

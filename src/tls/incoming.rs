@@ -54,7 +54,7 @@ impl TlsIncoming {
         };
         tracing::info!(
             cert = %current.cert.display(),
-            cert_sha256 = %super::leaf_fingerprint(&current),
+            cert_sha256 = %current.loaded.cert_sha256,
             %client_ca,
             "TLS: serving {what}"
         );
@@ -134,7 +134,7 @@ async fn accept_loop(
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
                     let tls = state.current();
-                    let acceptor = TlsAcceptor::from(tls.server_config.clone());
+                    let acceptor = TlsAcceptor::from(tls.loaded.server_config.clone());
                     let timeout = Duration::from_secs(tls.handshake_timeout_secs);
                     let ready = ready.clone();
                     handshakes.spawn(async move {

@@ -92,10 +92,19 @@ fn pem_certificates(
     Ok(certs)
 }
 
+/// A server configuration built from the files, and which leaf certificate it presents.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub server_config: Arc<ServerConfig>,
+    /// SHA-256 of the leaf certificate (hex, first 16 digits): what the logs show to tell one
+    /// certificate from the next.
+    pub cert_sha256: String,
+}
+
 /// Read and check the certificate chain, its private key and the optional client CA bundle,
 /// and build the server configuration: TLS 1.2 and 1.3, ALPN `h2`, and with a client CA a
 /// client certificate required and verified against it.
-pub fn server_config(files: TlsFiles<'_>) -> Result<Arc<ServerConfig>, TlsFileError> {
+pub fn load(files: TlsFiles<'_>) -> Result<Loaded, TlsFileError> {
     let provider = provider();
     let cert_error = |message: String| TlsFileError {
         key: CERT_KEY,
@@ -123,6 +132,13 @@ pub fn server_config(files: TlsFiles<'_>) -> Result<Arc<ServerConfig>, TlsFileEr
         .key_provider
         .load_private_key(key)
         .map_err(|e| key_error(format!("unusable private key: {e}")))?;
+    let cert_sha256 = chain.first().map_or(String::new(), |leaf| {
+        sha2::Sha256::digest(leaf.as_ref())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    });
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
@@ -160,26 +176,10 @@ pub fn server_config(files: TlsFiles<'_>) -> Result<Arc<ServerConfig>, TlsFileEr
     };
     let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// SHA-256 of the leaf certificate the configuration presents (hex, first 16 digits): what the
-/// logs show to tell one certificate from the next.
-pub fn leaf_fingerprint(policy: &TlsPolicy) -> String {
-    let Ok(certs) = std::fs::read(&policy.cert) else {
-        return String::new();
-    };
-    CertificateDer::pem_slice_iter(&certs)
-        .next()
-        .and_then(Result::ok)
-        .map(|leaf| {
-            sha2::Sha256::digest(leaf.as_ref())
-                .iter()
-                .take(8)
-                .map(|b| format!("{b:02x}"))
-                .collect()
-        })
-        .unwrap_or_default()
+    Ok(Loaded {
+        server_config: Arc::new(config),
+        cert_sha256,
+    })
 }
 
 /// The running TLS configuration, swapped whole: files, settings and the rustls configuration
@@ -211,7 +211,7 @@ impl TlsState {
         self.live.store(Arc::new(policy.clone()));
         tracing::info!(
             cert = %policy.cert.display(),
-            cert_sha256 = %leaf_fingerprint(policy),
+            cert_sha256 = %policy.loaded.cert_sha256,
             "TLS: certificate from the reloaded policy serves new connections"
         );
     }
@@ -221,14 +221,14 @@ impl TlsState {
     pub fn reread(&self) -> Result<(), TlsFileError> {
         let _one_at_a_time = self.swap.lock();
         let current = self.live.load_full();
-        let server_config = server_config(TlsFiles::from(current.as_ref()))?;
+        let loaded = load(TlsFiles::from(current.as_ref()))?;
         let next = TlsPolicy {
-            server_config,
+            loaded,
             ..current.as_ref().clone()
         };
         tracing::info!(
             cert = %next.cert.display(),
-            cert_sha256 = %leaf_fingerprint(&next),
+            cert_sha256 = %next.loaded.cert_sha256,
             "TLS: certificate files reloaded; new connections get them"
         );
         self.live.store(Arc::new(next));

@@ -66,8 +66,11 @@ fn tls_files_are_resolved_against_the_config_directory_and_loaded() {
     assert_eq!(tls.client_ca, Some(tmp.path().join("ca.pem")));
     assert_eq!(tls.handshake_timeout_secs, 10);
     assert_eq!(tls.watch_secs, 2);
-    assert_eq!(tls.server_config.alpn_protocols, vec![b"h2".to_vec()]);
-    assert_eq!(super::leaf_fingerprint(&tls).len(), 16);
+    assert_eq!(
+        tls.loaded.server_config.alpn_protocols,
+        vec![b"h2".to_vec()]
+    );
+    assert_eq!(tls.loaded.cert_sha256.len(), 16);
 
     let plain = Policy::from_toml(EXAMPLE, Path::new("t.toml"), tmp.path()).unwrap();
     assert!(plain.server.tls.is_none(), "no [server.tls]: plaintext");
@@ -175,12 +178,12 @@ fn a_rotation_to_an_unusable_pair_keeps_the_previous_configuration() {
         .tls
         .unwrap();
     let state = super::TlsState::new(&tls);
-    let before = state.current().server_config.clone();
+    let before = state.current().loaded.server_config.clone();
     std::fs::copy(tmp.path().join("other-key.pem"), tmp.path().join("key.pem")).unwrap();
     let e = state.reread().unwrap_err();
     assert_eq!(e.key, "server.tls.key");
     assert!(std::sync::Arc::ptr_eq(
         &before,
-        &state.current().server_config
+        &state.current().loaded.server_config
     ));
 }
