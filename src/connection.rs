@@ -32,7 +32,10 @@ enum Parse {
     /// Bytes of the preface still to come.
     Preface(usize),
     /// A frame header, `have` bytes of it read so far.
-    Header { buf: [u8; FRAME_HEADER_LEN], have: usize },
+    Header {
+        buf: [u8; FRAME_HEADER_LEN],
+        have: usize,
+    },
     /// Payload bytes of the current frame still to come.
     Payload(usize),
 }
@@ -208,7 +211,17 @@ mod tests {
 
     fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
         let len = payload.len();
-        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, 0, 0, 0, 0, 1];
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            kind,
+            0,
+            0,
+            0,
+            0,
+            1,
+        ];
         f.extend_from_slice(payload);
         f
     }

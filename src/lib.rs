@@ -28,6 +28,7 @@ pub mod rules;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod tls;
 pub mod tracking;
 
 /// Generated protobuf and gRPC types (package `signalbox.v1`).

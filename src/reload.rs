@@ -22,6 +22,8 @@ pub enum ReloadError {
     Engine(#[from] EngineError),
     #[error("log.dir changed from {from} to {to}: restart to move the log")]
     LogDirChanged { from: PathBuf, to: PathBuf },
+    #[error("server.tls was {0}: restart to switch between TLS and plaintext")]
+    TlsToggled(&'static str),
     #[error("reload task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error(
@@ -99,9 +101,21 @@ async fn load_and_swap(shared: &Arc<Shared>) -> Result<Loaded, ReloadError> {
             to: to.clone(),
         });
     }
+    let new_tls = engine.policy().server.tls.clone();
+    if new_tls.is_some() != shared.tls.is_some() {
+        return Err(ReloadError::TlsToggled(if new_tls.is_some() {
+            "added"
+        } else {
+            "removed"
+        }));
+    }
     let next = Arc::new(LiveState { engine });
     let loaded = describe(&next);
     shared.live.store(next);
+    // The certificate files were read again with the policy: new handshakes get them.
+    if let (Some(state), Some(tls)) = (&shared.tls, &new_tls) {
+        state.install(tls);
+    }
     Ok(loaded)
 }
 

@@ -1,6 +1,7 @@
 //! Wiring: build the service state (restored from the log, [`crate::state`]), bind, serve gRPC
 //! (Router, Admin, health, reflection) with a sweeper for expired holds and the log's health,
 //! and on shutdown stop accepting, finish in-flight requests, then drain and sync the log.
+//! With `[server.tls]` the connections come through [`crate::tls::TlsIncoming`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,6 +102,13 @@ fn header_list_limit(max_metadata_bytes: usize) -> u32 {
     u32::try_from(max_metadata_bytes.saturating_mul(4).max(1 << 20)).unwrap_or(u32::MAX)
 }
 
+/// The connections tonic serves: plaintext TCP, or TLS handshaken by our own acceptor
+/// ([`crate::tls::TlsIncoming`]), which picks up rotated certificates.
+enum Incoming {
+    Plain(TcpIncoming),
+    Tls(crate::tls::TlsIncoming),
+}
+
 /// How often the health status follows the decision log, and how often expired holds and
 /// decisions are swept.
 const HEALTH_AND_SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -139,7 +147,10 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
         addr: listen,
         source,
     })?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = match &shared.tls {
+        None => Incoming::Plain(TcpIncoming::from(listener).with_nodelay(Some(true))),
+        Some(tls) => Incoming::Tls(crate::tls::TlsIncoming::new(listener, tls.clone())),
+    };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, true).await;
@@ -198,7 +209,7 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task_shared = shared.clone();
     let task = tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
+        let routes = tonic::transport::Server::builder()
             // Well above what a call may carry, so an oversized call is refused on its own
             // (by `CallLimits`) instead of the connection being torn down under its neighbours.
             .http2_max_header_list_size(header_list_limit(limits.max_metadata_bytes))
@@ -207,13 +218,24 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(router)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop_rx.await;
-                draining.store(true, std::sync::atomic::Ordering::Relaxed);
-                set_health(&health_reporter, false).await;
-            })
-            .await;
+            .add_service(admin);
+        let stopping = async move {
+            let _ = stop_rx.await;
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            set_health(&health_reporter, false).await;
+        };
+        let served = match incoming {
+            Incoming::Plain(incoming) => {
+                routes
+                    .serve_with_incoming_shutdown(incoming, stopping)
+                    .await
+            }
+            Incoming::Tls(incoming) => {
+                routes
+                    .serve_with_incoming_shutdown(incoming, stopping)
+                    .await
+            }
+        };
         sweeper.abort();
         // Whatever happened to the transport, every acknowledged record is written.
         let stats = task_shared.log.close().await;

@@ -73,7 +73,8 @@ impl From<ApiError> for Status {
                 | ReloadError::Config(_)
                 | ReloadError::Engine(_)
                 | ReloadError::LogDirChanged { .. }
-                | ReloadError::LearnedRequired(_) => Status::failed_precondition(message),
+                | ReloadError::LearnedRequired(_)
+                | ReloadError::TlsToggled(_) => Status::failed_precondition(message),
                 // The reload task itself failed (panicked or was cancelled): our fault.
                 ReloadError::Join(_) => Status::internal(message),
             },

@@ -2,6 +2,7 @@
 //! for a fixed duration; prints throughput and client-side and server-side latency percentiles.
 //!
 //! signalbox-loadgen --addr http://127.0.0.1:50051 --concurrency 1 --duration 10
+//! signalbox-loadgen --addr https://127.0.0.1:50051 --tls-ca ca.pem [--tls-cert c.pem --tls-key k.pem]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use signalbox::proto::router_client::RouterClient;
 use signalbox::proto::{self, route_request::Prompt};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,6 +48,51 @@ struct Args {
     /// Tenant id sent with every request.
     #[arg(long, default_value = "loadgen")]
     tenant: String,
+    /// TLS: the CA bundle (PEM) that issued the server's certificate; `--addr` is then
+    /// `https://...`.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// mTLS: this client's certificate chain (PEM), with `--tls-key`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// mTLS: this client's private key (PEM), with `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// TLS: the name to verify the server's certificate for (default: the host of `--addr`).
+    #[arg(long)]
+    tls_domain: Option<String>,
+}
+
+fn read_file(path: &PathBuf) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `--addr` with the TLS settings: `https://` needs `--tls-ca`, and `--tls-*` needs `https://`.
+fn endpoint(args: &Args) -> Result<Endpoint, String> {
+    let endpoint = Endpoint::from_shared(args.addr.clone())
+        .map_err(|e| format!("--addr {}: {e}", args.addr))?
+        .tcp_nodelay(true);
+    let https = args.addr.starts_with("https://");
+    let Some(ca) = &args.tls_ca else {
+        if https || args.tls_cert.is_some() {
+            return Err("TLS (https:// or --tls-cert) needs --tls-ca".into());
+        }
+        return Ok(endpoint);
+    };
+    if !https {
+        return Err(format!(
+            "--tls-ca given: --addr must be https://, not {}",
+            args.addr
+        ));
+    }
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_file(ca)?));
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        tls = tls.identity(Identity::from_pem(read_file(cert)?, read_file(key)?));
+    }
+    if let Some(name) = &args.tls_domain {
+        tls = tls.domain_name(name.clone());
+    }
+    endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))
 }
 
 const BUILTIN: &[&str] = &[
@@ -157,10 +203,10 @@ async fn caller(
 async fn run(args: Args) -> Result<(), String> {
     let prompts = Arc::new(load_prompts(&args.prompts)?);
     let mut channels = Vec::new();
+    let endpoint = endpoint(&args)?;
     for _ in 0..args.connections.max(1) {
-        let ch = Endpoint::from_shared(args.addr.clone())
-            .map_err(|e| e.to_string())?
-            .tcp_nodelay(true)
+        let ch = endpoint
+            .clone()
             .connect()
             .await
             .map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;

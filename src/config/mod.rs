@@ -258,6 +258,22 @@ pub struct ServerPolicy {
     pub max_metadata_bytes: usize,
     pub decision_ttl_secs: u64,
     pub max_tracked_decisions: usize,
+    /// `None`: plaintext.
+    pub tls: Option<TlsPolicy>,
+}
+
+/// `[server.tls]`, with the files already read and checked into a rustls configuration.
+#[derive(Debug, Clone)]
+pub struct TlsPolicy {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Set: mTLS, a client certificate issued by this CA bundle is required.
+    pub client_ca: Option<PathBuf>,
+    pub handshake_timeout_secs: u64,
+    pub watch_secs: u64,
+    /// The rustls configuration built from the files when the policy was loaded
+    /// ([`crate::tls::load`]).
+    pub loaded: crate::tls::Loaded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,8 +344,8 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Read, parse and validate a policy file. Relative `log.dir` is resolved against the
-    /// config file's directory.
+    /// Read, parse and validate a policy file. Relative `log.dir` (and the `server.tls` files,
+    /// which are read and checked here) are resolved against the config file's directory.
     pub fn load(path: &Path) -> Result<Policy, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),

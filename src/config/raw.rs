@@ -121,6 +121,8 @@ pub struct Server {
     pub max_message_bytes: usize,
     /// Largest metadata (all headers of one call) accepted.
     pub max_metadata_bytes: usize,
+    /// `[server.tls]`: serve TLS (mTLS with `client_ca`) instead of plaintext.
+    pub tls: Option<Tls>,
 }
 impl Default for Server {
     fn default() -> Self {
@@ -130,8 +132,30 @@ impl Default for Server {
             max_prompt_bytes: 256 * 1024,
             decision_ttl_secs: 3600,
             max_tracked_decisions: 1_000_000,
+            tls: None,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Certificate chain, PEM, leaf first; relative to the config file.
+    pub cert: String,
+    /// Private key of the leaf, PEM (PKCS#8, PKCS#1 or SEC1); relative to the config file.
+    pub key: String,
+    /// CA bundle, PEM: when set, clients must present a certificate issued by one of these.
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// A handshake not finished within this many seconds is dropped.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// Poll the certificate, key and CA files for changes (seconds; 0 = off).
+    #[serde(default = "default_watch")]
+    pub watch_secs: u64,
+}
+fn default_handshake_timeout() -> u64 {
+    10
 }
 
 #[derive(Debug, Deserialize)]

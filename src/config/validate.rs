@@ -72,7 +72,7 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
     if version.trim().is_empty() {
         return Err(invalid("version", "must not be empty"));
     }
-    let server = server_policy(server)?;
+    let server = server_policy(server, base)?;
     let log = log_policy(log, base)?;
     let defaults = defaults_policy(defaults)?;
     let (models, model_index) = catalog(models)?;
@@ -109,13 +109,14 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
 }
 
 /// `[server]`.
-fn server_policy(server: raw::Server) -> Result<ServerPolicy, ConfigError> {
+fn server_policy(server: raw::Server, base: &Path) -> Result<ServerPolicy, ConfigError> {
     let raw::Server {
         max_prompt_bytes,
         decision_ttl_secs,
         max_tracked_decisions,
         max_message_bytes,
         max_metadata_bytes,
+        tls,
     } = server;
     if max_prompt_bytes == 0 {
         return Err(invalid("server.max_prompt_bytes", "must be positive"));
@@ -154,6 +155,51 @@ fn server_policy(server: raw::Server) -> Result<ServerPolicy, ConfigError> {
         max_tracked_decisions,
         max_message_bytes,
         max_metadata_bytes,
+        tls: tls.map(|t| tls_policy(t, base)).transpose()?,
+    })
+}
+
+/// `[server.tls]`: paths relative to the config file's directory; the files are read and
+/// checked now, so a missing or invalid one is an error naming its key and path.
+fn tls_policy(tls: raw::Tls, base: &Path) -> Result<TlsPolicy, ConfigError> {
+    let raw::Tls {
+        cert,
+        key,
+        client_ca,
+        handshake_timeout_secs,
+        watch_secs,
+    } = tls;
+    let path = |k: &str, p: &str| {
+        if p.trim().is_empty() {
+            Err(invalid(k, "must not be empty"))
+        } else {
+            Ok(resolve_path(base, p))
+        }
+    };
+    let cert = path("server.tls.cert", &cert)?;
+    let key = path("server.tls.key", &key)?;
+    let client_ca = client_ca
+        .map(|p| path("server.tls.client_ca", &p))
+        .transpose()?;
+    if handshake_timeout_secs == 0 {
+        return Err(invalid(
+            "server.tls.handshake_timeout_secs",
+            "must be positive",
+        ));
+    }
+    let loaded = crate::tls::load(crate::tls::TlsFiles {
+        cert: &cert,
+        key: &key,
+        client_ca: client_ca.as_deref(),
+    })
+    .map_err(|e| invalid(e.key, format!("{}: {}", e.path.display(), e.message)))?;
+    Ok(TlsPolicy {
+        cert,
+        key,
+        client_ca,
+        handshake_timeout_secs,
+        watch_secs,
+        loaded,
     })
 }
 

@@ -73,6 +73,8 @@ pub struct Shared {
     pub circuits: CircuitBreakers,
     pub tracker: DecisionTracker,
     pub log: DecisionLog,
+    /// `[server.tls]`: the certificate new handshakes get (`None`: plaintext).
+    pub tls: Option<Arc<crate::tls::TlsState>>,
 }
 
 /// What `serve` needs of the machine before it binds, beyond a valid policy: the log directory
@@ -93,6 +95,11 @@ pub fn build_shared(
         policy.server.max_tracked_decisions,
     );
     restore::restore(&policy, &budgets, &tracker)?;
+    let tls = policy
+        .server
+        .tls
+        .as_ref()
+        .map(|t| Arc::new(crate::tls::TlsState::new(t)));
     let engine = DecisionEngine::new(policy)?;
     Ok(Arc::new(Shared {
         live: ArcSwap::from_pointee(LiveState { engine }),
@@ -103,5 +110,6 @@ pub fn build_shared(
         circuits: CircuitBreakers::new(),
         tracker,
         log,
+        tls,
     }))
 }
