@@ -2,6 +2,7 @@
 //! for a fixed duration; prints throughput and client-side and server-side latency percentiles.
 //!
 //! signalbox-loadgen --addr http://127.0.0.1:50051 --concurrency 1 --duration 10
+//! signalbox-loadgen --api-key "$KEY" --tenant acme   # a server with [auth] mode = "api_key"
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use signalbox::proto::router_client::RouterClient;
 use signalbox::proto::{self, route_request::Prompt};
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Parser, Debug)]
@@ -44,9 +46,34 @@ struct Args {
     /// Worker threads for the client runtime.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Tenant id sent with every request.
+    /// Tenant id sent with every request (with --api-key: the key's tenant, or "" to take it
+    /// from the key).
     #[arg(long, default_value = "loadgen")]
     tenant: String,
+    /// API key sent as `authorization: Bearer KEY` (servers with `[auth] mode = "api_key"`);
+    /// default: the environment variable SIGNALBOX_API_KEY, if set (not visible in `ps`).
+    #[arg(long)]
+    api_key: Option<String>,
+}
+
+/// Who the callers are: the tenant they name and the `authorization` metadata they send.
+#[derive(Clone)]
+struct Identity {
+    tenant: String,
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl Identity {
+    /// A request with the `authorization` metadata, when there is a key.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request
+    }
 }
 
 const BUILTIN: &[&str] = &[
@@ -97,7 +124,7 @@ async fn caller(
     mut client: RouterClient<Channel>,
     prompts: Arc<Vec<String>>,
     offset: usize,
-    tenant: String,
+    who: Identity,
     outcome_every: u64,
     measuring: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -111,13 +138,13 @@ async fn caller(
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         let req = proto::RouteRequest {
-            tenant_id: tenant.clone(),
+            tenant_id: who.tenant.clone(),
             prompt: Some(Prompt::Text(prompts[i % prompts.len()].clone())),
             ..Default::default()
         };
         i += 1;
         let started = Instant::now();
-        let result = client.route(req).await;
+        let result = client.route(who.request(req)).await;
         let elapsed = started.elapsed();
         let measured = measuring.load(Ordering::Relaxed);
         match result {
@@ -142,7 +169,7 @@ async fn caller(
                         tokens_out: 100,
                         ..Default::default()
                     };
-                    if client.report_outcome(o).await.is_err() && measured {
+                    if client.report_outcome(who.request(o)).await.is_err() && measured {
                         tally.errors += 1;
                     }
                 }
@@ -156,6 +183,17 @@ async fn caller(
 
 async fn run(args: Args) -> Result<(), String> {
     let prompts = Arc::new(load_prompts(&args.prompts)?);
+    let api_key = args
+        .api_key
+        .clone()
+        .or_else(|| std::env::var("SIGNALBOX_API_KEY").ok());
+    let authorization = match &api_key {
+        None => None,
+        Some(key) => Some(
+            MetadataValue::try_from(format!("Bearer {}", key.trim()))
+                .map_err(|_| "--api-key: not a valid metadata value".to_string())?,
+        ),
+    };
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
         let ch = Endpoint::from_shared(args.addr.clone())
@@ -175,7 +213,10 @@ async fn run(args: Args) -> Result<(), String> {
             client,
             prompts.clone(),
             c * 7,
-            args.tenant.clone(),
+            Identity {
+                tenant: args.tenant.clone(),
+                authorization: authorization.clone(),
+            },
             args.outcome_every,
             measuring.clone(),
             stop.clone(),

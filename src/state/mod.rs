@@ -70,6 +70,8 @@ pub struct Shared {
     pub circuits: CircuitBreakers,
     pub tracker: DecisionTracker,
     pub log: DecisionLog,
+    /// Authentication counters and rate-limit buckets (`crate::auth`).
+    pub auth: crate::auth::AuthState,
 }
 
 /// Build the service state for `policy`, restoring budgets and recent decisions from its log.
@@ -94,5 +96,6 @@ pub fn build_shared(
         circuits: CircuitBreakers::new(),
         tracker,
         log,
+        auth: crate::auth::AuthState::default(),
     }))
 }
