@@ -114,6 +114,8 @@ fn main() -> ExitCode {
                         models = policy.models.len(),
                         rules = policy.rules.len(),
                         model_version = engine.learned().map_or("", |l| l.version()),
+                        auth = policy.auth.mode.as_str(),
+                        api_keys = policy.auth.keys.len(),
                         "config is valid"
                     );
                     ExitCode::SUCCESS
@@ -198,6 +200,11 @@ async fn serve(
         api_keys = policy.auth.keys.len(),
         "starting"
     );
+    if policy.auth.mode == AuthMode::ApiKey && policy.auth.keys.is_empty() {
+        tracing::warn!(
+            "the keys file has no API keys: every Router and Admin call will be refused (create one with `signalbox keys create`, then reload)"
+        );
+    }
     let server = signalbox::server::start_from_file(policy, config, listen).await?;
     if insecure_no_auth {
         server.shared().auth.allow_no_auth(true);

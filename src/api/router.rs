@@ -66,8 +66,10 @@ impl proto::router_server::Router for RouterService {
             let caller = auth.authorize(&extensions, policy, Role::Report)?;
             // The tenant whose rate applies: the key's, or without keys the decision's.
             let payer = match caller.tenant() {
-                Some(_) => None,
-                None => self.shared.tracker.payer_of(&req.decision_id),
+                None if !policy.rate_limits.is_empty() => {
+                    self.shared.tracker.payer_of(&req.decision_id)
+                }
+                Some(_) | None => None,
             };
             let tenant = caller.tenant().or(payer.as_ref().map(|p| p.tenant_id()));
             auth.admit(&caller, tenant, policy, Instant::now())?;

@@ -37,34 +37,31 @@ impl Authenticate {
 
 impl Interceptor for Authenticate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let caller = {
+        let identity = {
             let live = self.shared.live.load();
             let auth = &live.engine.policy().auth;
-            match auth.mode {
-                AuthMode::None => Caller::Anonymous,
-                AuthMode::ApiKey => {
-                    if self.target == Target::Reflection
-                        && auth.reflection == ReflectionAccess::Open
-                    {
-                        return Ok(request);
-                    }
-                    let header = request
-                        .metadata()
-                        .get("authorization")
-                        .map(|v| v.as_bytes());
-                    match auth.keys.authenticate(header, chrono::Utc::now()) {
-                        Ok(identity) => Caller::Key(identity),
-                        Err(failure) => {
-                            self.shared
-                                .auth
-                                .unauthenticated(&failure, request.remote_addr());
-                            return Err(ApiError::Unauthenticated.into());
-                        }
-                    }
+            // Mode none: nothing to check, and nothing to insert (a handler that finds no
+            // caller treats it as anonymous only while the live mode is still none).
+            if auth.mode == AuthMode::None
+                || (self.target == Target::Reflection && auth.reflection == ReflectionAccess::Open)
+            {
+                return Ok(request);
+            }
+            let header = request
+                .metadata()
+                .get("authorization")
+                .map(|v| v.as_bytes());
+            match auth.keys.authenticate(header, chrono::Utc::now()) {
+                Ok(identity) => identity,
+                Err(failure) => {
+                    self.shared
+                        .auth
+                        .unauthenticated(&failure, request.remote_addr());
+                    return Err(ApiError::Unauthenticated.into());
                 }
             }
         };
-        request.extensions_mut().insert(caller);
+        request.extensions_mut().insert(Caller::Key(identity));
         Ok(request)
     }
 }

@@ -413,18 +413,6 @@ const HEADER: &str = "# signalbox API keys: written by `signalbox keys create` a
 # it acts for, its roles (route, report, admin), and optionally expires and a rate limit\n\
 # (requests_per_sec with burst). See docs/operations.md#authentication.\n";
 
-/// The existing file's text, or the header of a new one.
-fn read_or_new(path: &Path) -> Result<String, KeysError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HEADER.to_string()),
-        Err(source) => Err(KeysError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
 /// Create a key for `spec`: append its record to the keys file at `path` (created if missing)
 /// and return the key, which exists nowhere else. The file is validated first and replaced
 /// atomically.
@@ -441,78 +429,82 @@ pub fn create_key(path: &Path, spec: &NewKey) -> Result<CreatedKey, KeysError> {
             "tenant must be non-empty, at most {MAX_TENANT_BYTES} bytes, without control characters"
         )));
     }
-    let text = read_or_new(path)?;
-    let ring = parse(&text, path)?;
-    let id = loop {
-        let id = random_hex(ID_HEX / 2)?;
-        if !ring.by_id.contains_key(&id) {
-            break id;
+    rewrite(path, |current| {
+        let text = current.unwrap_or_else(|| HEADER.to_string());
+        let ring = parse(&text, path)?;
+        let id = loop {
+            let id = random_hex(ID_HEX / 2)?;
+            if !ring.by_id.contains_key(&id) {
+                break id;
+            }
+        };
+        let secret = random_hex(SECRET_HEX / 2)?;
+        let mut record = format!(
+            "\n[[keys]]\nid = \"{id}\"\nsha256 = \"{}\"\ntenant = {}\nroles = [{}]\ncreated = \"{}\"\n",
+            secret_hash(&secret),
+            toml_string(tenant),
+            spec.roles
+                .iter()
+                .map(|r| format!("\"{}\"", r.as_str()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+        );
+        if let Some(at) = spec.expires {
+            record.push_str(&format!(
+                "expires = \"{}\"\n",
+                at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ));
         }
-    };
-    let secret = random_hex(SECRET_HEX / 2)?;
-    let mut record = format!(
-        "\n[[keys]]\nid = \"{id}\"\nsha256 = \"{}\"\ntenant = {}\nroles = [{}]\ncreated = \"{}\"\n",
-        secret_hash(&secret),
-        toml_string(tenant),
-        spec.roles
-            .iter()
-            .map(|r| format!("\"{}\"", r.as_str()))
-            .collect::<Vec<_>>()
-            .join(", "),
-        Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
-    );
-    if let Some(at) = spec.expires {
-        record.push_str(&format!(
-            "expires = \"{}\"\n",
-            at.to_rfc3339_opts(SecondsFormat::Secs, true)
-        ));
-    }
-    if let Some(rate) = spec.rate {
-        record.push_str(&format!(
-            "requests_per_sec = {:?}\nburst = {}\n",
-            rate.per_sec, rate.burst
-        ));
-    }
-    let mut next = text;
-    if !next.is_empty() && !next.ends_with('\n') {
-        next.push('\n');
-    }
-    next.push_str(&record);
-    // What is written must load.
-    let check = parse(&next, path)?;
-    if !check.by_id.contains_key(&id) {
-        return Err(KeysError::BadRequest("the new record did not load".into()));
-    }
-    write_atomically(path, &next)?;
-    Ok(CreatedKey {
-        key: ApiKey(format!("{KEY_PREFIX}{id}_{secret}")),
-        id,
+        if let Some(rate) = spec.rate {
+            record.push_str(&format!(
+                "requests_per_sec = {:?}\nburst = {}\n",
+                rate.per_sec, rate.burst
+            ));
+        }
+        let mut next = text;
+        if !next.is_empty() && !next.ends_with('\n') {
+            next.push('\n');
+        }
+        next.push_str(&record);
+        // What is written must load.
+        let check = parse(&next, path)?;
+        if !check.by_id.contains_key(&id) {
+            return Err(KeysError::BadRequest("the new record did not load".into()));
+        }
+        let created = CreatedKey {
+            key: ApiKey(format!("{KEY_PREFIX}{id}_{secret}")),
+            id,
+        };
+        Ok((next, created))
     })
 }
 
 /// Remove the key `id` from the keys file. A running server stops accepting it at its next
 /// reload of the file.
 pub fn revoke_key(path: &Path, id: &str) -> Result<(), KeysError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeysError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let ring = parse(&text, path)?;
-    if !ring.by_id.contains_key(id) {
-        return Err(KeysError::UnknownId {
+    rewrite(path, |current| {
+        let text = current.ok_or_else(|| KeysError::Read {
             path: path.to_path_buf(),
-            id: id.to_string(),
-        });
-    }
-    let next = without_record(&text, id, path)?;
-    let check = parse(&next, path)?;
-    if check.by_id.contains_key(id) || check.len() + 1 != ring.len() {
-        return Err(KeysError::BadRequest(format!(
-            "cannot remove key {id:?} from {}: edit the file by hand",
-            path.display()
-        )));
-    }
-    write_atomically(path, &next)
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        let ring = parse(&text, path)?;
+        if !ring.by_id.contains_key(id) {
+            return Err(KeysError::UnknownId {
+                path: path.to_path_buf(),
+                id: id.to_string(),
+            });
+        }
+        let next = without_record(&text, id, path)?;
+        let check = parse(&next, path)?;
+        if check.by_id.contains_key(id) || check.len() + 1 != ring.len() {
+            return Err(KeysError::BadRequest(format!(
+                "cannot remove key {id:?} from {}: edit the file by hand",
+                path.display()
+            )));
+        }
+        Ok((next, ()))
+    })
 }
 
 /// The text without the `[[keys]]` record of `id`: from its header line up to the next header
@@ -554,8 +546,14 @@ fn without_record(text: &str, id: &str, path: &Path) -> Result<String, KeysError
     )))
 }
 
-/// Replace `path` with `text`: a new file beside it (mode 0600), fsynced, renamed over it.
-fn write_atomically(path: &Path, text: &str) -> Result<(), KeysError> {
+/// Replace the keys file with what `edit` makes of its current text (`None`: no file yet).
+/// The new text goes to a temporary file beside it (mode 0600), created exclusively before the
+/// current text is read, so two commands cannot both edit the same version; then it is
+/// fsynced and renamed over the file.
+fn rewrite<T>(
+    path: &Path,
+    edit: impl FnOnce(Option<String>) -> Result<(String, T), KeysError>,
+) -> Result<T, KeysError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -586,19 +584,32 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), KeysError> {
         }
         Err(e) => return Err(write_err(e)),
     };
-    let written = file
-        .write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
+    let mut replace = || -> Result<T, KeysError> {
+        let current = match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(KeysError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let (next, out) = edit(current)?;
+        file.write_all(next.as_bytes())
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(write_err)?;
+        Ok(out)
+    };
+    let result = replace();
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(write_err(e));
-    }
-    // The rename itself survives a crash once the directory is synced.
-    if let Ok(d) = std::fs::File::open(&dir) {
+    } else if let Ok(d) = std::fs::File::open(&dir) {
+        // The rename itself survives a crash once the directory is synced.
         let _ = d.sync_all();
     }
-    Ok(())
+    result
 }
 
 #[cfg(test)]
@@ -763,6 +774,14 @@ mod tests {
             Err(KeysError::Busy { .. })
         ));
         assert!(!path.exists());
+        std::fs::remove_file(tmp.path().join(".keys.toml.tmp")).unwrap();
+        // A failed edit leaves no temporary file behind.
+        assert!(matches!(
+            revoke_key(&path, "0123456789abcdef"),
+            Err(KeysError::Read { .. })
+        ));
+        assert!(!tmp.path().join(".keys.toml.tmp").exists());
+        create_key(&path, &spec("acme", &[Role::Route])).unwrap();
     }
 
     #[test]

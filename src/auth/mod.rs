@@ -152,7 +152,8 @@ pub struct KeyIdentity {
     pub rate: Option<Rate>,
 }
 
-/// Who is calling, as the interceptor found: put in the request's extensions.
+/// Who is calling. The interceptor puts a `Key` in the request's extensions; in mode `none` it
+/// puts nothing, and the handlers see `Anonymous`.
 #[derive(Debug, Clone)]
 pub enum Caller {
     /// Mode `none`: anyone, as any tenant.

@@ -60,6 +60,11 @@ impl RateLimitPolicy {
     pub fn tenant_rate(&self, tenant: &str) -> Option<Rate> {
         self.tenants.get(tenant).copied().or(self.default_tenant)
     }
+
+    /// No tenant is limited.
+    pub fn is_empty(&self) -> bool {
+        self.default_tenant.is_none() && self.tenants.is_empty()
+    }
 }
 
 #[derive(Debug)]
