@@ -22,6 +22,7 @@ pub mod inference;
 pub mod learned;
 pub mod money;
 pub mod pii;
+pub mod privacy;
 pub mod reload;
 pub mod rules;
 pub mod server;

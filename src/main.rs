@@ -104,9 +104,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Keys { command } => keys(command),
         Command::CheckConfig { config } => match Policy::load(&config) {
-            // The whole policy as `serve` would use it: with its learned bundle loaded,
-            // validated against the catalog and scored on the canaries.
-            Ok(policy) => match signalbox::engine::DecisionEngine::new(policy) {
+            // Every check `serve` runs before binding: the whole policy with its learned bundle
+            // loaded, validated against the catalog and scored on the canaries, and the log
+            // directory created and written.
+            Ok(policy) => match signalbox::state::preflight(&policy)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    signalbox::engine::DecisionEngine::new(policy).map_err(|e| e.to_string())
+                }) {
                 Ok(engine) => {
                     let policy = engine.policy();
                     tracing::info!(
@@ -158,6 +163,12 @@ fn main() -> ExitCode {
                 tracing::warn!(
                     "serving WITHOUT authentication on {listen} (--insecure-no-auth): anyone who can reach this address can route as any tenant, report outcomes and reload the policy"
                 );
+            }
+            // The machine-side checks `check-config` runs too (the bundle is checked when the
+            // engine is built, also before binding).
+            if let Err(e) = signalbox::state::preflight(&policy) {
+                tracing::error!("{e}");
+                return ExitCode::from(2);
             }
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = threads {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{ConfigError, Policy};
+use crate::config::{ConfigError, LearnedMode, Policy};
 use crate::engine::{DecisionEngine, EngineError};
 use crate::state::{LiveState, Shared};
 
@@ -24,6 +24,10 @@ pub enum ReloadError {
     LogDirChanged { from: PathBuf, to: PathBuf },
     #[error("reload task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(
+        "learned.required is set: the reload would change the serving router ({0}); the file may be half-written (save with a temp file and rename)"
+    )]
+    LearnedRequired(String),
     #[error(
         "auth.mode = \"none\" is refused: the server listens on a non-loopback address and was started without --insecure-no-auth"
     )]
@@ -94,6 +98,7 @@ async fn load_and_swap(shared: &Arc<Shared>) -> Result<Loaded, ReloadError> {
         return Err(ReloadError::NoAuthOffLoopback);
     }
     let current = shared.live.load();
+    guard(current.engine.policy(), engine.policy())?;
     let (from, to) = (&current.engine.policy().log.dir, &engine.policy().log.dir);
     if from != to {
         return Err(ReloadError::LogDirChanged {
@@ -105,6 +110,42 @@ async fn load_and_swap(shared: &Arc<Shared>) -> Result<Loaded, ReloadError> {
     let loaded = describe(&next);
     shared.live.store(next);
     Ok(loaded)
+}
+
+/// Which router serves, and whether a learned one runs at all, under `policy`.
+fn routers(policy: &Policy) -> (&'static str, bool) {
+    match policy.learned.as_ref().map(|l| l.mode) {
+        Some(LearnedMode::LearnedPrimary) => ("learned", true),
+        Some(LearnedMode::RulesPrimary) => ("rules", true),
+        Some(LearnedMode::RulesOnly) | None => ("rules", false),
+    }
+}
+
+/// A reload that changes the serving router or drops the `[learned]` section is worth a WARN:
+/// a non-atomic save can leave a file cut before `[learned]` on disk for a moment, and such a file
+/// is a valid rules-only policy. With `learned.required` in the running policy it is rejected.
+fn guard(current: &Policy, next: &Policy) -> Result<(), ReloadError> {
+    let (from, from_learned) = routers(current);
+    let (to, to_learned) = routers(next);
+    let dropped = current.learned.is_some() && next.learned.is_none();
+    let mut changes = Vec::new();
+    if from != to {
+        changes.push(format!("the {from} router served, the {to} router would"));
+    }
+    if dropped {
+        changes.push("the [learned] section is gone".to_string());
+    } else if from_learned && !to_learned {
+        changes.push("the learned router would no longer run".to_string());
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let what = changes.join("; ");
+    if current.learned.as_ref().is_some_and(|l| l.required) {
+        return Err(ReloadError::LearnedRequired(what));
+    }
+    tracing::warn!(change = %what, "reload changes the serving router");
+    Ok(())
 }
 
 /// Modification times and sizes of the config file, the keys file and every file of the bundle
@@ -193,5 +234,84 @@ pub async fn watch(shared: Arc<Shared>) {
             keys_of(&shared).as_deref(),
         );
         pending = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config/signalbox.toml");
+
+    /// The example policy with `learned` as its `[learned]` section (none when empty).
+    fn policy(learned: &str) -> Policy {
+        let rules_only = EXAMPLE
+            .find("\n[learned]")
+            .map_or(EXAMPLE, |at| &EXAMPLE[..at]);
+        Policy::from_toml(
+            &format!("{rules_only}\n{learned}"),
+            Path::new("test.toml"),
+            Path::new("/tmp"),
+        )
+        .unwrap()
+    }
+
+    fn learned(mode: &str, required: bool) -> Policy {
+        policy(&format!(
+            "[learned]\nmode = \"{mode}\"\nbundle = \"b\"\nrequired = {required}\n"
+        ))
+    }
+
+    #[test]
+    fn the_same_routers_pass_whatever_else_changed() {
+        for (mode, required) in [("learned_primary", true), ("rules_primary", false)] {
+            assert!(guard(&learned(mode, required), &learned(mode, false)).is_ok());
+        }
+        assert!(guard(&policy(""), &policy("")).is_ok());
+        assert!(guard(&policy(""), &learned("rules_only", false)).is_ok());
+    }
+
+    #[test]
+    fn a_changed_serving_router_or_dropped_section_is_rejected_only_when_required() {
+        let cases = [
+            ("learned_primary", "", "the [learned] section is gone"),
+            (
+                "learned_primary",
+                "rules_only",
+                "the learned router would no longer run",
+            ),
+            (
+                "learned_primary",
+                "rules_primary",
+                "the learned router served, the rules",
+            ),
+            ("rules_primary", "", "the [learned] section is gone"),
+            (
+                "rules_primary",
+                "learned_primary",
+                "the rules router served, the learned",
+            ),
+        ];
+        for (from, to, change) in cases {
+            let next = if to.is_empty() {
+                policy("")
+            } else {
+                learned(to, false)
+            };
+            assert!(
+                guard(&learned(from, false), &next).is_ok(),
+                "{from} -> {to}"
+            );
+            match guard(&learned(from, true), &next) {
+                Err(e @ ReloadError::LearnedRequired(_)) => {
+                    let message = e.to_string();
+                    assert!(message.contains(change), "{from} -> {to}: {message}");
+                    assert!(message.contains("learned.required"), "{message}");
+                }
+                other => panic!("{from} -> {to}: expected a rejection, got {other:?}"),
+            }
+        }
     }
 }

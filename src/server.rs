@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
+use crate::api::limits::CallLimits;
 use crate::api::{AdminService, RouterService};
 use crate::auth::{Authenticate, Target};
 use crate::config::Policy;
@@ -43,7 +44,7 @@ impl From<StateError> for ServerError {
     fn from(e: StateError) -> ServerError {
         match e {
             StateError::Engine(e) => ServerError::Engine(e),
-            StateError::Log(e) => ServerError::Log(e),
+            StateError::Log(e) | StateError::LogDir(e) => ServerError::Log(e),
         }
     }
 }
@@ -94,6 +95,12 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
         )
         .await;
     health.set_service_status("", status).await;
+}
+
+/// The HTTP/2 header list limit advertised to clients: well above what a call may carry (four
+/// times, and at least 1 MiB), so h2 itself never has to refuse or tear down a connection.
+fn header_list_limit(max_metadata_bytes: usize) -> u32 {
+    u32::try_from(max_metadata_bytes.saturating_mul(4).max(1 << 20)).unwrap_or(u32::MAX)
 }
 
 /// How often the health status follows the decision log, and how often expired holds and
@@ -148,18 +155,29 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    // Transport limits are read once: a reload does not change them.
+    let limits = {
+        let live = shared.live.load();
+        let server = &live.engine.policy().server;
+        CallLimits {
+            max_metadata_bytes: server.max_metadata_bytes,
+            max_message_bytes: server.max_message_bytes,
+        }
+    };
     // Router, Admin and (per `[auth] reflection`) reflection authenticate every call; health
     // stays open.
     let authenticate = |target| Authenticate::new(shared.clone(), target);
     let reflection_v1 = InterceptedService::new(reflection_v1, authenticate(Target::Reflection));
     let reflection_v1alpha =
         InterceptedService::new(reflection_v1alpha, authenticate(Target::Reflection));
-    let router = proto::router_server::RouterServer::with_interceptor(
-        RouterService::new(shared.clone()),
+    let router = InterceptedService::new(
+        proto::router_server::RouterServer::new(RouterService::new(shared.clone()))
+            .max_decoding_message_size(limits.max_message_bytes),
         authenticate(Target::Api),
     );
-    let admin = proto::admin_server::AdminServer::with_interceptor(
-        AdminService::new(shared.clone()),
+    let admin = InterceptedService::new(
+        proto::admin_server::AdminServer::new(AdminService::new(shared.clone()))
+            .max_decoding_message_size(limits.max_message_bytes),
         authenticate(Target::Api),
     );
     // Mode `none` may be reloaded in only where it was allowed at start (see main.rs).
@@ -198,6 +216,10 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
     let task_shared = shared.clone();
     let task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
+            // Well above what a call may carry, so an oversized call is refused on its own
+            // (by `CallLimits`) instead of the connection being torn down under its neighbours.
+            .http2_max_header_list_size(header_list_limit(limits.max_metadata_bytes))
+            .layer(limits)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -56,7 +56,9 @@ pub struct OutcomeInput {
     pub latency_ms: u32,
     pub tokens_in: u32,
     pub tokens_out: u32,
-    pub cost: Option<Micros>,
+    /// What the outcome books: as reported, else from its tokens at catalog prices (checked
+    /// against `budgets.max_outcome_cost_usd` at validation).
+    pub cost: Micros,
     pub error: ErrorKind,
     /// 0: not numbered (always booked); 1..=64: booked once.
     pub attempt: u32,
@@ -300,9 +302,7 @@ impl Shared {
                 });
             }
         };
-        let cost = o
-            .cost
-            .unwrap_or_else(|| spec.cost(u64::from(o.tokens_in), u64::from(o.tokens_out)));
+        let cost = o.cost;
         let now = Utc::now();
         self.budgets
             .settle(&tracked.payer, tracked.reservation, cost, now);

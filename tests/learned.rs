@@ -526,3 +526,55 @@ fn bundle_whose_cost_order_contradicts_the_catalog_is_rejected() {
     assert!(err.contains("calibrated with"), "{err}");
     assert!(err.contains(WEAK) && err.contains(STRONG), "{err}");
 }
+
+/// A file cut before `[learned]` (what a non-atomic save leaves for a moment) is a valid
+/// rules-only policy: with `learned.required` a reload of it is refused and the learned router
+/// keeps serving; a whole file reloads.
+#[tokio::test]
+async fn a_reload_that_would_drop_a_required_learned_router_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let bundle = tmp.path().join("bundle");
+    write_bundle(&bundle, "tiny-a", [WEAK, STRONG]);
+    let config = tmp.path().join("policy.toml");
+    let whole = format!(
+        "{}required = true\n",
+        policy_text(&log_dir, &bundle, "learned_primary")
+    );
+    std::fs::write(&config, &whole).unwrap();
+    let policy = signalbox::config::Policy::load(&config).unwrap();
+    let server =
+        signalbox::server::start_from_file(policy, config.clone(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let mut client = signalbox::proto::router_client::RouterClient::connect(url.clone())
+        .await
+        .unwrap();
+    let mut admin = AdminClient::connect(url).await.unwrap();
+
+    let cut = &whole[..whole.find("\n[learned]").unwrap()];
+    std::fs::write(&config, cut).unwrap();
+    let err = admin.reload(proto::ReloadRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains("learned.required"),
+        "{}",
+        err.message()
+    );
+    let d = client
+        .route(text_request("acme", "Tell me about Rome."))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.router, proto::RouterKind::Learned as i32);
+
+    std::fs::write(&config, &whole).unwrap();
+    let reply = admin
+        .reload(proto::ReloadRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.router_mode, "learned_primary");
+    server.shutdown().await.unwrap();
+}

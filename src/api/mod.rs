@@ -11,6 +11,7 @@ use crate::reload::ReloadError;
 use crate::service::ServiceError;
 
 pub mod admin;
+pub mod limits;
 pub mod respond;
 pub mod router;
 pub mod validate;
@@ -96,6 +97,7 @@ impl From<ApiError> for Status {
                 | ReloadError::Config(_)
                 | ReloadError::Engine(_)
                 | ReloadError::LogDirChanged { .. }
+                | ReloadError::LearnedRequired(_)
                 | ReloadError::NoAuthOffLoopback => Status::failed_precondition(message),
                 // The reload task itself failed (panicked or was cancelled): our fault.
                 ReloadError::Join(_) => Status::internal(message),

@@ -88,6 +88,14 @@ fn check_category(value: &str, engine: &DecisionEngine) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// Nothing but whitespace and invisible format characters (zero-width spaces and joiners, the
+/// byte-order mark, bidi controls: Unicode category Cf).
+fn is_blank(text: &str) -> bool {
+    use unicode_categories::UnicodeCategories;
+    text.chars()
+        .all(|c| c.is_whitespace() || c.is_other_format())
+}
+
 fn enum_value<T: TryFrom<i32>>(field: &'static str, v: i32) -> Result<T, ApiError> {
     T::try_from(v).map_err(|_| bad(field, format!("unknown value {v}")))
 }
@@ -121,7 +129,7 @@ pub fn route_input(
     let prompt = match prompt {
         None => return Err(bad("prompt", "set either text or messages")),
         Some(proto::route_request::Prompt::Text(text)) => {
-            if text.trim().is_empty() {
+            if is_blank(&text) {
                 return Err(bad("text", "prompt is empty"));
             }
             if text.len() > limit {
@@ -148,7 +156,7 @@ pub fn route_input(
                 total += content.len();
                 out.push(ChatMessage { role, content });
             }
-            if out.iter().all(|m| m.content.trim().is_empty()) {
+            if out.iter().all(|m| is_blank(&m.content)) {
                 return Err(bad("messages", "every message is empty"));
             }
             if total > limit {
@@ -227,7 +235,8 @@ pub fn route_input(
         prompt,
         task_hint,
         tenant_id,
-        user_id,
+        // From here on only the pseudonym, with `[privacy] user_id = "hmac"`.
+        user_id: policy.user_ids.apply(user_id),
         data_class,
         mode,
         latency_budget_ms: (latency_budget_ms > 0).then_some(latency_budget_ms),
@@ -259,10 +268,29 @@ pub fn outcome_input(o: proto::Outcome, policy: &Policy) -> Result<OutcomeInput,
         ));
     }
     check_id("model_id", &model_id, true)?;
-    if policy.find_model(&model_id).is_none() {
+    let Some(spec) = policy.find_model(&model_id).map(|m| policy.model(m)) else {
         return Err(bad(
             "model_id",
             format!("unknown model {model_id:?} (not in the catalog)"),
+        ));
+    };
+    // Implausible usage is refused before anything is booked.
+    if tokens_in > spec.context_window {
+        return Err(bad(
+            "tokens_in",
+            format!(
+                "{tokens_in} is more than {model_id}'s context window of {} tokens",
+                spec.context_window
+            ),
+        ));
+    }
+    if tokens_out > spec.max_output_tokens {
+        return Err(bad(
+            "tokens_out",
+            format!(
+                "{tokens_out} is more than {model_id}'s maximum output of {} tokens",
+                spec.max_output_tokens
+            ),
         ));
     }
     let quality = match quality {
@@ -280,6 +308,34 @@ pub fn outcome_input(o: proto::Outcome, policy: &Policy) -> Result<OutcomeInput,
             })
         })
         .transpose()?;
+    let max = policy.budgets.max_outcome_cost;
+    let cost = match cost {
+        Some(c) if c > max => {
+            return Err(bad(
+                "cost_usd",
+                format!(
+                    "{} is above budgets.max_outcome_cost_usd ({}) for one call",
+                    c.usd(),
+                    max.usd()
+                ),
+            ));
+        }
+        Some(c) => c,
+        None => {
+            let c = spec.cost(u64::from(tokens_in), u64::from(tokens_out));
+            if c > max {
+                return Err(bad(
+                    "tokens_out",
+                    format!(
+                        "{tokens_in} tokens in and {tokens_out} out cost {} at {model_id}'s prices, above budgets.max_outcome_cost_usd ({}) for one call",
+                        c.usd(),
+                        max.usd()
+                    ),
+                ));
+            }
+            c
+        }
+    };
     let error = match enum_value::<proto::ErrorKind>("error", error)? {
         proto::ErrorKind::Unspecified => ErrorKind::None,
         proto::ErrorKind::Timeout => ErrorKind::Timeout,
@@ -319,11 +375,19 @@ mod tests {
 
     /// The example policy, rules only (its `[learned]` section comes last and is cut).
     fn engine() -> DecisionEngine {
+        engine_with(|s| s)
+    }
+
+    fn engine_with(edit: impl FnOnce(String) -> String) -> DecisionEngine {
         let rules_only = EXAMPLE
             .find("\n[learned]")
             .map_or(EXAMPLE, |at| &EXAMPLE[..at]);
-        let policy = Policy::from_toml(rules_only, Path::new("test.toml"), Path::new("/tmp"))
-            .expect("example policy is valid");
+        let policy = Policy::from_toml(
+            &edit(rules_only.to_string()),
+            Path::new("test.toml"),
+            Path::new("/tmp"),
+        )
+        .expect("example policy is valid");
         DecisionEngine::new(policy).expect("engine builds")
     }
 
@@ -486,6 +550,20 @@ mod tests {
                 "empty",
             ),
             (
+                with(&|r| {
+                    r.prompt = Some(ProtoPrompt::Text(
+                        "\u{200b}\u{feff} \u{2060}\u{200d}".into(),
+                    ))
+                }),
+                "text",
+                "prompt is empty",
+            ),
+            (
+                with(&|r| r.prompt = messages(vec![message("user", "\u{200b}\u{200e}")])),
+                "messages",
+                "every message is empty",
+            ),
+            (
                 with(&|r| r.prompt = Some(ProtoPrompt::Text("a".repeat(limit + 1)))),
                 "text",
                 "over the limit",
@@ -593,10 +671,9 @@ mod tests {
             (o.decision_id.as_str(), o.model_id.as_str()),
             ("d-1", "gpt-4o-mini")
         );
-        assert_eq!(
-            (o.quality, o.cost, o.error, o.attempt),
-            (1.0, None, ErrorKind::None, 0)
-        );
+        let mini = policy.model(policy.find_model("gpt-4o-mini").unwrap());
+        assert_eq!(o.cost, mini.cost(10, 20), "computed from the tokens");
+        assert_eq!((o.quality, o.error, o.attempt), (1.0, ErrorKind::None, 0));
         let failed = outcome_input(
             proto::Outcome {
                 success: false,
@@ -610,7 +687,7 @@ mod tests {
         .unwrap();
         assert_eq!(failed.quality, 0.0);
         assert_eq!(failed.error, ErrorKind::Timeout);
-        assert_eq!(failed.cost, Micros::from_usd(0.25));
+        assert_eq!(Some(failed.cost), Micros::from_usd(0.25), "as reported");
         assert_eq!(failed.attempt, 64);
 
         let with = |f: &dyn Fn(&mut proto::Outcome)| {
@@ -647,6 +724,21 @@ mod tests {
             ),
             (with(&|o| o.error = 42), "error", "unknown value 42"),
             (
+                with(&|o| o.tokens_in = u32::MAX),
+                "tokens_in",
+                "context window of 128000 tokens",
+            ),
+            (
+                with(&|o| o.tokens_out = u32::MAX),
+                "tokens_out",
+                "maximum output of 128000 tokens",
+            ),
+            (
+                with(&|o| o.cost_usd = Some(100.01)),
+                "cost_usd",
+                "above budgets.max_outcome_cost_usd (100)",
+            ),
+            (
                 with(&|o| o.error = proto::ErrorKind::Refusal as i32),
                 "error",
                 "successful outcome cannot carry an error kind",
@@ -660,6 +752,36 @@ mod tests {
                 }
                 other => panic!("{field}: expected INVALID_ARGUMENT, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_cost_computed_from_tokens_above_the_cap_is_refused() {
+        let engine = engine_with(|s| {
+            s.replace(
+                "in_flight_ttl_secs = 600",
+                "in_flight_ttl_secs = 600\nmax_outcome_cost_usd = 1.0",
+            )
+        });
+        let gpt4 = |tokens_in, tokens_out| proto::Outcome {
+            model_id: "gpt-4-1106-preview".into(),
+            tokens_in,
+            tokens_out,
+            ..outcome()
+        };
+        // $0.01 in and $0.03 out per 1k tokens: 20k + 20k cost $0.80, within the cap.
+        let within = outcome_input(gpt4(20_000, 20_000), engine.policy()).unwrap();
+        assert_eq!(Some(within.cost), Micros::from_usd(0.8));
+        match outcome_input(gpt4(40_000, 40_000), engine.policy()) {
+            Err(
+                e @ ApiError::InvalidArgument {
+                    field: "tokens_out",
+                    ..
+                },
+            ) => {
+                assert!(e.to_string().contains("cost 1.6"), "{e}");
+            }
+            other => panic!("expected tokens_out refused, got {other:?}"),
         }
     }
 }

@@ -584,7 +584,7 @@ fn rewrite<T>(
         }
         Err(e) => return Err(write_err(e)),
     };
-    let mut replace = || -> Result<T, KeysError> {
+    let replace = || -> Result<T, KeysError> {
         let current = match std::fs::read_to_string(path) {
             Ok(text) => Some(text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

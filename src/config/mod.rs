@@ -7,11 +7,14 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::{Capability, DataClass, Lane, Mode, PiiKind, RiskDomain, RiskTier, TaskType};
 use crate::money::Micros;
+use crate::privacy::UserIds;
 
 pub mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
+
+pub use validate::{MAX_MESSAGE_BYTES, MAX_METADATA_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,6 +50,8 @@ pub struct ModelSpec {
     pub input_per_1k: Micros,
     pub output_per_1k: Micros,
     pub context_window: u32,
+    /// Most output tokens an outcome may report (at most the context window).
+    pub max_output_tokens: u32,
     pub capabilities: BTreeSet<Capability>,
     pub typical_latency_ms: u32,
     pub quality: f64,
@@ -109,6 +114,8 @@ pub struct BudgetCaps {
 #[derive(Debug, Clone)]
 pub struct BudgetPolicy {
     pub in_flight_ttl_secs: u64,
+    /// The most one outcome may book (reported or computed from its tokens).
+    pub max_outcome_cost: Micros,
     pub default_tenant: Option<BudgetCaps>,
     pub default_user: Option<BudgetCaps>,
     pub tenants: HashMap<String, BudgetCaps>,
@@ -210,6 +217,30 @@ pub struct LogPolicy {
     pub segment_max_bytes: u64,
     pub buffer_records: usize,
     pub flush_interval_ms: u64,
+    pub ack: AckMode,
+}
+
+/// When Route and ReportOutcome answer, relative to their log record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// Once the record is queued for the writer: fastest; a process crash loses what was
+    /// queued but not yet written (up to `flush_interval_ms` of records).
+    Queued,
+    /// Once the record has been handed to the OS (written to the segment file): a process
+    /// crash loses no acknowledged record; a power loss or kernel crash can.
+    Written,
+    /// Once the record is written and fsynced: survives power loss too.
+    Fsynced,
+}
+
+impl AckMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Queued => "queued",
+            AckMode::Written => "written",
+            AckMode::Fsynced => "fsynced",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -224,6 +255,10 @@ pub struct Defaults {
 #[derive(Debug, Clone)]
 pub struct ServerPolicy {
     pub max_prompt_bytes: usize,
+    /// Largest request message accepted; larger ones get `RESOURCE_EXHAUSTED`.
+    pub max_message_bytes: usize,
+    /// Largest metadata of one call; larger gets `RESOURCE_EXHAUSTED` (that call only).
+    pub max_metadata_bytes: usize,
     pub decision_ttl_secs: u64,
     pub max_tracked_decisions: usize,
 }
@@ -258,6 +293,8 @@ pub enum BackendChoice {
 #[derive(Debug, Clone)]
 pub struct LearnedPolicy {
     pub mode: LearnedMode,
+    /// Reloads may not change the serving router or drop `[learned]`.
+    pub required: bool,
     pub bundle: PathBuf,
     pub backend: BackendChoice,
     pub sessions: usize,
@@ -287,6 +324,8 @@ pub struct Policy {
     pub retrieval: BTreeMap<TaskType, RetrievalPolicy>,
     pub cascade: CascadePolicy,
     pub rules: Vec<Rule>,
+    /// `[privacy]`: how user ids are kept (clear, or keyed pseudonyms).
+    pub user_ids: UserIds,
     /// `None` when the file has no `[learned]` section (rules only).
     pub learned: Option<LearnedPolicy>,
     /// `[auth]`, with the keys of its keys file.

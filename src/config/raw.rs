@@ -33,6 +33,8 @@ pub struct PolicyFile {
     #[serde(default)]
     pub cascade: Cascade,
     pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub privacy: Privacy,
     pub learned: Option<Learned>,
     #[serde(default)]
     pub auth: Auth,
@@ -42,9 +44,36 @@ pub struct PolicyFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Privacy {
+    /// clear | hmac
+    #[serde(default = "default_user_id_mode")]
+    pub user_id: String,
+    /// File holding the HMAC key (at least 32 bytes), relative to the config file.
+    #[serde(default)]
+    pub hmac_key_file: String,
+}
+
+impl Default for Privacy {
+    fn default() -> Privacy {
+        Privacy {
+            user_id: default_user_id_mode(),
+            hmac_key_file: String::new(),
+        }
+    }
+}
+
+fn default_user_id_mode() -> String {
+    "clear".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Learned {
     /// learned_primary | rules_primary | rules_only
     pub mode: String,
+    /// A reload that would change the serving router or drop this section is rejected.
+    #[serde(default)]
+    pub required: bool,
     /// Model bundle directory, relative to the config file.
     pub bundle: String,
     /// tract | onnxruntime
@@ -92,10 +121,16 @@ pub struct Server {
     pub max_prompt_bytes: usize,
     pub decision_ttl_secs: u64,
     pub max_tracked_decisions: usize,
+    /// Largest request message accepted (encoded protobuf).
+    pub max_message_bytes: usize,
+    /// Largest metadata (all headers of one call) accepted.
+    pub max_metadata_bytes: usize,
 }
 impl Default for Server {
     fn default() -> Self {
         Server {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_metadata_bytes: 16 * 1024,
             max_prompt_bytes: 256 * 1024,
             decision_ttl_secs: 3600,
             max_tracked_decisions: 1_000_000,
@@ -110,10 +145,13 @@ pub struct Log {
     pub segment_max_bytes: u64,
     pub buffer_records: usize,
     pub flush_interval_ms: u64,
+    /// queued | written | fsynced: when a request is acknowledged.
+    pub ack: String,
 }
 impl Default for Log {
     fn default() -> Self {
         Log {
+            ack: "written".into(),
             dir: "signalbox-data/log".into(),
             segment_max_bytes: 64 * 1024 * 1024,
             buffer_records: 65_536,
@@ -154,6 +192,9 @@ pub struct Model {
     pub input_per_1k_usd: f64,
     pub output_per_1k_usd: f64,
     pub context_window: u32,
+    /// Most output tokens one call can report; default: the context window.
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
     #[serde(default)]
     pub capabilities: Vec<String>,
     pub typical_latency_ms: u32,
@@ -210,12 +251,15 @@ pub struct Budgets {
     pub default_user: Option<Caps>,
     pub tenants: Vec<TenantBudget>,
     pub users: Vec<UserBudget>,
+    /// The most one outcome may book; a report above it is refused as implausible.
+    pub max_outcome_cost_usd: f64,
 }
 impl Default for Budgets {
     fn default() -> Self {
         Budgets {
             on_exceeded: "downgrade".into(),
             in_flight_ttl_secs: 600,
+            max_outcome_cost_usd: 100.0,
             default_tenant: None,
             default_user: None,
             tenants: Vec::new(),

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::privacy::{MIN_KEY_BYTES, UserIds};
 
 /// A path from the policy file: absolute as given, relative to the file's directory otherwise.
 fn resolve_path(base: &Path, p: &str) -> PathBuf {
@@ -41,6 +42,14 @@ fn parse_each<T>(
         .collect()
 }
 
+/// Upper bounds of the transport limits (the HTTP/2 header list limit the server advertises is
+/// four times `max_metadata_bytes`, at least 1 MiB, so an oversized call is refused alone).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_METADATA_BYTES: usize = 256 * 1024;
+
+/// The longest path accepted for a directory or file the policy names (Linux's `PATH_MAX`).
+const MAX_PATH_BYTES: usize = 4096;
+
 /// The whole file: each section in turn, then the policy that references them.
 pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Policy, ConfigError> {
     let raw::PolicyFile {
@@ -57,6 +66,7 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
         retrieval,
         cascade,
         rules,
+        privacy,
         learned,
         auth,
         rate_limits,
@@ -71,7 +81,8 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
     let data_classes = data_class_policies(data_classes)?;
     let (pii_detectors, pii_raise_to, secret_raise_to) = pii_policy(pii)?;
     let risk = risk_tiers(risk)?;
-    let budgets = budget_policy(budgets)?;
+    let user_ids = privacy_policy(privacy, base)?;
+    let budgets = budget_policy(budgets, &user_ids)?;
     let circuit = circuit_policy(circuit_breaker)?;
     let retrieval = retrieval_plans(retrieval)?;
     let cascade = cascade_policy(cascade)?;
@@ -96,6 +107,7 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
         retrieval,
         cascade,
         rules,
+        user_ids,
         learned,
         auth,
         rate_limits,
@@ -108,6 +120,8 @@ fn server_policy(server: raw::Server) -> Result<ServerPolicy, ConfigError> {
         max_prompt_bytes,
         decision_ttl_secs,
         max_tracked_decisions,
+        max_message_bytes,
+        max_metadata_bytes,
     } = server;
     if max_prompt_bytes == 0 {
         return Err(invalid("server.max_prompt_bytes", "must be positive"));
@@ -118,11 +132,34 @@ fn server_policy(server: raw::Server) -> Result<ServerPolicy, ConfigError> {
     if decision_ttl_secs == 0 {
         return Err(invalid("server.decision_ttl_secs", "must be positive"));
     }
-
+    // A prompt at the limit must fit in a message, with room for the other fields.
+    if max_message_bytes < max_prompt_bytes.saturating_add(64 * 1024) {
+        return Err(invalid(
+            "server.max_message_bytes",
+            format!(
+                "must be at least server.max_prompt_bytes + 64 KiB ({})",
+                max_prompt_bytes.saturating_add(64 * 1024)
+            ),
+        ));
+    }
+    if max_message_bytes > MAX_MESSAGE_BYTES {
+        return Err(invalid(
+            "server.max_message_bytes",
+            format!("at most {MAX_MESSAGE_BYTES}"),
+        ));
+    }
+    if !(1024..=MAX_METADATA_BYTES).contains(&max_metadata_bytes) {
+        return Err(invalid(
+            "server.max_metadata_bytes",
+            format!("must be in 1024..={MAX_METADATA_BYTES}"),
+        ));
+    }
     Ok(ServerPolicy {
         max_prompt_bytes,
         decision_ttl_secs,
         max_tracked_decisions,
+        max_message_bytes,
+        max_metadata_bytes,
     })
 }
 
@@ -133,9 +170,30 @@ fn log_policy(log: raw::Log, base: &Path) -> Result<LogPolicy, ConfigError> {
         segment_max_bytes,
         buffer_records,
         flush_interval_ms,
+        ack,
     } = log;
+    let ack = match ack.as_str() {
+        "queued" => AckMode::Queued,
+        "written" => AckMode::Written,
+        "fsynced" => AckMode::Fsynced,
+        other => {
+            return Err(invalid(
+                "log.ack",
+                format!("unknown mode {other:?}, expected queued, written or fsynced"),
+            ));
+        }
+    };
     if dir.trim().is_empty() {
         return Err(invalid("log.dir", "must not be empty"));
+    }
+    if dir.contains('\0') {
+        return Err(invalid("log.dir", "contains a NUL byte"));
+    }
+    if dir.len() > MAX_PATH_BYTES {
+        return Err(invalid(
+            "log.dir",
+            format!("is {} bytes long; at most {MAX_PATH_BYTES}", dir.len()),
+        ));
     }
     if segment_max_bytes < 4096 {
         return Err(invalid("log.segment_max_bytes", "must be at least 4096"));
@@ -148,6 +206,7 @@ fn log_policy(log: raw::Log, base: &Path) -> Result<LogPolicy, ConfigError> {
         segment_max_bytes,
         buffer_records,
         flush_interval_ms: flush_interval_ms.max(1),
+        ack,
     })
 }
 
@@ -194,6 +253,7 @@ fn catalog(
             input_per_1k_usd,
             output_per_1k_usd,
             context_window,
+            max_output_tokens,
             capabilities,
             typical_latency_ms,
             quality,
@@ -210,6 +270,13 @@ fn catalog(
         }
         if context_window == 0 {
             return Err(invalid(key("context_window"), "must be positive"));
+        }
+        let max_output_tokens = max_output_tokens.unwrap_or(context_window);
+        if max_output_tokens == 0 || max_output_tokens > context_window {
+            return Err(invalid(
+                key("max_output_tokens"),
+                format!("must be in 1..={context_window} (the context window)"),
+            ));
         }
         catalog.push(ModelSpec {
             lane: Lane::parse(&lane).ok_or_else(|| {
@@ -233,6 +300,7 @@ fn catalog(
             provider,
             region,
             context_window,
+            max_output_tokens,
             typical_latency_ms,
         });
     }
@@ -331,8 +399,66 @@ fn risk_tiers(risk: Vec<raw::RiskTierRule>) -> Result<Vec<RiskTierPolicy>, Confi
     Ok(risk_tiers)
 }
 
-/// `[budgets]`: defaults, per-tenant and per-user caps.
-fn budget_policy(budgets: raw::Budgets) -> Result<BudgetPolicy, ConfigError> {
+/// `[privacy]`: user ids in clear, or replaced by their HMAC under the key in `hmac_key_file`.
+fn privacy_policy(privacy: raw::Privacy, base: &Path) -> Result<UserIds, ConfigError> {
+    let raw::Privacy {
+        user_id,
+        hmac_key_file,
+    } = privacy;
+    match user_id.as_str() {
+        "clear" => {
+            if hmac_key_file.trim().is_empty() {
+                Ok(UserIds::Clear)
+            } else {
+                Err(invalid(
+                    "privacy.hmac_key_file",
+                    "only used with privacy.user_id = \"hmac\"",
+                ))
+            }
+        }
+        "hmac" => {
+            if hmac_key_file.trim().is_empty() {
+                return Err(invalid(
+                    "privacy.hmac_key_file",
+                    "required with privacy.user_id = \"hmac\"",
+                ));
+            }
+            let path = resolve_path(base, &hmac_key_file);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                invalid(
+                    "privacy.hmac_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            // A trailing newline from `echo` or an editor is not part of the key.
+            let key = bytes.trim_ascii_end();
+            if key.len() < MIN_KEY_BYTES {
+                return Err(invalid(
+                    "privacy.hmac_key_file",
+                    format!(
+                        "{} holds {} bytes of key; at least {MIN_KEY_BYTES} are needed (e.g. `head -c 32 /dev/urandom | base64`)",
+                        path.display(),
+                        key.len()
+                    ),
+                ));
+            }
+            UserIds::hmac(key).ok_or_else(|| {
+                invalid(
+                    "privacy.hmac_key_file",
+                    format!("{}: not a usable HMAC key", path.display()),
+                )
+            })
+        }
+        other => Err(invalid(
+            "privacy.user_id",
+            format!("unknown mode {other:?}, expected \"clear\" or \"hmac\""),
+        )),
+    }
+}
+
+/// `[budgets]`: defaults, per-tenant and per-user caps. Users are named in clear in the file;
+/// with pseudonymous user ids their caps are keyed by the pseudonym, as requests will be.
+fn budget_policy(budgets: raw::Budgets, user_ids: &UserIds) -> Result<BudgetPolicy, ConfigError> {
     let raw::Budgets {
         on_exceeded,
         in_flight_ttl_secs,
@@ -340,7 +466,12 @@ fn budget_policy(budgets: raw::Budgets) -> Result<BudgetPolicy, ConfigError> {
         default_user,
         tenants,
         users,
+        max_outcome_cost_usd,
     } = budgets;
+    let max_outcome_cost = usd("budgets.max_outcome_cost_usd", max_outcome_cost_usd)?;
+    if max_outcome_cost == Micros::ZERO {
+        return Err(invalid("budgets.max_outcome_cost_usd", "must be positive"));
+    }
     let default_action = OnExceeded::parse("budgets.on_exceeded", &on_exceeded)?;
     let caps = |key: &str,
                 daily: Option<f64>,
@@ -376,7 +507,7 @@ fn budget_policy(budgets: raw::Budgets) -> Result<BudgetPolicy, ConfigError> {
         let key = format!("budgets.users[{i}]");
         let c = caps(&key, u.daily_usd, u.monthly_usd, u.on_exceeded)?;
         if user_caps
-            .insert((u.tenant.clone(), u.user.clone()), c)
+            .insert((u.tenant.clone(), user_ids.apply(u.user.clone())), c)
             .is_some()
         {
             return Err(invalid(
@@ -387,6 +518,7 @@ fn budget_policy(budgets: raw::Budgets) -> Result<BudgetPolicy, ConfigError> {
     }
     Ok(BudgetPolicy {
         in_flight_ttl_secs,
+        max_outcome_cost,
         default_tenant: default_tenant
             .map(|c| {
                 caps(
@@ -584,6 +716,7 @@ fn compiled_rules(
 fn learned_policy(l: raw::Learned, base: &Path) -> Result<LearnedPolicy, ConfigError> {
     let raw::Learned {
         mode,
+        required,
         bundle,
         backend,
         onnxruntime_library,
@@ -632,6 +765,7 @@ fn learned_policy(l: raw::Learned, base: &Path) -> Result<LearnedPolicy, ConfigE
     }
     Ok(LearnedPolicy {
         mode,
+        required,
         bundle: resolve(&bundle),
         backend,
         sessions,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::config::LogPolicy;
+use crate::config::{AckMode, LogPolicy};
 use crate::money::Micros;
 
 #[cfg(test)]
@@ -212,9 +212,17 @@ pub enum LogRecord {
 }
 
 enum Msg {
-    Record(LogRecord),
+    /// A record, and whom to tell once it is written (or fsynced), per `log.ack`.
+    Record(LogRecord, Option<Ack>),
     Shutdown,
 }
+
+/// Told once its record is durable as `log.ack` asks; dropped unsent if the log gave up.
+type Ack = tokio::sync::oneshot::Sender<()>;
+
+/// Records written since the waiters were last told, at most this many per batch: under load a
+/// batch is whatever arrived while the previous one was written (group commit).
+const MAX_BATCH: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -248,6 +256,7 @@ pub struct LogStats {
 
 pub struct DecisionLog {
     tx: mpsc::Sender<Msg>,
+    ack: AckMode,
     writer: parking_lot::Mutex<Option<JoinHandle<Result<LogStats, LogError>>>>,
     dir: PathBuf,
     writable: Arc<AtomicBool>,
@@ -256,6 +265,19 @@ pub struct DecisionLog {
 
 impl DecisionLog {
     /// Create the directory and start the writer thread.
+    /// Whether `dir` can hold the log: created if missing, and a file can be created, written
+    /// and removed in it. `check-config` and `serve` run this before anything is bound.
+    pub fn check_writable(dir: &Path) -> Result<(), LogError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let probe = dir.join(format!(".signalbox-write-check-{}", std::process::id()));
+        let written = File::create(&probe)
+            .and_then(|mut f| f.write_all(b"ok").and_then(|()| f.sync_all()))
+            .map_err(io_err(&probe));
+        // Removed whether or not the write worked.
+        let removed = std::fs::remove_file(&probe).map_err(io_err(&probe));
+        written.and(removed)
+    }
+
     pub fn open(policy: &LogPolicy) -> Result<DecisionLog, LogError> {
         DecisionLog::open_giving_up_after(policy, RETRY_AT_SHUTDOWN)
     }
@@ -272,6 +294,8 @@ impl DecisionLog {
         let shutdown_requested = Arc::new(AtomicBool::new(false));
         let mut writer = Writer {
             dir: policy.dir.clone(),
+            ack: policy.ack,
+            waiting: Vec::new(),
             max_bytes: policy.segment_max_bytes,
             flush_every: Duration::from_millis(policy.flush_interval_ms),
             decisions: Segment::new("decisions"),
@@ -290,6 +314,7 @@ impl DecisionLog {
             .map_err(io_err(&policy.dir))?;
         Ok(DecisionLog {
             tx,
+            ack: policy.ack,
             writer: parking_lot::Mutex::new(Some(handle)),
             dir: policy.dir.clone(),
             writable,
@@ -308,14 +333,28 @@ impl DecisionLog {
         self.writable.load(Ordering::Relaxed)
     }
 
-    /// Queue a record; waits while the queue is full. Never refuses a record for a failing
-    /// disk: a request that got this far has changed state (budget, tracker) and its record is
-    /// kept for the writer's retries. Callers check [`DecisionLog::writable`] first.
+    /// Queue a record and, unless `log.ack = "queued"`, wait until the writer has written it
+    /// (`written`: handed to the OS) or written and fsynced it (`fsynced`); waits while the queue
+    /// is full. Never refuses a record for a failing disk: a request that got this far has
+    /// changed state (budget, tracker) and its record is kept for the writer's retries (the
+    /// caller then waits for them). Callers check [`DecisionLog::writable`] first.
     pub async fn append(&self, record: LogRecord) -> Result<(), LogError> {
+        let (ack, written) = match self.ack {
+            AckMode::Queued => (None, None),
+            AckMode::Written | AckMode::Fsynced => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+        };
         self.tx
-            .send(Msg::Record(record))
+            .send(Msg::Record(record, ack))
             .await
-            .map_err(|_| LogError::Closed)
+            .map_err(|_| LogError::Closed)?;
+        match written {
+            // The writer gave up (shutdown with a failing disk): not durable.
+            Some(rx) => rx.await.map_err(|_| LogError::Closed),
+            None => Ok(()),
+        }
     }
 
     /// Drain everything queued so far, flush, fsync and stop the writer. Call after the server
@@ -435,6 +474,9 @@ impl Segment {
 
 struct Writer {
     dir: PathBuf,
+    ack: AckMode,
+    /// Waiters of the records written since the last flush.
+    waiting: Vec<Ack>,
     max_bytes: u64,
     flush_every: Duration,
     decisions: Segment,
@@ -459,6 +501,14 @@ impl Writer {
             let msg = match rx.try_recv() {
                 Ok(m) => m,
                 Err(mpsc::error::TryRecvError::Empty) => {
+                    // Group commit: the queue is drained, so this batch is complete; write it
+                    // out (and fsync) once, then tell its waiters.
+                    if !self.waiting.is_empty() {
+                        self.commit()?;
+                        last_flush = Instant::now();
+                        dirty = false;
+                        continue;
+                    }
                     // Under load, poll the queue instead of parking after every record: a
                     // parked writer costs every request a wake-up and a context switch.
                     if dirty && last_record.elapsed() < IDLE_BEFORE_PARK {
@@ -476,15 +526,24 @@ impl Writer {
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             };
             match msg {
-                Msg::Record(record) => {
+                Msg::Record(record, ack) => {
                     self.write(&record)?;
+                    self.waiting.extend(ack);
                     dirty = true;
                     last_record = Instant::now();
                 }
                 Msg::Shutdown => break,
             }
-            if last_flush.elapsed() >= self.flush_every {
-                self.retry(Writer::flush_all)?;
+            if self.waiting.len() >= MAX_BATCH {
+                self.commit()?;
+                dirty = false;
+                last_flush = Instant::now();
+            } else if last_flush.elapsed() >= self.flush_every {
+                if self.waiting.is_empty() {
+                    self.retry(Writer::flush_all)?;
+                } else {
+                    self.commit()?;
+                }
                 dirty = false;
                 last_flush = Instant::now();
             }
@@ -496,10 +555,13 @@ impl Writer {
         rx.close();
         let mut first_error = None;
         while let Ok(msg) = rx.try_recv() {
-            if let Msg::Record(record) = msg
-                && let Err(e) = self.write(&record)
-            {
-                first_error.get_or_insert(e);
+            if let Msg::Record(record, ack) = msg {
+                match self.write(&record) {
+                    Ok(()) => self.waiting.extend(ack),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
             }
         }
         for decisions in [true, false] {
@@ -508,9 +570,39 @@ impl Writer {
             }
         }
         match first_error {
-            None => Ok(self.stats),
+            None => {
+                // Both segments are written and synced.
+                for ack in self.waiting.drain(..) {
+                    let _ = ack.send(());
+                }
+                Ok(self.stats)
+            }
+            // The waiters' records may not be on disk: dropping their senders tells them so.
             Some(e) => Err(e),
         }
+    }
+
+    /// Write out both segments (and fsync them with `log.ack = "fsynced"`), retrying on
+    /// failure, then tell every waiter of the batch.
+    fn commit(&mut self) -> Result<(), LogError> {
+        self.retry(Writer::flush_all)?;
+        if self.ack == AckMode::Fsynced {
+            self.retry(Writer::sync_all)?;
+        }
+        for ack in self.waiting.drain(..) {
+            // A waiter that went away (its request was cancelled) needs no answer.
+            let _ = ack.send(());
+        }
+        Ok(())
+    }
+
+    fn sync_all(&mut self) -> Result<(), LogError> {
+        for seg in [&mut self.decisions, &mut self.outcomes] {
+            if let Some(f) = &mut seg.file {
+                f.file.sync_data().map_err(io_err(&f.path))?;
+            }
+        }
+        Ok(())
     }
 
     fn flush_all(&mut self) -> Result<(), LogError> {

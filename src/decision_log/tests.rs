@@ -56,6 +56,7 @@ async fn spend_summaries_give_the_same_totals_as_the_records() {
         segment_max_bytes: 4096,
         buffer_records: 64,
         flush_interval_ms: 10,
+        ack: AckMode::Queued,
     })
     .unwrap();
     let mut expected = Totals::new();
@@ -123,6 +124,7 @@ async fn the_writer_retries_a_failed_rotation_and_loses_nothing_queued() {
         segment_max_bytes: 1024,
         buffer_records: 1000,
         flush_interval_ms: 10,
+        ack: AckMode::Queued,
     })
     .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
@@ -180,6 +182,7 @@ async fn a_writer_stuck_retrying_gives_up_at_shutdown() {
             // A full queue: close() cannot even queue its message while the writer is stuck.
             buffer_records: 2,
             flush_interval_ms: 10,
+            ack: AckMode::Queued,
         },
         Duration::from_millis(300),
     )
@@ -218,4 +221,50 @@ fn read_newest_keeps_the_last_records_in_order() {
     assert_eq!(got, vec![3, 5, 7]);
     let all = read_newest::<u32, u32>(tmp.path(), "decisions", None, 100, Some, bad).unwrap();
     assert_eq!(all, (0..9).collect::<Vec<_>>());
+}
+
+/// All bytes of every outcome segment in `dir`, as the OS has them now.
+fn outcome_text(dir: &Path) -> String {
+    segments(dir, "outcomes")
+        .unwrap()
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn with_ack_written_or_fsynced_an_appended_record_is_already_in_the_file() {
+    for ack in [AckMode::Written, AckMode::Fsynced] {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = Arc::new(
+            DecisionLog::open(&LogPolicy {
+                dir: tmp.path().to_path_buf(),
+                segment_max_bytes: 8192,
+                buffer_records: 1000,
+                // Far longer than the test: only the group commit can have written them.
+                flush_interval_ms: 60_000,
+                ack,
+            })
+            .unwrap(),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let log = log.clone();
+            let dir = tmp.path().to_path_buf();
+            tasks.push(tokio::spawn(async move {
+                log.append(LogRecord::Outcome(outcome(i))).await.unwrap();
+                let id = format!("\"decision_id\":\"d{i}\"");
+                assert!(
+                    outcome_text(&dir).contains(&id),
+                    "{ack:?}: d{i} not written"
+                );
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let stats = log.close().await.unwrap();
+        assert_eq!(stats.outcomes, 200);
+        assert!(stats.segments > 1, "rotation under group commit");
+    }
 }

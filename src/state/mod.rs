@@ -26,6 +26,9 @@ pub enum StateError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The log directory cannot be created or written (found before binding).
+    #[error("log.dir: {0}")]
+    LogDir(LogError),
 }
 
 /// Everything a request reads that can be replaced on reload, swapped as one unit.
@@ -72,6 +75,12 @@ pub struct Shared {
     pub log: DecisionLog,
     /// Authentication counters and rate-limit buckets (`crate::auth`).
     pub auth: crate::auth::AuthState,
+}
+
+/// What `serve` needs of the machine before it binds, beyond a valid policy: the log directory
+/// can be created and written. `check-config` runs the same checks.
+pub fn preflight(policy: &Policy) -> Result<(), StateError> {
+    DecisionLog::check_writable(&policy.log.dir).map_err(StateError::LogDir)
 }
 
 /// Build the service state for `policy`, restoring budgets and recent decisions from its log.

@@ -8,6 +8,8 @@ mod common;
 mod budgets;
 mod circuits;
 mod decisions;
+mod limits;
 mod log_health;
+mod privacy;
 mod restart;
 mod validation;
