@@ -9,6 +9,7 @@
 //! wires it to tonic; [`reload`] swaps policy and bundle; [`domain`] is the shared vocabulary.
 
 pub mod api;
+pub mod auth;
 pub mod baseline;
 pub mod budget;
 pub mod circuit;

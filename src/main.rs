@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use signalbox::auth::{AuthMode, Role, Roles};
 use signalbox::config::Policy;
 
 #[derive(Parser)]
@@ -31,25 +32,77 @@ enum Command {
         /// Async worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// Serve without authentication (`[auth] mode = "none"`) on a non-loopback address.
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
     /// Validate a policy file and exit (0 = valid).
     CheckConfig {
         #[arg(long, default_value = "config/signalbox.toml")]
         config: PathBuf,
     },
+    /// Create and revoke API keys (policy `[auth] mode = "api_key"`).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key: print it once on stdout and append its record (its hash, never the key)
+    /// to the keys file, created if missing.
+    Create {
+        /// The keys file (`[auth] keys_file`).
+        #[arg(long)]
+        keys_file: PathBuf,
+        /// The tenant the key acts for.
+        #[arg(long)]
+        tenant: String,
+        /// A role: route (Router/Route), report (Router/ReportOutcome), admin (Admin/*).
+        /// Repeat for several.
+        #[arg(long = "role", required = true, value_parser = ["route", "report", "admin"])]
+        roles: Vec<String>,
+        /// Expiry, RFC 3339 (e.g. 2027-01-01T00:00:00Z).
+        #[arg(long)]
+        expires: Option<String>,
+        /// The key's own rate limit, with --burst.
+        #[arg(long, requires = "burst")]
+        requests_per_sec: Option<f64>,
+        #[arg(long, requires = "requests_per_sec")]
+        burst: Option<u32>,
+    },
+    /// Remove a key from the keys file; a running server refuses it after its next reload.
+    Revoke {
+        #[arg(long)]
+        keys_file: PathBuf,
+        /// The key id (the part after `sbx_`, as `keys create` logs it).
+        #[arg(long)]
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if matches!(cli.command, Command::Keys { .. }) {
+        // stdout carries only the new key (`KEY=$(signalbox keys create ...)`).
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init();
+    }
     match cli.command {
+        Command::Keys { command } => keys(command),
         Command::CheckConfig { config } => match Policy::load(&config) {
             // Every check `serve` runs before binding: the whole policy with its learned bundle
             // loaded, validated against the catalog and scored on the canaries, and the log
@@ -66,6 +119,8 @@ fn main() -> ExitCode {
                         models = policy.models.len(),
                         rules = policy.rules.len(),
                         model_version = engine.learned().map_or("", |l| l.version()),
+                        auth = policy.auth.mode.as_str(),
+                        api_keys = policy.auth.keys.len(),
                         "config is valid"
                     );
                     ExitCode::SUCCESS
@@ -84,6 +139,7 @@ fn main() -> ExitCode {
             config,
             listen,
             threads,
+            insecure_no_auth,
         } => {
             // Validate before anything is bound or started.
             let policy = match Policy::load(&config) {
@@ -93,6 +149,21 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // Without authentication, anyone who reaches the port routes as any tenant and
+            // reloads the policy: loopback only, unless asked for explicitly.
+            let no_auth = policy.auth.mode == AuthMode::None;
+            if no_auth && !listen.ip().is_loopback() {
+                if !insecure_no_auth {
+                    tracing::error!(
+                        "refusing to serve without authentication on {listen}, which is not a loopback address: set [auth] mode = \"api_key\" in {} (see docs/operations.md#authentication), or pass --insecure-no-auth",
+                        config.display()
+                    );
+                    return ExitCode::from(2);
+                }
+                tracing::warn!(
+                    "serving WITHOUT authentication on {listen} (--insecure-no-auth): anyone who can reach this address can route as any tenant, report outcomes and reload the policy"
+                );
+            }
             // The machine-side checks `check-config` runs too (the bundle is checked when the
             // engine is built, also before binding).
             if let Err(e) = signalbox::state::preflight(&policy) {
@@ -110,7 +181,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(policy, config, listen)) {
+            match runtime.block_on(serve(policy, config, listen, insecure_no_auth)) {
                 Ok(()) => ExitCode::SUCCESS,
                 // The policy's learned bundle (or backend) is unusable: a config error, found
                 // before anything is bound.
@@ -131,9 +202,24 @@ async fn serve(
     policy: Policy,
     config: PathBuf,
     listen: SocketAddr,
+    insecure_no_auth: bool,
 ) -> Result<(), signalbox::server::ServerError> {
-    tracing::info!(policy_version = %policy.version, log_dir = %policy.log.dir.display(), "starting");
+    tracing::info!(
+        policy_version = %policy.version,
+        log_dir = %policy.log.dir.display(),
+        auth = policy.auth.mode.as_str(),
+        api_keys = policy.auth.keys.len(),
+        "starting"
+    );
+    if policy.auth.mode == AuthMode::ApiKey && policy.auth.keys.is_empty() {
+        tracing::warn!(
+            "the keys file has no API keys: every Router and Admin call will be refused (create one with `signalbox keys create`, then reload)"
+        );
+    }
     let server = signalbox::server::start_from_file(policy, config, listen).await?;
+    if insecure_no_auth {
+        server.shared().auth.allow_no_auth(true);
+    }
     {
         let live = server.shared().live.load();
         let loaded = signalbox::reload::describe(&live);
@@ -168,6 +254,108 @@ async fn serve(
         "stopped"
     );
     Ok(())
+}
+
+/// `signalbox keys create|revoke`: 0 done, 2 refused (bad arguments or keys file), 1 I/O.
+fn keys(command: KeysCommand) -> ExitCode {
+    use signalbox::auth::keys::{KeysError, NewKey, create_key, revoke_key};
+    let failed = |e: KeysError| {
+        tracing::error!("{e}");
+        match e {
+            KeysError::Read { .. }
+            | KeysError::Write { .. }
+            | KeysError::Busy { .. }
+            | KeysError::Random(_) => ExitCode::FAILURE,
+            KeysError::Invalid { .. } | KeysError::UnknownId { .. } | KeysError::BadRequest(_) => {
+                ExitCode::from(2)
+            }
+        }
+    };
+    match command {
+        KeysCommand::Create {
+            keys_file,
+            tenant,
+            roles,
+            expires,
+            requests_per_sec,
+            burst,
+        } => {
+            let roles = roles
+                .iter()
+                .filter_map(|r| Role::parse(r))
+                .fold(Roles::NONE, Roles::with);
+            let expires = match expires.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+                None => None,
+                Some(Ok(at)) => {
+                    let at = at.with_timezone(&chrono::Utc);
+                    if at <= chrono::Utc::now() {
+                        tracing::error!("--expires {at} is in the past");
+                        return ExitCode::from(2);
+                    }
+                    Some(at)
+                }
+                Some(Err(e)) => {
+                    tracing::error!("--expires: not an RFC 3339 time ({e})");
+                    return ExitCode::from(2);
+                }
+            };
+            let rate = match requests_per_sec.zip(burst) {
+                None => None,
+                Some((per_sec, burst)) => match signalbox::auth::Rate::new(per_sec, burst) {
+                    Ok(r) => Some(r),
+                    Err((field, message)) => {
+                        tracing::error!("--{}: {message}", field.replace('_', "-"));
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            let spec = NewKey {
+                tenant,
+                roles,
+                expires,
+                rate,
+            };
+            match create_key(&keys_file, &spec) {
+                Ok(created) => {
+                    use std::io::Write;
+                    // The key, once, on stdout; everything else goes to the log on stderr.
+                    let mut out = std::io::stdout().lock();
+                    if writeln!(out, "{}", created.key.expose())
+                        .and_then(|()| out.flush())
+                        .is_err()
+                    {
+                        tracing::error!(
+                            key_id = %created.id,
+                            "cannot write the key to stdout; revoke it: signalbox keys revoke --keys-file {} --id {}",
+                            keys_file.display(),
+                            created.id
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                    tracing::info!(
+                        key_id = %created.id,
+                        tenant = %spec.tenant,
+                        roles = %roles.iter().map(Role::as_str).collect::<Vec<_>>().join(","),
+                        keys_file = %keys_file.display(),
+                        "created API key (shown once); a running server picks it up at its next reload"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failed(e),
+            }
+        }
+        KeysCommand::Revoke { keys_file, id } => match revoke_key(&keys_file, &id) {
+            Ok(()) => {
+                tracing::info!(
+                    key_id = %id,
+                    keys_file = %keys_file.display(),
+                    "revoked API key; a running server refuses it after its next reload"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => failed(e),
+        },
+    }
 }
 
 async fn shutdown_signal() {

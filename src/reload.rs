@@ -1,7 +1,7 @@
 //! Hot reload of the policy and the model bundle, as one unit: load, validate (catalog, bundle
 //! shapes, model ids, canary prompts), then swap the live state. A failed reload is logged and
 //! counted; the running state keeps serving. Triggers: the Admin/Reload RPC, SIGHUP, and a
-//! poller that watches the config file and the bundle directory.
+//! poller that watches the config file, the API keys file and the bundle directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +30,10 @@ pub enum ReloadError {
         "learned.required is set: the reload would change the serving router ({0}); the file may be half-written (save with a temp file and rename)"
     )]
     LearnedRequired(String),
+    #[error(
+        "auth.mode = \"none\" is refused: the server listens on a non-loopback address and was started without --insecure-no-auth"
+    )]
+    NoAuthOffLoopback,
 }
 
 /// What is serving after a successful reload.
@@ -92,6 +96,9 @@ async fn load_and_swap(shared: &Arc<Shared>) -> Result<Loaded, ReloadError> {
         Ok(DecisionEngine::new(policy)?)
     })
     .await??;
+    if engine.policy().auth.mode == crate::auth::AuthMode::None && !shared.auth.no_auth_allowed() {
+        return Err(ReloadError::NoAuthOffLoopback);
+    }
     let current = shared.live.load();
     guard(current.engine.policy(), engine.policy())?;
     let (from, to) = (&current.engine.policy().log.dir, &engine.policy().log.dir);
@@ -155,8 +162,13 @@ fn guard(current: &Policy, next: &Policy) -> Result<(), ReloadError> {
     Ok(())
 }
 
-/// Modification times and sizes of the config file and every file of the bundle directory.
-fn fingerprint(config: &Path, bundle: Option<&Path>) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+/// Modification times and sizes of the config file, the keys file and every file of the bundle
+/// directory.
+fn fingerprint(
+    config: &Path,
+    bundle: Option<&Path>,
+    keys: Option<&Path>,
+) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
     let stat = |p: &Path| {
         let m = std::fs::metadata(p).ok();
         (
@@ -166,6 +178,7 @@ fn fingerprint(config: &Path, bundle: Option<&Path>) -> Vec<(PathBuf, Option<Sys
         )
     };
     let mut out = vec![stat(config)];
+    out.extend(keys.map(stat));
     if let Some(dir) = bundle {
         out.push(stat(dir));
         if let Ok(entries) = std::fs::read_dir(dir) {
@@ -178,7 +191,7 @@ fn fingerprint(config: &Path, bundle: Option<&Path>) -> Vec<(PathBuf, Option<Sys
     out
 }
 
-/// Poll the config file and the bundle; reload when either changes (and has been stable for one
+/// Poll the config file, the keys file and the bundle; reload when any changes (and has been stable for one
 /// more poll, so a bundle being written is not picked up half-way).
 pub async fn watch(shared: Arc<Shared>) {
     let Some(config) = shared.config_path.clone() else {
@@ -192,6 +205,7 @@ pub async fn watch(shared: Arc<Shared>) {
             .as_ref()
             .map(|l| l.bundle.clone())
     };
+    let keys_of = |shared: &Shared| shared.live.load().engine.policy().auth.keys_file.clone();
     let interval_of = |shared: &Shared| {
         let live = shared.live.load();
         live.engine
@@ -200,7 +214,11 @@ pub async fn watch(shared: Arc<Shared>) {
             .as_ref()
             .map_or(2, |l| l.watch_secs)
     };
-    let mut seen = fingerprint(&config, bundle_of(&shared).as_deref());
+    let mut seen = fingerprint(
+        &config,
+        bundle_of(&shared).as_deref(),
+        keys_of(&shared).as_deref(),
+    );
     let mut pending: Option<Vec<(PathBuf, Option<SystemTime>, u64)>> = None;
     loop {
         let secs = interval_of(&shared);
@@ -208,7 +226,11 @@ pub async fn watch(shared: Arc<Shared>) {
         if secs == 0 {
             continue;
         }
-        let now = fingerprint(&config, bundle_of(&shared).as_deref());
+        let now = fingerprint(
+            &config,
+            bundle_of(&shared).as_deref(),
+            keys_of(&shared).as_deref(),
+        );
         if now == seen {
             pending = None;
             continue;
@@ -217,10 +239,14 @@ pub async fn watch(shared: Arc<Shared>) {
             pending = Some(now);
             continue;
         }
-        tracing::info!("config or bundle changed on disk: reloading");
+        tracing::info!("config, keys file or bundle changed on disk: reloading");
         let _ = reload(&shared).await;
         // Whether it worked or not, do not retry the same files in a loop.
-        seen = fingerprint(&config, bundle_of(&shared).as_deref());
+        seen = fingerprint(
+            &config,
+            bundle_of(&shared).as_deref(),
+            keys_of(&shared).as_deref(),
+        );
         pending = None;
     }
 }

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::limits::CallLimits;
 use crate::api::{AdminService, RouterService};
+use crate::auth::{Authenticate, Target};
 use crate::config::Policy;
 use crate::decision_log::{LogError, LogStats};
 use crate::engine::EngineError;
@@ -173,10 +175,24 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
             max_message_bytes: server.max_message_bytes,
         }
     };
-    let router = proto::router_server::RouterServer::new(RouterService::new(shared.clone()))
-        .max_decoding_message_size(limits.max_message_bytes);
-    let admin = proto::admin_server::AdminServer::new(AdminService::new(shared.clone()))
-        .max_decoding_message_size(limits.max_message_bytes);
+    // Router, Admin and (per `[auth] reflection`) reflection authenticate every call; health
+    // stays open.
+    let authenticate = |target| Authenticate::new(shared.clone(), target);
+    let reflection_v1 = InterceptedService::new(reflection_v1, authenticate(Target::Reflection));
+    let reflection_v1alpha =
+        InterceptedService::new(reflection_v1alpha, authenticate(Target::Reflection));
+    let router = InterceptedService::new(
+        proto::router_server::RouterServer::new(RouterService::new(shared.clone()))
+            .max_decoding_message_size(limits.max_message_bytes),
+        authenticate(Target::Api),
+    );
+    let admin = InterceptedService::new(
+        proto::admin_server::AdminServer::new(AdminService::new(shared.clone()))
+            .max_decoding_message_size(limits.max_message_bytes),
+        authenticate(Target::Api),
+    );
+    // Mode `none` may be reloaded in only where it was allowed at start (see main.rs).
+    shared.auth.allow_no_auth(addr.ip().is_loopback());
 
     // Release budget reservations whose outcome never came, forget expired decisions, and
     // report NOT_SERVING while the decision log cannot write.
@@ -195,6 +211,7 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
                 if now.duration_since(last_sweep) >= SWEEP_EVERY {
                     shared.budgets.sweep(now);
                     shared.tracker.sweep(now);
+                    shared.auth.limiter.sweep(now);
                     last_sweep = now;
                 }
                 let writable = shared.log.writable();

@@ -269,6 +269,16 @@ impl Shared {
 
     /// The whole ReportOutcome path after validation.
     pub async fn report(&self, o: OutcomeInput) -> Result<Acknowledged, ServiceError> {
+        self.report_for(o, None).await
+    }
+
+    /// [`Self::report`] on behalf of `tenant` (an API key's): an outcome for another tenant's
+    /// decision is `DecisionNotFound`, exactly as for an unknown one, with nothing booked.
+    pub async fn report_for(
+        &self,
+        o: OutcomeInput,
+        tenant: Option<&str>,
+    ) -> Result<Acknowledged, ServiceError> {
         // Refuse before booking spend the log could not keep (the caller retries later).
         self.ensure_log_writable()?;
         let live = self.live.load();
@@ -278,7 +288,7 @@ impl Shared {
         };
         let claim = self
             .tracker
-            .claim(&o.decision_id, o.attempt)
+            .claim_for(&o.decision_id, o.attempt, tenant)
             .ok_or_else(|| ServiceError::DecisionNotFound(o.decision_id.clone()))?;
         let tracked = match claim {
             Claim::Book(t) => t,

@@ -106,12 +106,22 @@ impl DecisionTracker {
     /// handed out once (a later outcome books its cost but has nothing left to release); a
     /// numbered attempt is booked once. `None`: unknown or expired.
     pub fn claim(&self, decision_id: &str, attempt: u32) -> Option<Claim> {
+        self.claim_for(decision_id, attempt, None)
+    }
+
+    /// [`Self::claim`] on behalf of `tenant` (an API key's): another tenant's decision is
+    /// `None`, exactly as an unknown one, and nothing of it is marked or handed out.
+    pub fn claim_for(
+        &self,
+        decision_id: &str,
+        attempt: u32,
+        tenant: Option<&str>,
+    ) -> Option<Claim> {
         let key = DecisionKey::of(decision_id);
         let mut shard = self.shard(&key).lock();
-        let d = shard
-            .by_id
-            .get_mut(&key)
-            .filter(|d| d.created.elapsed() <= self.ttl)?;
+        let d = shard.by_id.get_mut(&key).filter(|d| {
+            d.created.elapsed() <= self.ttl && tenant.is_none_or(|t| d.payer.tenant_id() == t)
+        })?;
         if (1..=MAX_ATTEMPT).contains(&attempt) {
             let bit = 1u64 << (attempt - 1);
             if d.reported & bit != 0 {
@@ -122,6 +132,18 @@ impl DecisionTracker {
         let out = d.clone();
         d.reservation = None;
         Some(Claim::Book(out))
+    }
+
+    /// The payer of a tracked decision, without claiming anything (for the rate limit of an
+    /// outcome's tenant).
+    pub fn payer_of(&self, decision_id: &str) -> Option<Payer> {
+        let key = DecisionKey::of(decision_id);
+        let shard = self.shard(&key).lock();
+        shard
+            .by_id
+            .get(&key)
+            .filter(|d| d.created.elapsed() <= self.ttl)
+            .map(|d| d.payer.clone())
     }
 
     /// Drop expired entries everywhere (called periodically; inserts also evict their shard).
@@ -203,6 +225,31 @@ mod tests {
         assert_eq!(first.payer.user_id(), "u");
         assert_eq!(book(tracker.claim("d", 0)).reservation, None);
         assert!(tracker.claim("unknown", 0).is_none());
+    }
+
+    #[test]
+    fn another_tenants_decision_is_not_found_and_stays_unclaimed() {
+        let ledger = crate::budget::BudgetLedger::new();
+        let tracker = DecisionTracker::new(Duration::from_secs(60), 16);
+        tracker.insert(
+            "d",
+            TrackedDecision {
+                payer: ledger.payer("acme", ""),
+                created: Instant::now(),
+                reservation: None,
+                reported: 0,
+            },
+        );
+        assert_eq!(tracker.payer_of("d").unwrap().tenant_id(), "acme");
+        assert!(tracker.payer_of("unknown").is_none());
+        assert_eq!(tracker.claim_for("d", 1, Some("globex")), None);
+        assert_eq!(tracker.claim_for("d", 1, Some("globex")), None);
+        assert!(matches!(
+            tracker.claim_for("d", 1, Some("acme")),
+            Some(Claim::Book(_))
+        ));
+        assert_eq!(tracker.claim_for("d", 1, Some("globex")), None);
+        assert_eq!(tracker.claim_for("d", 1, Some("acme")), Some(Claim::Repeat));
     }
 
     #[test]

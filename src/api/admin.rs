@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::ApiError;
 use super::respond::proto_router;
+use crate::auth::Role;
 use crate::proto;
 use crate::state::Shared;
 
@@ -22,12 +23,24 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// Every Admin call needs the `admin` role (mode `api_key`), within the key's rate limit.
+    fn authorize(&self, extensions: &tonic::Extensions) -> Result<(), ApiError> {
+        let live = self.shared.live.load();
+        let policy = live.engine.policy();
+        let auth = &self.shared.auth;
+        let caller = auth.authorize(extensions, policy, Role::Admin)?;
+        auth.admit(&caller, None, policy, std::time::Instant::now())
+    }
+}
+
 #[tonic::async_trait]
 impl proto::admin_server::Admin for AdminService {
     async fn reload(
         &self,
         request: Request<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadReply>, Status> {
+        self.authorize(request.extensions())?;
         let proto::ReloadRequest {} = request.into_inner();
         match crate::reload::reload(&self.shared).await {
             Ok(loaded) => Ok(Response::new(proto::ReloadReply {
@@ -43,6 +56,7 @@ impl proto::admin_server::Admin for AdminService {
         &self,
         request: Request<proto::StatsRequest>,
     ) -> Result<Response<proto::StatsReply>, Status> {
+        self.authorize(request.extensions())?;
         let proto::StatsRequest {} = request.into_inner();
         let s = &self.shared.stats;
         let decisions = s
@@ -64,6 +78,9 @@ impl proto::admin_server::Admin for AdminService {
             failed_reloads: s.failed_reloads.load(Ordering::Relaxed),
             policy_version: loaded.policy_version,
             model_version: loaded.model_version,
+            auth_failures: self.shared.auth.failures.load(Ordering::Relaxed),
+            permission_denied: self.shared.auth.denied.load(Ordering::Relaxed),
+            rate_limited: self.shared.auth.rate_limited.load(Ordering::Relaxed),
         }))
     }
 }

@@ -34,7 +34,31 @@ pub enum ApiError {
     Service(#[from] ServiceError),
     #[error(transparent)]
     Reload(#[from] ReloadError),
+    /// No valid API key: one message whatever the cause (missing, malformed, unknown, wrong,
+    /// expired), so it does not help guessing.
+    #[error("missing or invalid API key")]
+    Unauthenticated,
+    /// The key lacks the call's role, or names another tenant.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A rate limit (the tenant's or the key's) is reached; retry after `retry_after`.
+    #[error("rate limit of {scope} reached: retry in {} ms", retry_after_ms(*.retry_after))]
+    RateLimited {
+        scope: String,
+        retry_after: std::time::Duration,
+    },
 }
+
+/// Whole milliseconds to wait, rounded up (at least 1).
+pub fn retry_after_ms(wait: std::time::Duration) -> u64 {
+    u64::try_from(wait.as_micros().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// The metadata key of a rate-limit refusal's delay, in milliseconds (beside the
+/// `google.rpc.RetryInfo` detail).
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 
 pub(crate) fn bad(field: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::InvalidArgument {
@@ -74,10 +98,26 @@ impl From<ApiError> for Status {
                 | ReloadError::Engine(_)
                 | ReloadError::LogDirChanged { .. }
                 | ReloadError::LearnedRequired(_)
-                | ReloadError::TlsToggled(_) => Status::failed_precondition(message),
+                | ReloadError::TlsToggled(_)
+                | ReloadError::NoAuthOffLoopback => Status::failed_precondition(message),
                 // The reload task itself failed (panicked or was cancelled): our fault.
                 ReloadError::Join(_) => Status::internal(message),
             },
+            ApiError::Unauthenticated => Status::unauthenticated(message),
+            ApiError::PermissionDenied(_) => Status::permission_denied(message),
+            ApiError::RateLimited { retry_after, .. } => {
+                use tonic_types::{ErrorDetails, StatusExt};
+                let mut status = Status::with_error_details(
+                    tonic::Code::ResourceExhausted,
+                    message,
+                    ErrorDetails::with_retry_info(Some(retry_after)),
+                );
+                status.metadata_mut().insert(
+                    RETRY_AFTER_MS,
+                    tonic::metadata::MetadataValue::from(retry_after_ms(retry_after)),
+                );
+                status
+            }
         }
     }
 }
@@ -132,6 +172,42 @@ mod tests {
                 to: "b".into(),
             }),
             Code::FailedPrecondition
+        );
+    }
+
+    #[test]
+    fn auth_errors_have_their_codes_and_a_rate_limit_its_retry_delay() {
+        use tonic_types::StatusExt;
+        let status = Status::from(ApiError::Unauthenticated);
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.message(), "missing or invalid API key");
+        assert_eq!(
+            code(ApiError::PermissionDenied("no".into())),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            code(ReloadError::NoAuthOffLoopback),
+            Code::FailedPrecondition
+        );
+        let status = Status::from(ApiError::RateLimited {
+            scope: "tenant \"acme\"".into(),
+            retry_after: std::time::Duration::from_micros(12_300),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "rate limit of tenant \"acme\" reached: retry in 13 ms"
+        );
+        assert_eq!(
+            status.get_details_retry_info().and_then(|r| r.retry_delay),
+            Some(std::time::Duration::from_micros(12_300))
+        );
+        assert_eq!(
+            status
+                .metadata()
+                .get(RETRY_AFTER_MS)
+                .and_then(|v| v.to_str().ok()),
+            Some("13")
         );
     }
 

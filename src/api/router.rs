@@ -1,4 +1,5 @@
-//! The Router service: Route and ReportOutcome, each validate -> service -> respond.
+//! The Router service: Route and ReportOutcome, each authorize (role, tenant, rate limits:
+//! [`crate::auth`]) -> validate -> service -> respond.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,6 +9,7 @@ use tonic::{Request, Response, Status};
 use super::ApiError;
 use super::respond::{decision_response, outcome_ack};
 use super::validate::{outcome_input, route_input};
+use crate::auth::Role;
 use crate::proto;
 use crate::state::Shared;
 
@@ -32,7 +34,14 @@ impl proto::router_server::Router for RouterService {
         let started = Instant::now();
         let input = {
             let live = self.shared.live.load();
-            route_input(request.into_inner(), &live.engine)?
+            let policy = live.engine.policy();
+            let (_, extensions, mut req) = request.into_parts();
+            // Who may route for which tenant, and how often: before anything is decided.
+            let auth = &self.shared.auth;
+            let caller = auth.authorize(&extensions, policy, Role::Route)?;
+            auth.bind_tenant(&caller, &mut req.tenant_id)?;
+            auth.admit(&caller, Some(&req.tenant_id), policy, started)?;
+            route_input(req, &live.engine)?
         };
         let request_id = input.request_id.clone();
         let routed = self.shared.route(input).await.map_err(ApiError::from)?;
@@ -49,11 +58,28 @@ impl proto::router_server::Router for RouterService {
         &self,
         request: Request<proto::Outcome>,
     ) -> Result<Response<proto::OutcomeAck>, Status> {
-        let outcome = {
+        let (outcome, caller) = {
             let live = self.shared.live.load();
-            outcome_input(request.into_inner(), live.engine.policy())?
+            let policy = live.engine.policy();
+            let (_, extensions, req) = request.into_parts();
+            let auth = &self.shared.auth;
+            let caller = auth.authorize(&extensions, policy, Role::Report)?;
+            // The tenant whose rate applies: the key's, or without keys the decision's.
+            let payer = match caller.tenant() {
+                None if !policy.rate_limits.is_empty() => {
+                    self.shared.tracker.payer_of(&req.decision_id)
+                }
+                Some(_) | None => None,
+            };
+            let tenant = caller.tenant().or(payer.as_ref().map(|p| p.tenant_id()));
+            auth.admit(&caller, tenant, policy, Instant::now())?;
+            (outcome_input(req, policy)?, caller)
         };
-        let ack = self.shared.report(outcome).await.map_err(ApiError::from)?;
+        let ack = self
+            .shared
+            .report_for(outcome, caller.tenant())
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(outcome_ack(ack)))
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! signalbox-loadgen --addr http://127.0.0.1:50051 --concurrency 1 --duration 10
 //! signalbox-loadgen --addr https://127.0.0.1:50051 --tls-ca ca.pem [--tls-cert c.pem --tls-key k.pem]
+//! signalbox-loadgen --api-key "$KEY" --tenant acme   # a server with [auth] mode = "api_key"
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use signalbox::proto::router_client::RouterClient;
 use signalbox::proto::{self, route_request::Prompt};
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 #[derive(Parser, Debug)]
@@ -45,7 +47,8 @@ struct Args {
     /// Worker threads for the client runtime.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Tenant id sent with every request.
+    /// Tenant id sent with every request (with --api-key: the key's tenant, or "" to take it
+    /// from the key).
     #[arg(long, default_value = "loadgen")]
     tenant: String,
     /// TLS: the CA bundle (PEM) that issued the server's certificate; `--addr` is then
@@ -61,6 +64,10 @@ struct Args {
     /// TLS: the name to verify the server's certificate for (default: the host of `--addr`).
     #[arg(long)]
     tls_domain: Option<String>,
+    /// API key sent as `authorization: Bearer KEY` (servers with `[auth] mode = "api_key"`);
+    /// default: the environment variable SIGNALBOX_API_KEY, if set (not visible in `ps`).
+    #[arg(long)]
+    api_key: Option<String>,
 }
 
 fn read_file(path: &PathBuf) -> Result<Vec<u8>, String> {
@@ -93,6 +100,26 @@ fn endpoint(args: &Args) -> Result<Endpoint, String> {
         tls = tls.domain_name(name.clone());
     }
     endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))
+}
+
+/// Who the callers are: the tenant they name and the `authorization` metadata they send.
+#[derive(Clone)]
+struct Caller {
+    tenant: String,
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl Caller {
+    /// A request with the `authorization` metadata, when there is a key.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request
+    }
 }
 
 const BUILTIN: &[&str] = &[
@@ -143,7 +170,7 @@ async fn caller(
     mut client: RouterClient<Channel>,
     prompts: Arc<Vec<String>>,
     offset: usize,
-    tenant: String,
+    who: Caller,
     outcome_every: u64,
     measuring: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -157,13 +184,13 @@ async fn caller(
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         let req = proto::RouteRequest {
-            tenant_id: tenant.clone(),
+            tenant_id: who.tenant.clone(),
             prompt: Some(Prompt::Text(prompts[i % prompts.len()].clone())),
             ..Default::default()
         };
         i += 1;
         let started = Instant::now();
-        let result = client.route(req).await;
+        let result = client.route(who.request(req)).await;
         let elapsed = started.elapsed();
         let measured = measuring.load(Ordering::Relaxed);
         match result {
@@ -188,7 +215,7 @@ async fn caller(
                         tokens_out: 100,
                         ..Default::default()
                     };
-                    if client.report_outcome(o).await.is_err() && measured {
+                    if client.report_outcome(who.request(o)).await.is_err() && measured {
                         tally.errors += 1;
                     }
                 }
@@ -202,6 +229,17 @@ async fn caller(
 
 async fn run(args: Args) -> Result<(), String> {
     let prompts = Arc::new(load_prompts(&args.prompts)?);
+    let api_key = args
+        .api_key
+        .clone()
+        .or_else(|| std::env::var("SIGNALBOX_API_KEY").ok());
+    let authorization = match &api_key {
+        None => None,
+        Some(key) => Some(
+            MetadataValue::try_from(format!("Bearer {}", key.trim()))
+                .map_err(|_| "--api-key: not a valid metadata value".to_string())?,
+        ),
+    };
     let mut channels = Vec::new();
     let endpoint = endpoint(&args)?;
     for _ in 0..args.connections.max(1) {
@@ -221,7 +259,10 @@ async fn run(args: Args) -> Result<(), String> {
             client,
             prompts.clone(),
             c * 7,
-            args.tenant.clone(),
+            Caller {
+                tenant: args.tenant.clone(),
+                authorization: authorization.clone(),
+            },
             args.outcome_every,
             measuring.clone(),
             stop.clone(),

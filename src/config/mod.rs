@@ -27,6 +27,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid config: `{key}`: {message}")]
     Invalid { key: String, message: String },
+    /// The keys file `[auth] keys_file` names.
+    #[error(transparent)]
+    Keys(#[from] crate::auth::keys::KeysError),
 }
 
 pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -341,6 +344,10 @@ pub struct Policy {
     pub user_ids: UserIds,
     /// `None` when the file has no `[learned]` section (rules only).
     pub learned: Option<LearnedPolicy>,
+    /// `[auth]`, with the keys of its keys file.
+    pub auth: crate::auth::AuthPolicy,
+    /// `[rate_limits]`.
+    pub rate_limits: crate::auth::RateLimitPolicy,
 }
 
 impl Policy {

@@ -36,6 +36,10 @@ pub struct PolicyFile {
     #[serde(default)]
     pub privacy: Privacy,
     pub learned: Option<Learned>,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default)]
+    pub rate_limits: RateLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -400,4 +404,47 @@ pub struct When {
     pub max_quality_preference: Option<f64>,
     pub capabilities: Option<Vec<String>>,
     pub tenant: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// none | api_key
+    pub mode: String,
+    /// The API keys file, relative to the config file.
+    pub keys_file: Option<String>,
+    /// open | authenticated: whether server reflection needs a key in mode api_key.
+    pub reflection: String,
+}
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            mode: "none".into(),
+            keys_file: None,
+            reflection: "authenticated".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// For tenants without an entry below: each gets its own bucket at this rate.
+    pub default_tenant: Option<RateSpec>,
+    pub tenants: Vec<TenantRate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSpec {
+    pub requests_per_sec: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRate {
+    pub tenant: String,
+    pub requests_per_sec: f64,
+    pub burst: u32,
 }

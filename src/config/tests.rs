@@ -192,3 +192,53 @@ fn model_cost_is_exact_and_rounds_up() {
     // 1 token at 150 µ$/1k = 0.15 µ$, rounded up to 1.
     assert_eq!(mini.cost(1, 0), Micros(1));
 }
+
+#[test]
+fn auth_and_rate_limits_default_to_none_and_their_errors_name_the_key() {
+    let p = load(EXAMPLE).unwrap();
+    assert_eq!(p.auth.mode, crate::auth::AuthMode::None);
+    assert_eq!(
+        p.auth.reflection,
+        crate::auth::ReflectionAccess::Authenticated
+    );
+    assert!(p.auth.keys.is_empty() && p.auth.keys_file.is_none());
+    assert!(p.rate_limits.tenant_rate("acme").is_none());
+
+    let limits = "\n[rate_limits]\ndefault_tenant = { requests_per_sec = 5.0, burst = 10 }\n\n[[rate_limits.tenants]]\ntenant = \"acme\"\nrequests_per_sec = 100.0\nburst = 200\n";
+    let p = load(&format!("{EXAMPLE}{limits}")).unwrap();
+    assert_eq!(p.rate_limits.tenant_rate("acme").unwrap().burst, 200);
+    assert_eq!(p.rate_limits.tenant_rate("other").unwrap().burst, 10);
+
+    let cases = [
+        ("[auth]\nmode = \"password\"\n", "`auth.mode`"),
+        ("[auth]\nmode = \"api_key\"\n", "`auth.keys_file`"),
+        ("[auth]\nkeys_file = \"\"\n", "`auth.keys_file`"),
+        ("[auth]\nreflection = \"closed\"\n", "`auth.reflection`"),
+        ("[auth]\nmodes = \"none\"\n", "unknown field `modes`"),
+        (
+            "[rate_limits]\ndefault_tenant = { requests_per_sec = -1.0, burst = 1 }\n",
+            "`rate_limits.default_tenant.requests_per_sec`",
+        ),
+        (
+            "[[rate_limits.tenants]]\ntenant = \"a\"\nrequests_per_sec = 1.0\nburst = 0\n",
+            "`rate_limits.tenants[0].burst`",
+        ),
+        (
+            "[[rate_limits.tenants]]\ntenant = \"a\"\nrequests_per_sec = 1.0\nburst = 1\n[[rate_limits.tenants]]\ntenant = \"a\"\nrequests_per_sec = 2.0\nburst = 1\n",
+            "`rate_limits.tenants[1].tenant`",
+        ),
+        (
+            "[[rate_limits.tenants]]\ntenant = \"a\"\nrate = 1.0\n",
+            "unknown field `rate`",
+        ),
+    ];
+    for (section, key) in cases {
+        let e = error_of(&format!("{EXAMPLE}\n{section}"));
+        assert!(e.contains(key), "expected {key} in: {e}");
+    }
+    // The keys file is read relative to the policy file; a missing one is named.
+    let e = error_of(&format!(
+        "{EXAMPLE}\n[auth]\nmode = \"api_key\"\nkeys_file = \"keys.toml\"\n"
+    ));
+    assert!(e.contains("/srv/signalbox/keys.toml"), "{e}");
+}

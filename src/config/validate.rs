@@ -68,6 +68,8 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
         rules,
         privacy,
         learned,
+        auth,
+        rate_limits,
     } = raw;
     if version.trim().is_empty() {
         return Err(invalid("version", "must not be empty"));
@@ -86,6 +88,8 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
     let cascade = cascade_policy(cascade)?;
     let rules = compiled_rules(rules, &model_index)?;
     let learned = learned.map(|l| learned_policy(l, base)).transpose()?;
+    let auth = auth_policy(auth, base)?;
+    let rate_limits = rate_limit_policy(rate_limits)?;
     Ok(Policy {
         version: format!("{}+{:08x}", version.trim(), hash >> 32),
         server,
@@ -105,6 +109,8 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
         rules,
         user_ids,
         learned,
+        auth,
+        rate_limits,
     })
 }
 
@@ -813,6 +819,101 @@ fn learned_policy(l: raw::Learned, base: &Path) -> Result<LearnedPolicy, ConfigE
         max_quality_target: hi,
         cascade_band: unit_interval("learned.cascade_band", cascade_band)?,
         watch_secs,
+    })
+}
+
+/// `[auth]`: the mode, reflection access, and the keys file (relative to the policy file),
+/// read and validated here so that a bad keys file fails the load or reload like a bad policy.
+fn auth_policy(auth: raw::Auth, base: &Path) -> Result<crate::auth::AuthPolicy, ConfigError> {
+    use crate::auth::{AuthMode, AuthPolicy, ReflectionAccess};
+    let raw::Auth {
+        mode,
+        keys_file,
+        reflection,
+    } = auth;
+    let mode = AuthMode::parse(&mode).ok_or_else(|| {
+        invalid(
+            "auth.mode",
+            format!("unknown mode {mode:?}, expected \"none\" or \"api_key\""),
+        )
+    })?;
+    let reflection = match reflection.as_str() {
+        "open" => ReflectionAccess::Open,
+        "authenticated" => ReflectionAccess::Authenticated,
+        other => {
+            return Err(invalid(
+                "auth.reflection",
+                format!("unknown value {other:?}, expected \"open\" or \"authenticated\""),
+            ));
+        }
+    };
+    let keys_file = match keys_file {
+        Some(f) if f.trim().is_empty() => {
+            return Err(invalid("auth.keys_file", "must not be empty"));
+        }
+        Some(f) => Some(resolve_path(base, &f)),
+        None if mode == AuthMode::ApiKey => {
+            return Err(invalid(
+                "auth.keys_file",
+                "required with mode = \"api_key\" (create it with `signalbox keys create`)",
+            ));
+        }
+        None => None,
+    };
+    let keys = match &keys_file {
+        Some(path) => crate::auth::keys::load(path)?,
+        None => crate::auth::KeyRing::default(),
+    };
+    Ok(AuthPolicy {
+        mode,
+        reflection,
+        keys_file,
+        keys: std::sync::Arc::new(keys),
+    })
+}
+
+/// `[rate_limits]`: a rate per named tenant (unique) and an optional default for the others.
+fn rate_limit_policy(limits: raw::RateLimits) -> Result<crate::auth::RateLimitPolicy, ConfigError> {
+    use crate::auth::Rate;
+    let raw::RateLimits {
+        default_tenant,
+        tenants,
+    } = limits;
+    let rate = |key: &str, per_sec: f64, burst: u32| {
+        Rate::new(per_sec, burst)
+            .map_err(|(field, message)| invalid(format!("{key}.{field}"), message))
+    };
+    let default_tenant = default_tenant
+        .map(|r| {
+            let raw::RateSpec {
+                requests_per_sec,
+                burst,
+            } = r;
+            rate("rate_limits.default_tenant", requests_per_sec, burst)
+        })
+        .transpose()?;
+    let mut by_tenant = HashMap::new();
+    for (i, t) in tenants.into_iter().enumerate() {
+        let raw::TenantRate {
+            tenant,
+            requests_per_sec,
+            burst,
+        } = t;
+        let key = format!("rate_limits.tenants[{i}]");
+        if tenant.trim().is_empty() {
+            return Err(invalid(format!("{key}.tenant"), "must not be empty"));
+        }
+        let r = rate(&key, requests_per_sec, burst)?;
+        if by_tenant.insert(tenant.clone(), r).is_some() {
+            return Err(invalid(
+                format!("{key}.tenant"),
+                format!("duplicate tenant {tenant:?}"),
+            ));
+        }
+    }
+    Ok(crate::auth::RateLimitPolicy {
+        default_tenant,
+        tenants: by_tenant,
     })
 }
 

@@ -75,6 +75,8 @@ pub struct Shared {
     pub log: DecisionLog,
     /// `[server.tls]`: the certificate new handshakes get (`None`: plaintext).
     pub tls: Option<Arc<crate::tls::TlsState>>,
+    /// Authentication counters and rate-limit buckets (`crate::auth`).
+    pub auth: crate::auth::AuthState,
 }
 
 /// What `serve` needs of the machine before it binds, beyond a valid policy: the log directory
@@ -111,5 +113,6 @@ pub fn build_shared(
         tracker,
         log,
         tls,
+        auth: crate::auth::AuthState::default(),
     }))
 }
