@@ -21,6 +21,7 @@ pub mod domain;
 pub mod engine;
 pub mod inference;
 pub mod learned;
+pub mod listener;
 pub mod money;
 pub mod pii;
 pub mod privacy;

@@ -170,6 +170,7 @@ fn main() -> ExitCode {
                 tracing::error!("{e}");
                 return ExitCode::from(2);
             }
+            raise_open_file_limit();
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = threads {
                 builder.worker_threads(n.max(1));
@@ -378,5 +379,37 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Raise the soft limit on open files to the hard limit: every connection is a file descriptor,
+/// and the default soft limit (often 1024) is far below what a router on a busy network needs.
+/// At the limit the accept loop backs off instead of spinning (`listener.rs`).
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if got != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+        return;
+    }
+    let before = limit.rlim_cur;
+    if before >= limit.rlim_max {
+        tracing::info!(open_files = before, "open-file limit");
+        return;
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::info!(
+            from = before,
+            to = limit.rlim_max,
+            "raised the open-file limit"
+        );
+    } else {
+        tracing::warn!(error = %std::io::Error::last_os_error(), open_files = before, "cannot raise the open-file limit");
     }
 }

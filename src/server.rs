@@ -1,24 +1,26 @@
 //! Wiring: build the service state (restored from the log, [`crate::state`]), bind, serve gRPC
 //! (Router, Admin, health, reflection) with a sweeper for expired holds and the log's health,
 //! and on shutdown stop accepting, finish in-flight requests, then drain and sync the log.
-//! With `[server.tls]` the connections come through [`crate::tls::TlsIncoming`].
+//! Connections come through [`crate::listener::Incoming`] (TLS-handshaken with `[server.tls]`),
+//! with the per-connection limits of `[server]`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 
 use crate::api::limits::CallLimits;
 use crate::api::{AdminService, RouterService};
 use crate::auth::{Authenticate, Target};
 use crate::config::Policy;
+use crate::connection::Timeouts;
 use crate::decision_log::{LogError, LogStats};
 use crate::engine::EngineError;
+use crate::listener::{self, ConnectionLimits, Plain};
 use crate::proto;
 use crate::state::{Shared, StateError, build_shared};
 
@@ -105,10 +107,10 @@ fn header_list_limit(max_metadata_bytes: usize) -> u32 {
 }
 
 /// The connections tonic serves: plaintext TCP, or TLS handshaken by our own acceptor
-/// ([`crate::tls::TlsIncoming`]), which picks up rotated certificates.
+/// ([`crate::tls::TlsHandshake`]), which picks up rotated certificates.
 enum Incoming {
-    Plain(TcpIncoming),
-    Tls(crate::tls::TlsIncoming),
+    Plain(listener::Incoming<TcpStream>),
+    Tls(listener::Incoming<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 /// How often the health status follows the decision log, and how often expired holds and
@@ -149,9 +151,30 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
         addr: listen,
         source,
     })?;
-    let incoming = match &shared.tls {
-        None => Incoming::Plain(TcpIncoming::from(listener).with_nodelay(Some(true))),
-        Some(tls) => Incoming::Tls(crate::tls::TlsIncoming::new(listener, tls.clone())),
+    let connections = {
+        let live = shared.live.load();
+        let server = &live.engine.policy().server;
+        ConnectionLimits {
+            timeouts: Timeouts {
+                handshake: Duration::from_secs(server.preface_timeout_secs),
+                idle: Duration::from_secs(server.idle_timeout_secs),
+            },
+            max_connections: server.max_connections,
+        }
+    };
+    let (incoming, tls_watcher) = match &shared.tls {
+        None => (
+            Incoming::Plain(listener::Incoming::new(listener, Plain, connections)),
+            None,
+        ),
+        Some(tls) => (
+            Incoming::Tls(listener::Incoming::new(
+                listener,
+                crate::tls::TlsHandshake::new(tls.clone()),
+                connections,
+            )),
+            Some(tokio::spawn(crate::tls::watch(tls.clone()))),
+        ),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -167,13 +190,21 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     // Transport limits are read once: a reload does not change them.
-    let limits = {
+    let (limits, keepalive) = {
         let live = shared.live.load();
         let server = &live.engine.policy().server;
-        CallLimits {
-            max_metadata_bytes: server.max_metadata_bytes,
-            max_message_bytes: server.max_message_bytes,
-        }
+        (
+            CallLimits {
+                max_metadata_bytes: server.max_metadata_bytes,
+                max_message_bytes: server.max_message_bytes,
+            },
+            (server.keepalive_interval_secs > 0).then(|| {
+                (
+                    Duration::from_secs(server.keepalive_interval_secs),
+                    Duration::from_secs(server.keepalive_timeout_secs),
+                )
+            }),
+        )
     };
     // Router, Admin and (per `[auth] reflection`) reflection authenticate every call; health
     // stays open.
@@ -230,6 +261,9 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
             // Well above what a call may carry, so an oversized call is refused on its own
             // (by `CallLimits`) instead of the connection being torn down under its neighbours.
             .http2_max_header_list_size(header_list_limit(limits.max_metadata_bytes))
+            // Dead peers: a PING unanswered within the timeout closes the connection.
+            .http2_keepalive_interval(keepalive.map(|k| k.0))
+            .http2_keepalive_timeout(keepalive.map(|k| k.1))
             .layer(limits)
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -254,6 +288,9 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
             }
         };
         sweeper.abort();
+        if let Some(w) = tls_watcher {
+            w.abort();
+        }
         // Whatever happened to the transport, every acknowledged record is written.
         let stats = task_shared.log.close().await;
         served?;

@@ -259,6 +259,12 @@ pub struct ServerPolicy {
     pub max_message_bytes: usize,
     /// Largest metadata of one call; larger gets `RESOURCE_EXHAUSTED` (that call only).
     pub max_metadata_bytes: usize,
+    pub preface_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    /// 0: no keepalive pings.
+    pub keepalive_interval_secs: u64,
+    pub keepalive_timeout_secs: u64,
+    pub max_connections: usize,
     pub decision_ttl_secs: u64,
     pub max_tracked_decisions: usize,
     /// `None`: plaintext.

@@ -125,6 +125,17 @@ pub struct Server {
     pub max_message_bytes: usize,
     /// Largest metadata (all headers of one call) accepted.
     pub max_metadata_bytes: usize,
+    /// A connection that has not sent the HTTP/2 preface this long after it was accepted (and
+    /// TLS-handshaken) is closed.
+    pub preface_timeout_secs: u64,
+    /// A connection that sent no request for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// HTTP/2 keepalive PINGs this often (0 = none); unanswered within the timeout, the
+    /// connection is closed.
+    pub keepalive_interval_secs: u64,
+    pub keepalive_timeout_secs: u64,
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: usize,
     /// `[server.tls]`: serve TLS (mTLS with `client_ca`) instead of plaintext.
     pub tls: Option<Tls>,
 }
@@ -133,6 +144,11 @@ impl Default for Server {
         Server {
             max_message_bytes: 4 * 1024 * 1024,
             max_metadata_bytes: 16 * 1024,
+            preface_timeout_secs: 10,
+            idle_timeout_secs: 300,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
+            max_connections: 10_000,
             max_prompt_bytes: 256 * 1024,
             decision_ttl_secs: 3600,
             max_tracked_decisions: 1_000_000,

@@ -122,8 +122,25 @@ fn server_policy(server: raw::Server, base: &Path) -> Result<ServerPolicy, Confi
         max_tracked_decisions,
         max_message_bytes,
         max_metadata_bytes,
+        preface_timeout_secs,
+        idle_timeout_secs,
+        keepalive_interval_secs,
+        keepalive_timeout_secs,
+        max_connections,
         tls,
     } = server;
+    for (key, value) in [
+        ("server.preface_timeout_secs", preface_timeout_secs),
+        ("server.idle_timeout_secs", idle_timeout_secs),
+        ("server.keepalive_timeout_secs", keepalive_timeout_secs),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be positive"));
+        }
+    }
+    if max_connections == 0 {
+        return Err(invalid("server.max_connections", "must be positive"));
+    }
     if max_prompt_bytes == 0 {
         return Err(invalid("server.max_prompt_bytes", "must be positive"));
     }
@@ -161,6 +178,11 @@ fn server_policy(server: raw::Server, base: &Path) -> Result<ServerPolicy, Confi
         max_tracked_decisions,
         max_message_bytes,
         max_metadata_bytes,
+        preface_timeout_secs,
+        idle_timeout_secs,
+        keepalive_interval_secs,
+        keepalive_timeout_secs,
+        max_connections,
         tls: tls.map(|t| tls_policy(t, base)).transpose()?,
     })
 }

@@ -26,7 +26,7 @@ pub mod incoming;
 #[cfg(test)]
 mod tests;
 
-pub use incoming::TlsIncoming;
+pub use incoming::TlsHandshake;
 
 /// A TLS file that cannot be used: the policy key naming it, its path, and why.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -106,9 +106,13 @@ async fn wait_for_health(
 #[tokio::test]
 async fn a_log_that_cannot_write_refuses_requests_reports_not_serving_and_recovers() {
     use tonic_health::pb::health_check_response::ServingStatus;
-    let mut t =
-        start_example(|s| s.replace("segment_max_bytes = 67108864", "segment_max_bytes = 4096"))
-            .await;
+    // `ack = "queued"`: a request is answered once its record is queued, so the requests keep
+    // being answered until the writer notices (the `written` case is the next test).
+    let mut t = start_example(|s| {
+        s.replace("segment_max_bytes = 67108864", "segment_max_bytes = 4096")
+            .replace("ack = \"written\"", "ack = \"queued\"")
+    })
+    .await;
     let channel = channel_to(&t.server).await;
     let health = tonic_health::pb::health_client::HealthClient::new(channel);
     assert_eq!(
@@ -185,6 +189,78 @@ async fn a_log_that_cannot_write_refuses_requests_reports_not_serving_and_recove
         .position(|id| *id == logged[0])
         .expect("the first surviving record was acknowledged");
     assert_eq!(logged, acknowledged[first..].to_vec());
+}
+
+/// `ack = "written"`: a request whose record the writer cannot write waits (its decision is
+/// made and held; only its record is missing) and is answered once the disk is back; new
+/// requests meanwhile get UNAVAILABLE. Nothing acknowledged is missing from the log.
+#[tokio::test]
+async fn with_ack_written_a_request_waits_for_its_record_while_the_disk_is_gone() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let t =
+        start_example(|s| s.replace("segment_max_bytes = 67108864", "segment_max_bytes = 4096"))
+            .await;
+    let channel = channel_to(&t.server).await;
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+
+    std::fs::remove_dir_all(&t.log_dir).unwrap();
+    // Callers one after another until one is left waiting (the segment could not rotate).
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut refused = None;
+    for i in 0..2000 {
+        let mut client = t.client.clone();
+        let done = done_tx.clone();
+        let call = tokio::spawn(async move {
+            let r = client
+                .route(text_request(
+                    "acme",
+                    &format!("Question {i}: what is {i} cubed?"),
+                ))
+                .await;
+            let _ = done.send(r.map(|d| d.into_inner().decision_id));
+        });
+        match tokio::time::timeout(std::time::Duration::from_millis(500), done_rx.recv()).await {
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => {
+                refused = Some(e);
+                break;
+            }
+            Ok(None) => unreachable!("a sender is held here"),
+            // Waiting for its record: the writer is retrying.
+            Err(_) => {
+                drop(call);
+                break;
+            }
+        }
+    }
+    assert!(
+        refused.is_none(),
+        "the first request past the check waits: {refused:?}"
+    );
+    assert_eq!(
+        wait_for_health(&health, "signalbox.v1.Router", ServingStatus::NotServing).await,
+        ServingStatus::NotServing as i32
+    );
+    let mut client = t.client.clone();
+    let err = client
+        .route(text_request("acme", "Meanwhile?"))
+        .await
+        .expect_err("refused while the log cannot write");
+    assert_eq!(err.code(), Code::Unavailable);
+
+    // The disk comes back: the waiting request is answered, and its record is in the log.
+    std::fs::create_dir_all(&t.log_dir).unwrap();
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), done_rx.recv())
+        .await
+        .expect("answered once the disk is back")
+        .expect("one answer")
+        .expect("acknowledged");
+    t.server.shutdown().await.unwrap();
+    let logged: Vec<String> = read_log(&t.log_dir, "decisions")
+        .iter()
+        .map(|d| d["decision_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(logged.contains(&waited), "{waited} not in {logged:?}");
 }
 
 #[tokio::test]
