@@ -496,3 +496,99 @@ fn sigkill_under_load_loses_no_acknowledged_record() {
     assert!(sigterm_and_wait(&mut child).success());
     drop(drain.join());
 }
+
+/// CPU time (user + system) the process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces): state is the 3rd field overall.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a system setting.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_sec)
+}
+
+/// At the open-file limit the accept loop backs off instead of spinning (CPU time bounded), and
+/// serves again once connections close.
+#[test]
+fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let config = tmp.path().join("policy.toml");
+    // Silent connections are kept long enough to exhaust the descriptors.
+    let text = example_policy_text(&log_dir).replacen(
+        "[server]\n",
+        "[server]\npreface_timeout_secs = 120\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=96:96", "--"])
+        .arg(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let drain = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(pos) = line.find("listening on ") {
+                let _ = tx.send(line[pos + "listening on ".len()..].trim().to_string());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server starts");
+
+    // More idle connections than descriptors: the rest wait in the backlog.
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(std::net::TcpStream::connect(&addr).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_time(child.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let spent = cpu_time(child.id()) - before;
+    assert!(
+        spent < Duration::from_millis(600),
+        "{spent:?} of CPU in 3 s at the descriptor limit: the accept loop spins"
+    );
+
+    // Connections close: the server accepts and serves again.
+    drop(idle);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let started = Instant::now();
+        loop {
+            let attempt = async {
+                let mut client = signalbox::proto::router_client::RouterClient::connect(format!(
+                    "http://{addr}"
+                ))
+                .await
+                .map_err(|e| e.to_string())?;
+                client
+                    .route(text_request("acme", "Back?"))
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                Ok(Ok(_)) => break,
+                other => assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "not serving again: {other:?}"
+                ),
+            }
+        }
+    });
+    assert!(sigterm_and_wait(&mut child).success());
+    let log = drain.join().unwrap().join("\n");
+    assert!(log.contains("accept failed"), "{log}");
+}

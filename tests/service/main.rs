@@ -7,6 +7,7 @@ mod common;
 
 mod budgets;
 mod circuits;
+mod connections;
 mod decisions;
 mod limits;
 mod log_health;
