@@ -217,6 +217,8 @@ async fn serve(
             "the keys file has no API keys: every Router and Admin call will be refused (create one with `signalbox keys create`, then reload)"
         );
     }
+    // Before anything is bound: a SIGTERM from now on drains and exits 0.
+    let stop = shutdown_signal();
     let server = signalbox::server::start_from_file(policy, config, listen).await?;
     if insecure_no_auth {
         server.shared().auth.allow_no_auth(true);
@@ -246,7 +248,7 @@ async fn serve(
         }
     }
     tracing::info!("listening on {}", server.local_addr());
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down: draining requests and the decision log");
     let stats = server.shutdown().await?;
     tracing::info!(
@@ -359,26 +361,37 @@ fn keys(command: KeysCommand) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this is called, not when the
+/// future is first polled: call it before the server is bound, so a signal sent as soon as
+/// `listening on` appears is never lost (it would otherwise kill the process undrained).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
                 }
-            }
-            Err(e) => {
-                tracing::warn!("cannot install a SIGTERM handler ({e}); Ctrl-C only");
-                let _ = ctrl_c.await;
+                (term, int) => {
+                    if let Err(e) = term.as_ref().and(int.as_ref()) {
+                        tracing::warn!("cannot install the SIGTERM/SIGINT handlers ({e})");
+                    }
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -493,8 +493,9 @@ fn sigkill_under_load_loses_no_acknowledged_record() {
     });
     assert!(ack.duplicate, "{ack:?}");
     assert_eq!(ack.cost_usd, 0.0);
-    assert!(sigterm_and_wait(&mut child).success());
-    drop(drain.join());
+    let status = sigterm_and_wait(&mut child);
+    let stdout = drain.join().unwrap().join("\n");
+    assert!(status.success(), "{status:?}: {stdout}");
 }
 
 /// CPU time (user + system) the process has used so far.
