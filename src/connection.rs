@@ -1,8 +1,12 @@
 //! Per-connection hygiene, below HTTP/2: a connection that has not sent the HTTP/2 preface
-//! within the handshake timeout, or that has sent no request frames (HEADERS, DATA,
-//! CONTINUATION, RST_STREAM) for the idle timeout, is closed. Keepalive PINGs, SETTINGS and
-//! WINDOW_UPDATEs do not count as activity, so a peer that only answers pings (or only sent the
-//! preface) is closed too, while a dead peer is found by the keepalive pings tonic sends.
+//! within the handshake timeout, or that has sent no request (a HEADERS frame) within the idle
+//! timeout after it, is closed. Keepalive PINGs, SETTINGS and WINDOW_UPDATEs do not count, so a
+//! peer that only sent the preface, or only answers pings, is closed too.
+//!
+//! A connection that has made a request is never closed here: closing it below HTTP/2 could
+//! race a new request, which the client would see fail. Such connections are recycled
+//! gracefully instead (tonic's `max_connection_age`: GOAWAY, then the client reconnects), and
+//! dead peers are found by HTTP/2 keepalive PINGs.
 //!
 //! [`Watched`] wraps the connection's byte stream (plain TCP, or TLS after its handshake) and
 //! follows the client's HTTP/2 frame headers as they are read; it never buffers or alters a
@@ -21,9 +25,9 @@ use tonic::transport::server::Connected;
 const PREFACE_LEN: usize = 24;
 const FRAME_HEADER_LEN: usize = 9;
 
-/// Frame types that are requests doing something (RFC 9113 §6).
-fn is_activity(frame_type: u8) -> bool {
-    matches!(frame_type, 0x0 | 0x1 | 0x3 | 0x9)
+/// A HEADERS frame: a request (RFC 9113 §6.2).
+fn is_request(frame_type: u8) -> bool {
+    frame_type == 0x1
 }
 
 /// Where the reader is in the client's byte stream.
@@ -45,7 +49,7 @@ enum Parse {
 pub struct Timeouts {
     /// From accept until the preface has been read.
     pub handshake: Duration,
-    /// Without a request frame, after the preface.
+    /// Without a first request, after the preface.
     pub idle: Duration,
 }
 
@@ -56,6 +60,8 @@ pub struct Watched<IO> {
     parse: Parse,
     deadline: Pin<Box<Sleep>>,
     expired: bool,
+    /// A request came: no deadline from now on.
+    served: bool,
 }
 
 impl<IO> Watched<IO> {
@@ -66,11 +72,12 @@ impl<IO> Watched<IO> {
             parse: Parse::Preface(PREFACE_LEN),
             deadline: Box::pin(tokio::time::sleep(timeouts.handshake)),
             expired: false,
+            served: false,
         }
     }
 
-    /// Follow the frame headers in `bytes` (just read); true when a request frame began or the
-    /// preface completed.
+    /// Follow the frame headers in `bytes` (just read); true when the preface completed (the
+    /// idle deadline starts). Sets `served` at the first request.
     fn observe(&mut self, mut bytes: &[u8]) -> bool {
         let mut active = false;
         while !bytes.is_empty() {
@@ -96,7 +103,7 @@ impl<IO> Watched<IO> {
                         let len = usize::from(buf[0]) << 16
                             | usize::from(buf[1]) << 8
                             | usize::from(buf[2]);
-                        active |= is_activity(buf[3]);
+                        self.served |= is_request(buf[3]);
                         self.parse = if len == 0 {
                             Parse::Header {
                                 buf: [0; FRAME_HEADER_LEN],
@@ -146,6 +153,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if this.served => Poll::Pending,
             Poll::Pending => match this.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     this.expired = true;
@@ -245,13 +253,19 @@ mod tests {
         stream.extend(frame(0x8, &[0; 4])); // WINDOW_UPDATE
         for chunk in [1, 2, 5, 9, 10, 64, stream.len()] {
             let mut w = watched();
-            let mut activity = Vec::new();
-            for piece in stream.chunks(chunk) {
-                activity.push(w.observe(piece));
+            let mut served_after = None;
+            for (i, piece) in stream.chunks(chunk).enumerate() {
+                w.observe(piece);
+                if w.served && served_after.is_none() {
+                    served_after = Some((i + 1) * chunk);
+                }
             }
-            let active = activity.iter().filter(|a| **a).count();
-            // The preface's end and the HEADERS frame, nothing else.
-            assert!((1..=2).contains(&active), "chunk {chunk}: {activity:?}");
+            // Served from the HEADERS frame's header on, not before (24 + 15 + 17 bytes precede it).
+            let at = served_after.expect("the HEADERS frame is seen");
+            assert!(
+                at >= 24 + 15 + 17 + 9,
+                "chunk {chunk}: served after {at} bytes"
+            );
             assert_eq!(
                 w.parse,
                 Parse::Header {
@@ -262,10 +276,13 @@ mod tests {
             );
         }
         let mut w = watched();
-        assert!(w.observe(PREFACE));
-        assert!(!w.observe(&frame(0x6, &[0; 8])), "PING is not activity");
-        assert!(!w.observe(&frame(0x4, &[])), "SETTINGS is not activity");
-        assert!(w.observe(&frame(0x0, b"data")), "DATA is");
+        assert!(w.observe(PREFACE), "the preface completes");
+        w.observe(&frame(0x6, &[0; 8]));
+        w.observe(&frame(0x4, &[]));
+        w.observe(&frame(0x0, b"data"));
+        assert!(!w.served, "PING, SETTINGS and DATA are not requests");
+        w.observe(&frame(0x1, b"hdrs"));
+        assert!(w.served, "HEADERS is");
     }
 
     #[tokio::test(start_paused = true)]
@@ -308,15 +325,17 @@ mod tests {
         assert_eq!(started.elapsed().as_secs(), 60);
         pinger.abort();
 
-        // Requests keep it open.
+        // After a request, never closed here, however long it stays quiet.
         let (mut client, server) = tokio::io::duplex(1024);
         let mut w = Watched::new(server, timeouts);
         client.write_all(PREFACE).await.unwrap();
         w.read(&mut buf).await.unwrap();
-        for _ in 0..5 {
-            tokio::time::sleep(Duration::from_secs(50)).await;
-            client.write_all(&frame(0x1, &[0; 10])).await.unwrap();
-            assert!(w.read(&mut buf).await.unwrap() > 0);
-        }
+        client.write_all(&frame(0x1, &[0; 10])).await.unwrap();
+        assert!(w.read(&mut buf).await.unwrap() > 0);
+        let quiet = tokio::time::timeout(Duration::from_secs(3600), w.read(&mut buf)).await;
+        assert!(
+            quiet.is_err(),
+            "still open (and reading) after an hour: {quiet:?}"
+        );
     }
 }

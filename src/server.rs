@@ -113,6 +113,9 @@ enum Incoming {
     Tls(listener::Incoming<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
+/// How long a connection past its maximum age may take to finish its calls after the GOAWAY.
+const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
+
 /// How often the health status follows the decision log, and how often expired holds and
 /// decisions are swept.
 const HEALTH_AND_SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -190,7 +193,7 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     // Transport limits are read once: a reload does not change them.
-    let (limits, keepalive) = {
+    let (limits, keepalive, max_age) = {
         let live = shared.live.load();
         let server = &live.engine.policy().server;
         (
@@ -204,6 +207,8 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
                     Duration::from_secs(server.keepalive_timeout_secs),
                 )
             }),
+            (server.max_connection_age_secs > 0)
+                .then(|| Duration::from_secs(server.max_connection_age_secs)),
         )
     };
     // Router, Admin and (per `[auth] reflection`) reflection authenticate every call; health
@@ -257,7 +262,14 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task_shared = shared.clone();
     let task = tokio::spawn(async move {
-        let routes = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(age) = max_age {
+            // Recycled gracefully: GOAWAY, in-flight calls finish, the client reconnects.
+            builder = builder
+                .max_connection_age(age)
+                .max_connection_age_grace(CONNECTION_AGE_GRACE);
+        }
+        let routes = builder
             // Well above what a call may carry, so an oversized call is refused on its own
             // (by `CallLimits`) instead of the connection being torn down under its neighbours.
             .http2_max_header_list_size(header_list_limit(limits.max_metadata_bytes))

@@ -504,3 +504,87 @@ async fn loadgen_drives_an_mtls_server() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// Whether python3 with grpcio and grpcio-tools is installed (`scripts/test` installs them; in
+/// CI a missing one is a failure, not a skip).
+fn python_grpc() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "CI: python3 with grpcio and grpcio-tools is required (scripts/test installs them)"
+    );
+    ok
+}
+
+/// The Python example (examples/python/route.py, grpcio) over TLS with an API key: routes and
+/// reports an outcome, with the tenant taken from the key.
+#[tokio::test]
+async fn the_python_example_routes_over_tls_with_an_api_key() {
+    use signalbox::auth::keys::{NewKey, create_key};
+    use signalbox::auth::{Role, Roles};
+    if !python_grpc() {
+        eprintln!("skipped: python3 with grpcio and grpcio-tools not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("python-test-ca");
+    write_pair(tmp.path(), &ca.server_pair("localhost", 7));
+    std::fs::write(tmp.path().join("ca.pem"), ca.pem()).unwrap();
+    let keys = tmp.path().join("keys.toml");
+    let created = create_key(
+        &keys,
+        &NewKey {
+            tenant: "acme".into(),
+            roles: Roles::NONE.with(Role::Route).with(Role::Report),
+            expires: None,
+            rate: None,
+        },
+    )
+    .unwrap();
+    let server = start_tls(
+        tmp.path(),
+        "[auth]\nmode = \"api_key\"\nkeys_file = \"keys.toml\"",
+    )
+    .await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let stubs = tmp.path().join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    let generated = Command::new("python3")
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(format!("{root}/proto"))
+        .arg(format!("--python_out={}", stubs.display()))
+        .arg(format!("--grpc_python_out={}", stubs.display()))
+        .arg("signalbox/v1/router.proto")
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let port = server.local_addr().port();
+    let key = created.key.expose().to_string();
+    let ca_path = tmp.path().join("ca.pem");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(format!("{root}/examples/python/route.py"))
+            .arg(format!("localhost:{port}"))
+            .arg("--ca")
+            .arg(&ca_path)
+            .args(["--tenant", ""])
+            .env("PYTHONPATH", &stubs)
+            .env("SIGNALBOX_API_KEY", key)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("primary: "), "{stdout}");
+    assert!(stdout.contains("booked cost: "), "{stdout}");
+    server.shutdown().await.unwrap();
+}

@@ -261,6 +261,8 @@ pub struct ServerPolicy {
     pub max_metadata_bytes: usize,
     pub preface_timeout_secs: u64,
     pub idle_timeout_secs: u64,
+    /// 0: connections are never recycled.
+    pub max_connection_age_secs: u64,
     /// 0: no keepalive pings.
     pub keepalive_interval_secs: u64,
     pub keepalive_timeout_secs: u64,

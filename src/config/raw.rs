@@ -128,8 +128,10 @@ pub struct Server {
     /// A connection that has not sent the HTTP/2 preface this long after it was accepted (and
     /// TLS-handshaken) is closed.
     pub preface_timeout_secs: u64,
-    /// A connection that sent no request for this long is closed.
+    /// A connection that sent no request this long after its preface is closed.
     pub idle_timeout_secs: u64,
+    /// Connections are recycled gracefully (GOAWAY) at this age; 0 = never.
+    pub max_connection_age_secs: u64,
     /// HTTP/2 keepalive PINGs this often (0 = none); unanswered within the timeout, the
     /// connection is closed.
     pub keepalive_interval_secs: u64,
@@ -146,6 +148,7 @@ impl Default for Server {
             max_metadata_bytes: 16 * 1024,
             preface_timeout_secs: 10,
             idle_timeout_secs: 300,
+            max_connection_age_secs: 1800,
             keepalive_interval_secs: 30,
             keepalive_timeout_secs: 10,
             max_connections: 10_000,
