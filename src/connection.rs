@@ -329,7 +329,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         let mut w = Watched::new(server, timeouts);
         client.write_all(PREFACE).await.unwrap();
-        w.read(&mut buf).await.unwrap();
+        assert_eq!(w.read(&mut buf).await.unwrap(), PREFACE_LEN);
         client.write_all(&frame(0x1, &[0; 10])).await.unwrap();
         assert!(w.read(&mut buf).await.unwrap() > 0);
         let quiet = tokio::time::timeout(Duration::from_secs(3600), w.read(&mut buf)).await;
