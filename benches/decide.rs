@@ -298,5 +298,92 @@ fn bench_score(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, bench_featurize, bench_score, bench_learned);
+/// Adversarial 256 KiB prompts (the example policy's `server.max_prompt_bytes`) through the
+/// in-process rules path (as `route_in_process`): the PII detectors and the classifier must stay
+/// linear in the prompt size. Each shape is also decided at 64 KiB, so the ratio (4 when linear)
+/// is in the same report; `tests/fuzz_props.rs` checks the ratio in a debug build.
+///
+/// cargo bench --bench decide -- adversarial_256k
+fn bench_adversarial(c: &mut Criterion) {
+    const SHAPES: &[(&str, &str)] = &[
+        // Card-, phone-, IBAN- and SSN-like digit groups with every separator.
+        ("digits_separators", "4111 1111-1111.1111 (415) 555-0132 +4"),
+        ("digit_run", "1"),
+        // Real e-mail matches, and long and short ones alternating (overlap resolution).
+        ("emails", "jane.doe@example.com "),
+        ("emails_mixed_length", "aaaaaaaaaaaaaaaaaaaa@bb.cc x@bb.cc "),
+        ("at_dots", "@."),
+        ("password_assign", "password="),
+        ("a_run", "a"),
+        (
+            "mixed_script",
+            "Zahl 12 число 34 数字 56 رقم 78 ε=mc² e\u{301} 👩🏽 \u{200b}",
+        ),
+    ];
+    let text = std::fs::read_to_string("config/signalbox.toml").expect("run from the repo root");
+    let text = text
+        .find("\n[learned]")
+        .map_or(text.clone(), |at| text[..at].to_string());
+    let policy = Policy::from_toml(
+        &text,
+        Path::new("config/signalbox.toml"),
+        Path::new("config"),
+    )
+    .expect("example policy is valid");
+    let engine = DecisionEngine::new(policy).expect("engine builds");
+    let limit = engine.policy().server.max_prompt_bytes;
+    let budgets = BudgetLedger::new();
+    let circuits = CircuitBreakers::new();
+    let state = RuntimeState {
+        budgets: &budgets,
+        circuits: &circuits,
+    };
+    let mut group = c.benchmark_group("adversarial_256k");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    for (name, unit) in SHAPES {
+        for (size, bytes) in [("64KiB", 64 * 1024), ("256KiB", 256 * 1024)] {
+            let bytes: usize = std::cmp::min(bytes, limit);
+            let mut prompt = unit.repeat(bytes / unit.len() + 1);
+            let mut end = bytes;
+            while !prompt.is_char_boundary(end) {
+                end -= 1;
+            }
+            prompt.truncate(end);
+            let req = proto::RouteRequest {
+                tenant_id: "acme".into(),
+                user_id: "alice".into(),
+                prompt: Some(Prompt::Text(prompt)),
+                ..Default::default()
+            };
+            group.bench_function(format!("{name}/{size}"), |b| {
+                b.iter(|| {
+                    let started = Instant::now();
+                    let input = route_input(black_box(req.clone()), &engine).expect("valid");
+                    let d = engine
+                        .decide(&input, &state, chrono::Utc::now(), Instant::now())
+                        .expect("decides");
+                    black_box(decision_response(
+                        String::new(),
+                        input.request_id,
+                        &d,
+                        engine.policy(),
+                        started.elapsed(),
+                    ))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench,
+    bench_featurize,
+    bench_score,
+    bench_learned,
+    bench_adversarial
+);
 criterion_main!(benches);
