@@ -39,6 +39,9 @@ async fn silent_and_preface_only_connections_are_closed_after_their_timeouts() {
     ))
     .await;
     let addr = t.server.local_addr();
+    // The test's client connected eagerly; its first request makes it a served connection
+    // (a connection that never sends one is closed like the preface-only one below).
+    route(&mut t.client, text_request("acme", "Hello?")).await;
 
     let mut silent = TcpStream::connect(addr).await.unwrap();
     let mut preface_only = TcpStream::connect(addr).await.unwrap();
