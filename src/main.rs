@@ -244,8 +244,11 @@ async fn serve(
             Err(e) => tracing::warn!("cannot install a SIGHUP handler ({e})"),
         }
     }
+    // The SIGTERM handler is in place before the address is announced: a SIGTERM sent right
+    // after `listening on` drains instead of killing the process.
+    let stop = shutdown_signal();
     tracing::info!("listening on {}", server.local_addr());
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down: draining requests and the decision log");
     let stats = server.shutdown().await?;
     tracing::info!(
@@ -358,25 +361,31 @@ fn keys(command: KeysCommand) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM or Ctrl-C. The SIGTERM handler is installed when this is called, not when the
+/// returned future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            match term {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = ctrl_c => {},
+                        _ = term.recv() => {},
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cannot install a SIGTERM handler ({e}); Ctrl-C only");
+                    let _ = ctrl_c.await;
                 }
             }
-            Err(e) => {
-                tracing::warn!("cannot install a SIGTERM handler ({e}); Ctrl-C only");
-                let _ = ctrl_c.await;
-            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
     }
 }
