@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
 
@@ -62,6 +63,8 @@ pub struct Watched<IO> {
     expired: bool,
     /// A request came: no deadline from now on.
     served: bool,
+    /// The connection's slot under `server.max_connections`, given back when it closes.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl<IO> Watched<IO> {
@@ -73,6 +76,15 @@ impl<IO> Watched<IO> {
             deadline: Box::pin(tokio::time::sleep(timeouts.handshake)),
             expired: false,
             served: false,
+            _slot: None,
+        }
+    }
+
+    /// The same, holding `slot` until the connection is dropped.
+    pub fn holding(self, slot: OwnedSemaphorePermit) -> Watched<IO> {
+        Watched {
+            _slot: Some(slot),
+            ..self
         }
     }
 

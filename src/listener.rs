@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tonic::transport::server::Connected;
 
@@ -76,65 +76,11 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
 }
 
-/// A served connection: its stream, watched, and its permit.
-pub struct Conn<S> {
-    io: Watched<S>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
-impl<S: Connected> Connected for Conn<S> {
-    type ConnectInfo = S::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
-    }
-}
-
 /// The connections for `tonic::transport::Server::serve_with_incoming_shutdown`. Dropping it
 /// (tonic does when it stops accepting) closes the listener and abandons handshakes in
 /// progress.
 pub struct Incoming<S> {
-    ready: mpsc::Receiver<Conn<S>>,
+    ready: mpsc::Receiver<Watched<S>>,
     accept: JoinHandle<()>,
 }
 
@@ -160,7 +106,7 @@ impl<S> Drop for Incoming<S> {
 }
 
 impl<S> tokio_stream::Stream for Incoming<S> {
-    type Item = Result<Conn<S>, io::Error>;
+    type Item = Result<Watched<S>, io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.ready.poll_recv(cx).map(|s| s.map(Ok))
@@ -213,7 +159,7 @@ async fn accept_loop<H: Handshake>(
     listener: TcpListener,
     handshake: Arc<H>,
     limits: ConnectionLimits,
-    ready: mpsc::Sender<Conn<H::Stream>>,
+    ready: mpsc::Sender<Watched<H::Stream>>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut handshakes: JoinSet<Result<(), Failed>> = JoinSet::new();
@@ -249,10 +195,7 @@ async fn accept_loop<H: Handshake>(
                         let timeout = handshake.timeout();
                         match tokio::time::timeout(timeout, handshake.handshake(tcp)).await {
                             Ok(Ok(stream)) => {
-                                let conn = Conn {
-                                    io: Watched::new(stream, timeouts),
-                                    _permit: permit,
-                                };
+                                let conn = Watched::new(stream, timeouts).holding(permit);
                                 // Only fails once tonic stopped accepting: drop the connection.
                                 let _ = ready.send(conn).await;
                                 Ok(())

@@ -820,20 +820,6 @@ fn keys_create_prints_the_key_once_and_stores_only_its_hash_and_revoke_removes_i
     assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
 }
 
-fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
-    // SAFETY: plain kill(2) on our own child's pid.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Authenticated traffic (and refused attempts with the same key id) through the binary at
 /// debug level: the secret is in no log file and no line the server wrote.
 #[test]

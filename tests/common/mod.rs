@@ -161,3 +161,21 @@ pub fn primary_id(d: &proto::RouteDecision) -> &str {
 pub fn policy_ids(d: &proto::RouteDecision) -> Vec<&str> {
     d.reasons.iter().map(|r| r.policy_id.as_str()).collect()
 }
+
+/// SIGTERM to a server process; its exit status (panics if it has not stopped within 30 s).
+pub fn sigterm_and_wait(child: &mut std::process::Child) -> std::process::ExitStatus {
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
