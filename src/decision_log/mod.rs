@@ -9,201 +9,32 @@
 //! up summaries instead of re-reading every outcome of the month. A segment without a valid
 //! summary (the one open at a crash, say) is read record by record; both give the same totals.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::config::{AckMode, LogPolicy};
-use crate::money::Micros;
 
+mod read;
+mod spend;
 #[cfg(test)]
 mod tests;
+
+pub use read::{read_newest, read_records, segments};
+pub use spend::{
+    DaySpend, SegmentSpend, SpendReplay, outcome_spend, replay_spend, spend_summary_path,
+};
+use spend::{SpendTotals, write_spend_summary};
 
 /// The records (one definition, shared with `signalbox-train`: see
 /// [`signalbox_features::log_schema`]).
 pub use signalbox_features::log_schema::{DecisionRecord, OutcomeRecord, ShadowRecord};
-
-/// The spend an outcome books, as every reader of the log computes it: its UTC day and its cost.
-/// `None` for a record whose timestamp or cost does not parse (it books nothing).
-pub fn outcome_spend(o: &OutcomeRecord) -> Option<(chrono::NaiveDate, Micros)> {
-    let ts = chrono::DateTime::parse_from_rfc3339(&o.ts).ok()?;
-    let cost = Micros::from_usd(o.cost_usd)?;
-    Some((ts.with_timezone(&chrono::Utc).date_naive(), cost))
-}
-
-/// Spend summary of one closed outcome segment (`<segment>.spend.json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SegmentSpend {
-    /// Length of the segment file the totals cover; a summary whose segment has another length
-    /// is ignored and the segment is read instead.
-    pub bytes: u64,
-    /// Outcome records in the segment that booked spend.
-    pub outcomes: u64,
-    pub spend: Vec<DaySpend>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DaySpend {
-    pub tenant_id: String,
-    pub user_id: String,
-    pub day: chrono::NaiveDate,
-    pub cost_micros: u64,
-    pub outcomes: u64,
-}
-
-/// Cost and outcome count per UTC day.
-type DayTotals = BTreeMap<chrono::NaiveDate, (Micros, u64)>;
-
-/// Running totals of the open outcome segment: tenant -> user -> day -> (cost, outcomes).
-#[derive(Default)]
-struct SpendTotals {
-    by_tenant: HashMap<String, HashMap<String, DayTotals>>,
-    outcomes: u64,
-}
-
-impl SpendTotals {
-    fn add(&mut self, o: &OutcomeRecord) {
-        let Some((day, cost)) = outcome_spend(o) else {
-            return;
-        };
-        let users = match self.by_tenant.get_mut(&o.tenant_id) {
-            Some(u) => u,
-            None => self.by_tenant.entry(o.tenant_id.clone()).or_default(),
-        };
-        let days = match users.get_mut(&o.user_id) {
-            Some(d) => d,
-            None => users.entry(o.user_id.clone()).or_default(),
-        };
-        let slot = days.entry(day).or_insert((Micros::ZERO, 0));
-        slot.0 += cost;
-        slot.1 += 1;
-        self.outcomes += 1;
-    }
-
-    fn take(&mut self, bytes: u64) -> SegmentSpend {
-        let totals = std::mem::take(self);
-        let mut spend = Vec::new();
-        for (tenant_id, users) in totals.by_tenant {
-            for (user_id, days) in users {
-                for (day, (cost, outcomes)) in days {
-                    spend.push(DaySpend {
-                        tenant_id: tenant_id.clone(),
-                        user_id: user_id.clone(),
-                        day,
-                        cost_micros: cost.0,
-                        outcomes,
-                    });
-                }
-            }
-        }
-        // Oldest day first, so replaying summaries in segment order books days in order.
-        spend.sort_by(|a, b| {
-            (a.day, &a.tenant_id, &a.user_id).cmp(&(b.day, &b.tenant_id, &b.user_id))
-        });
-        SegmentSpend {
-            bytes,
-            outcomes: totals.outcomes,
-            spend,
-        }
-    }
-}
-
-/// Where the spend summary of `segment` lives.
-pub fn spend_summary_path(segment: &Path) -> PathBuf {
-    segment.with_extension("spend.json")
-}
-
-/// Write `summary` beside `segment` (temporary file, fsync, rename).
-fn write_spend_summary(segment: &Path, summary: &SegmentSpend) -> Result<(), LogError> {
-    let path = spend_summary_path(segment);
-    let tmp = path.with_extension("json.tmp");
-    let body = serde_json::to_vec(summary).map_err(|e| LogError::Io {
-        path: path.clone(),
-        source: e.into(),
-    })?;
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(&body).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    Ok(())
-}
-
-/// The summary of `segment`, if it has one that covers the whole file.
-fn read_spend_summary(segment: &Path, segment_len: u64) -> Option<SegmentSpend> {
-    let path = spend_summary_path(segment);
-    let body = std::fs::read(&path).ok()?;
-    match serde_json::from_slice::<SegmentSpend>(&body) {
-        Ok(s) if s.bytes == segment_len => Some(s),
-        Ok(s) => {
-            tracing::warn!(path = %path.display(), summary_bytes = s.bytes, segment_bytes = segment_len, "spend summary does not match its segment; reading the segment");
-            None
-        }
-        Err(err) => {
-            tracing::warn!(path = %path.display(), %err, "unreadable spend summary; reading the segment");
-            None
-        }
-    }
-}
-
-/// What [`replay_spend`] read.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SpendReplay {
-    pub outcomes: u64,
-    /// Segments whose summary was used.
-    pub summarised: u64,
-    /// Segments read record by record.
-    pub read: u64,
-}
-
-/// Every outcome's spend, oldest segment first, from outcome segments last modified at or after
-/// `modified_since`: `on_spend(tenant, user, day, cost, outcomes)` once per summary entry, or once
-/// per record for a segment without a valid summary. Unparsable lines go to `on_bad`.
-pub fn replay_spend(
-    dir: &Path,
-    modified_since: Option<std::time::SystemTime>,
-    mut on_spend: impl FnMut(&str, &str, chrono::NaiveDate, Micros, u64),
-    mut on_bad: impl FnMut(&Path, usize, String),
-) -> Result<SpendReplay, LogError> {
-    let mut stats = SpendReplay::default();
-    for (path, meta) in segments_since(dir, "outcomes", modified_since)? {
-        if let Some(summary) = read_spend_summary(&path, meta.len()) {
-            for d in &summary.spend {
-                on_spend(
-                    &d.tenant_id,
-                    &d.user_id,
-                    d.day,
-                    Micros(d.cost_micros),
-                    d.outcomes,
-                );
-            }
-            stats.outcomes += summary.outcomes;
-            stats.summarised += 1;
-            continue;
-        }
-        read_segment::<OutcomeRecord>(
-            &path,
-            |o| {
-                if let Some((day, cost)) = outcome_spend(&o) {
-                    on_spend(&o.tenant_id, &o.user_id, day, cost, 1);
-                    stats.outcomes += 1;
-                }
-            },
-            &mut on_bad,
-        )?;
-        stats.read += 1;
-    }
-    Ok(stats)
-}
 
 #[derive(Debug)]
 pub enum LogRecord {
@@ -723,108 +554,4 @@ impl Writer {
             }
         }
     }
-}
-
-/// Segment files of one kind ("decisions" or "outcomes") in `dir`, oldest first.
-pub fn segments(dir: &Path, kind: &str) -> Result<Vec<PathBuf>, LogError> {
-    let mut out = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io_err(dir)(e)),
-    };
-    for entry in entries {
-        let path = entry.map_err(io_err(dir))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with(&format!("{kind}-")) && name.ends_with(".jsonl") {
-            out.push(path);
-        }
-    }
-    // Names sort by start time, then sequence.
-    out.sort();
-    Ok(out)
-}
-
-/// Read every record of one kind, oldest first, from segments last modified at or after
-/// `modified_since` (all when `None`). A line that does not parse (e.g. cut by a crash) is
-/// reported through `on_bad(path, line_no, error)` and skipped.
-pub fn read_records<T: for<'de> Deserialize<'de>>(
-    dir: &Path,
-    kind: &str,
-    modified_since: Option<std::time::SystemTime>,
-    mut on_record: impl FnMut(T),
-    mut on_bad: impl FnMut(&Path, usize, String),
-) -> Result<(), LogError> {
-    for (path, _) in segments_since(dir, kind, modified_since)? {
-        read_segment(&path, &mut on_record, &mut on_bad)?;
-    }
-    Ok(())
-}
-
-/// [`segments`] last modified at or after `modified_since` (all when `None`), with their
-/// metadata.
-fn segments_since(
-    dir: &Path,
-    kind: &str,
-    modified_since: Option<std::time::SystemTime>,
-) -> Result<Vec<(PathBuf, std::fs::Metadata)>, LogError> {
-    let mut out = Vec::new();
-    for path in segments(dir, kind)? {
-        let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
-        if let Some(since) = modified_since
-            && meta.modified().map_err(io_err(&path))? < since
-        {
-            continue;
-        }
-        out.push((path, meta));
-    }
-    Ok(out)
-}
-
-/// The newest `keep` records of one kind that `accept` maps to `Some`, oldest first. Segments
-/// are read newest first until `keep` are found; segments last modified before `modified_since`
-/// are not read. Unparsable lines go to `on_bad(path, line_no, error)`.
-pub fn read_newest<T: for<'de> Deserialize<'de>, U>(
-    dir: &Path,
-    kind: &str,
-    modified_since: Option<std::time::SystemTime>,
-    keep: usize,
-    mut accept: impl FnMut(T) -> Option<U>,
-    mut on_bad: impl FnMut(&Path, usize, String),
-) -> Result<Vec<U>, LogError> {
-    let mut newest_first: Vec<Vec<U>> = Vec::new();
-    let mut found = 0usize;
-    for (path, _) in segments_since(dir, kind, modified_since)?.into_iter().rev() {
-        if found >= keep {
-            break;
-        }
-        let mut records = Vec::new();
-        read_segment(&path, |r: T| records.extend(accept(r)), &mut on_bad)?;
-        found += records.len();
-        newest_first.push(records);
-    }
-    let mut out: Vec<U> = newest_first.into_iter().rev().flatten().collect();
-    let extra = out.len().saturating_sub(keep);
-    out.drain(..extra);
-    Ok(out)
-}
-
-/// Read one segment's records; unparsable lines go to `on_bad(path, line_no, error)`.
-fn read_segment<T: for<'de> Deserialize<'de>>(
-    path: &Path,
-    mut on_record: impl FnMut(T),
-    mut on_bad: impl FnMut(&Path, usize, String),
-) -> Result<(), LogError> {
-    let file = File::open(path).map_err(io_err(path))?;
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(io_err(path))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<T>(&line) {
-            Ok(r) => on_record(r),
-            Err(e) => on_bad(path, i + 1, e.to_string()),
-        }
-    }
-    Ok(())
 }

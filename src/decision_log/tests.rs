@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use super::*;
 
 fn outcome(i: usize) -> OutcomeRecord {
