@@ -13,9 +13,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 
+use crate::api::authn::{Authenticate, Target};
 use crate::api::limits::CallLimits;
 use crate::api::{AdminService, RouterService};
-use crate::auth::{Authenticate, Target};
 use crate::config::Policy;
 use crate::connection::Timeouts;
 use crate::decision_log::{LogError, LogStats};

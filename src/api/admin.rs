@@ -29,8 +29,13 @@ impl AdminService {
         let live = self.shared.live.load();
         let policy = live.engine.policy();
         let auth = &self.shared.auth;
-        let caller = auth.authorize(extensions, policy, Role::Admin)?;
-        auth.admit(&caller, None, policy, std::time::Instant::now())
+        let caller = auth.authorize(extensions, &policy.auth, Role::Admin)?;
+        Ok(auth.admit(
+            &caller,
+            None,
+            &policy.rate_limits,
+            std::time::Instant::now(),
+        )?)
     }
 }
 

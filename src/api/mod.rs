@@ -5,12 +5,14 @@
 
 use tonic::Status;
 
+use crate::auth::{AuthError, retry_after_ms};
 use crate::decision_log::LogError;
 use crate::engine::DecideError;
 use crate::reload::ReloadError;
 use crate::service::ServiceError;
 
 pub mod admin;
+pub mod authn;
 pub mod limits;
 pub mod respond;
 pub mod router;
@@ -34,26 +36,8 @@ pub enum ApiError {
     Service(#[from] ServiceError),
     #[error(transparent)]
     Reload(#[from] ReloadError),
-    /// No valid API key: one message whatever the cause (missing, malformed, unknown, wrong,
-    /// expired), so it does not help guessing.
-    #[error("missing or invalid API key")]
-    Unauthenticated,
-    /// The key lacks the call's role, or names another tenant.
-    #[error("{0}")]
-    PermissionDenied(String),
-    /// A rate limit (the tenant's or the key's) is reached; retry after `retry_after`.
-    #[error("rate limit of {scope} reached: retry in {} ms", retry_after_ms(*.retry_after))]
-    RateLimited {
-        scope: String,
-        retry_after: std::time::Duration,
-    },
-}
-
-/// Whole milliseconds to wait, rounded up (at least 1).
-pub fn retry_after_ms(wait: std::time::Duration) -> u64 {
-    u64::try_from(wait.as_micros().div_ceil(1000))
-        .unwrap_or(u64::MAX)
-        .max(1)
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// The metadata key of a rate-limit refusal's delay, in milliseconds (beside the
@@ -64,6 +48,13 @@ pub(crate) fn bad(field: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::InvalidArgument {
         field,
         message: message.into(),
+    }
+}
+
+/// Refusals of the authentication layer take the one mapping below.
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Status {
+        ApiError::from(e).into()
     }
 }
 
@@ -103,9 +94,9 @@ impl From<ApiError> for Status {
                 // The reload task itself failed (panicked or was cancelled): our fault.
                 ReloadError::Join(_) => Status::internal(message),
             },
-            ApiError::Unauthenticated => Status::unauthenticated(message),
-            ApiError::PermissionDenied(_) => Status::permission_denied(message),
-            ApiError::RateLimited { retry_after, .. } => {
+            ApiError::Auth(AuthError::Unauthenticated) => Status::unauthenticated(message),
+            ApiError::Auth(AuthError::PermissionDenied(_)) => Status::permission_denied(message),
+            ApiError::Auth(AuthError::RateLimited { retry_after, .. }) => {
                 use tonic_types::{ErrorDetails, StatusExt};
                 let mut status = Status::with_error_details(
                     tonic::Code::ResourceExhausted,
@@ -178,21 +169,21 @@ mod tests {
     #[test]
     fn auth_errors_have_their_codes_and_a_rate_limit_its_retry_delay() {
         use tonic_types::StatusExt;
-        let status = Status::from(ApiError::Unauthenticated);
+        let status = Status::from(ApiError::from(AuthError::Unauthenticated));
         assert_eq!(status.code(), Code::Unauthenticated);
         assert_eq!(status.message(), "missing or invalid API key");
         assert_eq!(
-            code(ApiError::PermissionDenied("no".into())),
+            code(ApiError::from(AuthError::PermissionDenied("no".into()))),
             Code::PermissionDenied
         );
         assert_eq!(
             code(ReloadError::NoAuthOffLoopback),
             Code::FailedPrecondition
         );
-        let status = Status::from(ApiError::RateLimited {
+        let status = Status::from(ApiError::from(AuthError::RateLimited {
             scope: "tenant \"acme\"".into(),
             retry_after: std::time::Duration::from_micros(12_300),
-        });
+        }));
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(
             status.message(),

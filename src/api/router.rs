@@ -38,9 +38,9 @@ impl proto::router_server::Router for RouterService {
             let (_, extensions, mut req) = request.into_parts();
             // Who may route for which tenant, and how often: before anything is decided.
             let auth = &self.shared.auth;
-            let caller = auth.authorize(&extensions, policy, Role::Route)?;
+            let caller = auth.authorize(&extensions, &policy.auth, Role::Route)?;
             auth.bind_tenant(&caller, &mut req.tenant_id)?;
-            auth.admit(&caller, Some(&req.tenant_id), policy, started)?;
+            auth.admit(&caller, Some(&req.tenant_id), &policy.rate_limits, started)?;
             route_input(req, &live.engine)?
         };
         let request_id = input.request_id.clone();
@@ -63,7 +63,7 @@ impl proto::router_server::Router for RouterService {
             let policy = live.engine.policy();
             let (_, extensions, req) = request.into_parts();
             let auth = &self.shared.auth;
-            let caller = auth.authorize(&extensions, policy, Role::Report)?;
+            let caller = auth.authorize(&extensions, &policy.auth, Role::Report)?;
             // The tenant whose rate applies: the key's, or without keys the decision's.
             let payer = match caller.tenant() {
                 None if !policy.rate_limits.is_empty() => {
@@ -72,7 +72,7 @@ impl proto::router_server::Router for RouterService {
                 Some(_) | None => None,
             };
             let tenant = caller.tenant().or(payer.as_ref().map(|p| p.tenant_id()));
-            auth.admit(&caller, tenant, policy, Instant::now())?;
+            auth.admit(&caller, tenant, &policy.rate_limits, Instant::now())?;
             (outcome_input(req, policy)?, caller)
         };
         let ack = self

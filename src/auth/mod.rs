@@ -16,14 +16,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::api::ApiError;
-use crate::config::Policy;
-
-pub mod interceptor;
 pub mod keys;
 pub mod ratelimit;
 
-pub use interceptor::{Authenticate, Target};
 pub use keys::{AuthFailure, KeyRing};
 pub use ratelimit::{Rate, RateLimitPolicy, RateLimiter};
 
@@ -259,12 +254,12 @@ impl AuthState {
         }
     }
 
-    fn permission_denied(&self, key_id: &str, message: String) -> ApiError {
+    fn permission_denied(&self, key_id: &str, message: String) -> AuthError {
         self.denied.fetch_add(1, Ordering::Relaxed);
         if let Some(suppressed) = self.warnings.admit(Instant::now()) {
             tracing::warn!(key_id, reason = %message, suppressed, "API key denied");
         }
-        ApiError::PermissionDenied(message)
+        AuthError::PermissionDenied(message)
     }
 
     /// The caller the interceptor put in `extensions`. Fails closed: without an authenticated
@@ -272,15 +267,15 @@ impl AuthState {
     pub fn caller(
         &self,
         extensions: &tonic::Extensions,
-        policy: &Policy,
-    ) -> Result<Caller, ApiError> {
+        policy: &AuthPolicy,
+    ) -> Result<Caller, AuthError> {
         match extensions.get::<Caller>() {
             Some(Caller::Key(k)) => Ok(Caller::Key(k.clone())),
-            Some(Caller::Anonymous) | None => match policy.auth.mode {
+            Some(Caller::Anonymous) | None => match policy.mode {
                 AuthMode::None => Ok(Caller::Anonymous),
                 AuthMode::ApiKey => {
                     self.failures.fetch_add(1, Ordering::Relaxed);
-                    Err(ApiError::Unauthenticated)
+                    Err(AuthError::Unauthenticated)
                 }
             },
         }
@@ -290,9 +285,9 @@ impl AuthState {
     pub fn authorize(
         &self,
         extensions: &tonic::Extensions,
-        policy: &Policy,
+        policy: &AuthPolicy,
         role: Role,
-    ) -> Result<Caller, ApiError> {
+    ) -> Result<Caller, AuthError> {
         let caller = self.caller(extensions, policy)?;
         if let Caller::Key(k) = &caller
             && !k.roles.contains(role)
@@ -310,7 +305,7 @@ impl AuthState {
 
     /// Bind a Route request's `tenant_id` to the caller: a key acts for its own tenant only (an
     /// empty `tenant_id` takes it); anonymous callers name any tenant.
-    pub fn bind_tenant(&self, caller: &Caller, tenant_id: &mut String) -> Result<(), ApiError> {
+    pub fn bind_tenant(&self, caller: &Caller, tenant_id: &mut String) -> Result<(), AuthError> {
         let Caller::Key(k) = caller else {
             return Ok(());
         };
@@ -334,9 +329,9 @@ impl AuthState {
         &self,
         caller: &Caller,
         tenant: Option<&str>,
-        policy: &Policy,
+        limits: &RateLimitPolicy,
         now: Instant,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), AuthError> {
         let key = match caller {
             Caller::Key(k) => k.rate.map(|r| (k.key_id.as_str(), r)),
             Caller::Anonymous => None,
@@ -349,7 +344,7 @@ impl AuthState {
         // An invalid tenant id is refused by validation; it gets no bucket.
         let tenant = tenant
             .filter(|t| !t.is_empty() && t.len() <= 256)
-            .and_then(|t| policy.rate_limits.tenant_rate(t).map(|r| (t, r)));
+            .and_then(|t| limits.tenant_rate(t).map(|r| (t, r)));
         if let Some((t, rate)) = tenant
             && let Err(wait) = self.limiter.tenants.take(t, rate, now)
         {
@@ -361,11 +356,36 @@ impl AuthState {
         Ok(())
     }
 
-    fn limited(&self, scope: String, retry_after: Duration) -> ApiError {
+    fn limited(&self, scope: String, retry_after: Duration) -> AuthError {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%scope, retry_after_ms = retry_after.as_millis(), "rate limited");
-        ApiError::RateLimited { scope, retry_after }
+        AuthError::RateLimited { scope, retry_after }
     }
+}
+
+/// Why a call is refused before it reaches the service.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No valid API key: one message whatever the cause (missing, malformed, unknown, wrong,
+    /// expired), so it does not help guessing.
+    #[error("missing or invalid API key")]
+    Unauthenticated,
+    /// The key lacks the call's role, or names another tenant.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A rate limit (the tenant's or the key's) is reached; retry after `retry_after`.
+    #[error("rate limit of {scope} reached: retry in {} ms", retry_after_ms(*.retry_after))]
+    RateLimited {
+        scope: String,
+        retry_after: Duration,
+    },
+}
+
+/// Whole milliseconds to wait, rounded up (at least 1).
+pub fn retry_after_ms(wait: Duration) -> u64 {
+    u64::try_from(wait.as_micros().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 #[cfg(test)]

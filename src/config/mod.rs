@@ -273,19 +273,7 @@ pub struct ServerPolicy {
     pub tls: Option<TlsPolicy>,
 }
 
-/// `[server.tls]`, with the files already read and checked into a rustls configuration.
-#[derive(Debug, Clone)]
-pub struct TlsPolicy {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// Set: mTLS, a client certificate issued by this CA bundle is required.
-    pub client_ca: Option<PathBuf>,
-    pub handshake_timeout_secs: u64,
-    pub watch_secs: u64,
-    /// The rustls configuration built from the files when the policy was loaded
-    /// ([`crate::tls::load`]).
-    pub loaded: crate::tls::Loaded,
-}
+pub use crate::tls::TlsPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LearnedMode {

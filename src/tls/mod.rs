@@ -20,8 +20,6 @@ use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use sha2::Digest;
 
-use crate::config::TlsPolicy;
-
 pub mod incoming;
 #[cfg(test)]
 mod tests;
@@ -180,6 +178,20 @@ pub fn load(files: TlsFiles<'_>) -> Result<Loaded, TlsFileError> {
         server_config: Arc::new(config),
         cert_sha256,
     })
+}
+
+/// `[server.tls]`, with the files already read and checked into a rustls configuration.
+#[derive(Debug, Clone)]
+pub struct TlsPolicy {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Set: mTLS, a client certificate issued by this CA bundle is required.
+    pub client_ca: Option<PathBuf>,
+    pub handshake_timeout_secs: u64,
+    pub watch_secs: u64,
+    /// The rustls configuration built from the files when the policy was loaded
+    /// ([`load`]).
+    pub loaded: Loaded,
 }
 
 /// The running TLS configuration, swapped whole: files, settings and the rustls configuration

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-use super::{AuthMode, Caller, ReflectionAccess};
-use crate::api::ApiError;
+use super::ApiError;
+use crate::auth::{AuthError, AuthMode, Caller, ReflectionAccess};
 use crate::state::Shared;
 
 /// Which service an interceptor guards.
@@ -57,7 +57,7 @@ impl Interceptor for Authenticate {
                     self.shared
                         .auth
                         .unauthenticated(&failure, request.remote_addr());
-                    return Err(ApiError::Unauthenticated.into());
+                    return Err(ApiError::from(AuthError::Unauthenticated).into());
                 }
             }
         };
