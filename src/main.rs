@@ -171,6 +171,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             raise_open_file_limit();
+            limit_malloc_arenas();
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = threads {
                 builder.worker_threads(n.max(1));
@@ -424,5 +425,16 @@ fn raise_open_file_limit() {
         );
     } else {
         tracing::warn!(error = %std::io::Error::last_os_error(), open_files = before, "cannot raise the open-file limit");
+    }
+}
+
+/// glibc malloc: at most two arenas, set before any thread starts (by default one per thread,
+/// up to 8 per core). With this and the sweeper's `server::release_free_memory`, the example
+/// policy's soak at 16 callers stays at 100 MB instead of 110 MB (docs/performance.md).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before the runtime's threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

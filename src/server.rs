@@ -120,6 +120,18 @@ const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
 /// decisions are swept.
 const HEALTH_AND_SWEEP_EVERY: Duration = Duration::from_millis(100);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often free heap memory is handed back to the OS ([`release_free_memory`]).
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// Hand free pages of the malloc heaps back to the OS (glibc: `malloc_trim`), so RSS follows
+/// what is in use instead of the high-water mark of each arena's fragmented heap.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes the arenas' locks itself; no pointers are passed.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Serve an in-memory policy (no reloads): bind `listen` (port 0 allowed) and serve until
 /// [`RunningServer::shutdown`].
@@ -241,6 +253,7 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut serving = true;
             let mut last_sweep = Instant::now();
+            let mut last_trim = Instant::now();
             loop {
                 tick.tick().await;
                 let now = Instant::now();
@@ -249,6 +262,10 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
                     shared.tracker.sweep(now);
                     shared.auth.limiter.sweep(now);
                     last_sweep = now;
+                }
+                if now.duration_since(last_trim) >= TRIM_EVERY {
+                    release_free_memory();
+                    last_trim = now;
                 }
                 let writable = shared.log.writable();
                 if writable != serving && !draining.load(std::sync::atomic::Ordering::Relaxed) {

@@ -100,6 +100,21 @@ impl DecisionTracker {
         shard.evict(Instant::now(), self.ttl, self.per_shard);
         shard.order.push_back((decision.created, key.clone()));
         shard.by_id.insert(key, decision);
+        // A full shard removes one entry per insert. The removals leave tombstones in the
+        // hash table, and once they use up its free slots, the table (more than half full)
+        // doubles instead of being cleaned: after ~50,000 inserts into a full shard, so ~3M
+        // decisions at the example's capacity, the 64 tables grew by ~50 MB in total (RSS
+        // 110 -> 168 MB in a 10-minute soak; docs/performance.md). Rebuild it at its size.
+        if shard.by_id.capacity() >= 2 * self.per_shard {
+            shard.by_id.shrink_to(self.per_shard);
+        }
+    }
+
+    /// Entries the shards' tables have room for (for tests: bounded by about twice the
+    /// capacity).
+    #[cfg(test)]
+    fn table_capacity(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().by_id.capacity()).sum()
     }
 
     /// The decision, for booking an outcome of `attempt` (0: not numbered). Its reservation is
@@ -191,6 +206,25 @@ mod tests {
         assert!(short.claim("old", 0).is_none());
         short.sweep(Instant::now());
         assert!(short.is_empty());
+    }
+
+    #[test]
+    fn a_full_tracker_does_not_grow_its_tables() {
+        let capacity = 64 * 512;
+        let tracker = DecisionTracker::new(Duration::from_secs(3600), capacity);
+        let now = Instant::now();
+        // ~20,000 inserts a shard: a 512-entry shard's table doubled after ~5,000.
+        for i in 0..(64 * 20_000u128) {
+            let id =
+                uuid::Uuid::from_u128(i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
+            tracker.insert(&id.to_string(), tracked(now));
+        }
+        assert!(tracker.len() <= capacity);
+        assert!(
+            tracker.table_capacity() < 2 * capacity,
+            "{}",
+            tracker.table_capacity()
+        );
     }
 
     #[test]
