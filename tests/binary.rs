@@ -216,7 +216,27 @@ fn spawn_server(
     String,
     std::thread::JoinHandle<Vec<String>>,
 ) {
-    let mut child = Command::new(BIN)
+    spawn_server_under(&[], config)
+}
+
+/// [`spawn_server`] run through `wrapper` (e.g. `prlimit --nofile=96:96 --`).
+fn spawn_server_under(
+    wrapper: &[&str],
+    config: &std::path::Path,
+) -> (
+    std::process::Child,
+    String,
+    std::thread::JoinHandle<Vec<String>>,
+) {
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
         .env("RUST_LOG", "info")
@@ -510,30 +530,8 @@ fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
         1,
     );
     std::fs::write(&config, text).unwrap();
-    let mut child = Command::new("prlimit")
-        .args(["--nofile=96:96", "--"])
-        .arg(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let drain = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(pos) = line.find("listening on ") {
-                let _ = tx.send(line[pos + "listening on ".len()..].trim().to_string());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server starts");
+    let (mut child, addr, drain) =
+        spawn_server_under(&["prlimit", "--nofile=96:96", "--"], &config);
 
     // More idle connections than descriptors: the rest wait in the backlog.
     let mut idle = Vec::new();
