@@ -60,6 +60,10 @@ impl State {
 struct Breaker {
     failures: VecDeque<Instant>,
     state: State,
+    /// Transitions into closed, half-open and open (for the metrics).
+    transitions: [u64; 3],
+    /// Half-open probes granted.
+    probes: u64,
 }
 
 impl Default for Breaker {
@@ -67,21 +71,36 @@ impl Default for Breaker {
         Breaker {
             failures: VecDeque::new(),
             state: State::Closed,
+            transitions: [0; 3],
+            probes: 0,
         }
     }
 }
 
 impl Breaker {
+    /// Enter `state`, counting a change of state (re-arming a half-open breaker is none).
+    fn set(&mut self, state: State) {
+        let slot = |s: &State| match s {
+            State::Closed => 0,
+            State::HalfOpen { .. } => 1,
+            State::Open { .. } => 2,
+        };
+        if slot(&state) != slot(&self.state) {
+            self.transitions[slot(&state)] += 1;
+        }
+        self.state = state;
+    }
+
     /// Advance Open → HalfOpen once the cooldown has passed, and re-arm the probes of a
     /// half-open breaker whose last probe got no outcome within a cooldown.
     fn tick(&mut self, policy: &CircuitPolicy, now: Instant) {
         let cooldown = Duration::from_secs(policy.cooldown_secs);
         match self.state {
             State::Open { until } if now >= until => {
-                self.state = State::HalfOpen {
+                self.set(State::HalfOpen {
                     probes_left: policy.half_open_probes,
                     last_probe: None,
-                };
+                });
             }
             State::HalfOpen {
                 probes_left: 0,
@@ -112,21 +131,31 @@ impl Breaker {
         match (self.state, failed) {
             (State::HalfOpen { .. }, true) => {
                 self.failures.push_back(now);
-                self.state = open;
+                self.set(open);
             }
             (State::HalfOpen { .. }, false) => {
                 self.failures.clear();
-                self.state = State::Closed;
+                self.set(State::Closed);
             }
             (State::Closed, true) => {
                 self.failures.push_back(now);
                 if threshold > 0 && self.failures.len() >= threshold as usize {
-                    self.state = open;
+                    self.set(open);
                 }
             }
             (State::Closed, false) | (State::Open { .. }, _) => {}
         }
     }
+}
+
+/// One breaker as [`CircuitBreakers::snapshot`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerSnapshot {
+    pub scope: &'static str,
+    pub name: String,
+    pub state: &'static str,
+    pub transitions: [u64; 3],
+    pub probes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -213,6 +242,7 @@ impl CircuitBreakers {
             {
                 *probes_left -= 1;
                 *last_probe = Some(now);
+                b.probes += 1;
                 claim = ProbeClaim::Spent;
             }
         }
@@ -241,6 +271,32 @@ impl CircuitBreakers {
         };
         b.tick(policy, Instant::now());
         b.state.name()
+    }
+
+    /// Every breaker that has seen an outcome, for the metrics: its scope (`model` or
+    /// `provider`), name, state now, transitions into closed/half-open/open, probes granted.
+    pub fn snapshot(&self, policy: &CircuitPolicy, now: Instant) -> Vec<BreakerSnapshot> {
+        let mut map = self.inner.lock();
+        let mut out: Vec<BreakerSnapshot> = map
+            .iter_mut()
+            .filter_map(|(key, b)| {
+                b.tick(policy, now);
+                let (scope, name) = key.split_once(':')?;
+                Some(BreakerSnapshot {
+                    scope: if scope == "provider" {
+                        "provider"
+                    } else {
+                        "model"
+                    },
+                    name: name.to_string(),
+                    state: b.state.name(),
+                    transitions: b.transitions,
+                    probes: b.probes,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (a.scope, &a.name).cmp(&(b.scope, &b.name)));
+        out
     }
 
     /// Feed one outcome. Errors not counted by the policy (e.g. refusals) count as successes for
@@ -317,6 +373,16 @@ mod tests {
         assert_eq!(cb.claim_probe(&p, "other", "prov2", t1), ProbeClaim::Free);
         assert_eq!(cb.record(&p, "m", "prov", ErrorKind::None, t1), "closed");
         assert_eq!(cb.gate(&p, "m", "prov", t1), Gate::Closed);
+        // What the metrics read: one trip round, two probes granted; the provider's breaker
+        // (no threshold) never moved.
+        let snap = cb.snapshot(&p, t1);
+        let m = snap
+            .iter()
+            .find(|b| b.scope == "model" && b.name == "m")
+            .unwrap();
+        assert_eq!((m.state, m.transitions, m.probes), ("closed", [1, 1, 1], 2));
+        let prov = snap.iter().find(|b| b.scope == "provider").unwrap();
+        assert_eq!((prov.name.as_str(), prov.transitions), ("prov", [0, 0, 0]));
     }
 
     #[test]

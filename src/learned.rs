@@ -6,12 +6,14 @@
 
 use std::cell::RefCell;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use signalbox_features::{BundleManifest, FeatureError, Featurizer, routing};
 
 use crate::config::{BackendChoice, LearnedMode, LearnedPolicy, ModelIdx, Policy};
 use crate::domain::Reason;
 use crate::inference::{self, Backend, InferenceError, Scorer};
+use crate::telemetry::phases::{Interval, RoutePhases};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LearnedError {
@@ -226,6 +228,11 @@ impl LearnedRouter {
         &self.version
     }
 
+    /// The bundle's name (its manifest's).
+    pub fn bundle_name(&self) -> &str {
+        &self.manifest.name
+    }
+
     pub fn mode(&self) -> LearnedMode {
         self.mode
     }
@@ -237,16 +244,30 @@ impl LearnedRouter {
     /// P(acceptable) per bundle model, in [`LearnedRouter::models`] order, for `text` of task
     /// `task` (used when the bundle has a column for it; see `FeatureConfig::tasks`).
     pub fn predict(&self, text: &str, task: Option<&str>) -> Result<Vec<f32>, LearnedError> {
+        self.predict_timed(text, task, &mut RoutePhases::default())
+    }
+
+    /// [`LearnedRouter::predict`], noting when featurizing and the model run happened.
+    pub fn predict_timed(
+        &self,
+        text: &str,
+        task: Option<&str>,
+        phases: &mut RoutePhases,
+    ) -> Result<Vec<f32>, LearnedError> {
         FEATURES.with(|buf| {
             let mut buf = buf.borrow_mut();
+            let started = Instant::now();
             buf.resize(self.featurizer.dim(), 0.0);
             self.featurizer
                 .featurize_into(text, task, &mut buf)
                 .map_err(|e| LearnedError::Predict(e.to_string()))?;
+            let featurized = Interval::since(started);
+            phases.featurize = Some(featurized);
             let mut out = vec![0.0; self.columns.len()];
             self.scorer
                 .score(&buf, &mut out)
                 .map_err(|e| LearnedError::Predict(e.to_string()))?;
+            phases.inference = Some(Interval::since(featurized.end));
             Ok(out)
         })
     }

@@ -30,6 +30,7 @@ pub mod rules;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod tracking;
 

@@ -17,6 +17,15 @@ use signalbox::config::Policy;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text, or as one JSON object per line (request lines carry the decision id).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -35,6 +44,10 @@ enum Command {
         /// Serve without authentication (`[auth] mode = "none"`) on a non-loopback address.
         #[arg(long)]
         insecure_no_auth: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics (port 0: a free port); overrides
+        /// `[telemetry] metrics_listen`.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Validate a policy file and exit (0 = valid).
     CheckConfig {
@@ -84,23 +97,7 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if matches!(cli.command, Command::Keys { .. }) {
-        // stdout carries only the new key (`KEY=$(signalbox keys create ...)`).
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_target(false)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_writer(std::io::stderr)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_target(false)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .init();
-    }
+    init_logging(cli.log_format, matches!(cli.command, Command::Keys { .. }));
     match cli.command {
         Command::Keys { command } => keys(command),
         Command::CheckConfig { config } => match Policy::load(&config) {
@@ -140,15 +137,19 @@ fn main() -> ExitCode {
             listen,
             threads,
             insecure_no_auth,
+            metrics_listen,
         } => {
             // Validate before anything is bound or started.
-            let policy = match Policy::load(&config) {
+            let mut policy = match Policy::load(&config) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!("{e}");
                     return ExitCode::from(2);
                 }
             };
+            if metrics_listen.is_some() {
+                policy.telemetry.metrics_listen = metrics_listen;
+            }
             // Without authentication, anyone who reaches the port routes as any tenant and
             // reloads the policy: loopback only, unless asked for explicitly.
             let no_auth = policy.auth.mode == AuthMode::None;
@@ -365,6 +366,41 @@ fn keys(command: KeysCommand) -> ExitCode {
 /// SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this is called, not when the
 /// future is first polled: call it before the server is bound, so a signal sent as soon as
 /// `listening on` appears is never lost (it would otherwise kill the process undrained).
+/// Log lines on stdout, as text or JSON (`keys`: on stderr, stdout carrying only the new key,
+/// as in `KEY=$(signalbox keys create ...)`). `RUST_LOG` filters (default `info`).
+fn init_logging(format: LogFormat, to_stderr: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let terminal = if to_stderr {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    } else {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+    };
+    match (format, to_stderr) {
+        (LogFormat::Text, false) => builder.with_ansi(terminal).init(),
+        (LogFormat::Text, true) => builder
+            .with_ansi(terminal)
+            .with_writer(std::io::stderr)
+            .init(),
+        // One object per line; a request's lines name its span and decision id
+        // (`"span":{"decision_id":..,"name":"route"}`).
+        (LogFormat::Json, false) => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        (LogFormat::Json, true) => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+}
+
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {

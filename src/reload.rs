@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::{ConfigError, LearnedMode, Policy};
 use crate::engine::{DecisionEngine, EngineError};
 use crate::state::{LiveState, Shared};
+use crate::telemetry::TelemetryPolicy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -58,6 +59,23 @@ pub fn describe(live: &LiveState) -> Loaded {
             .as_ref()
             .map_or("rules_only", |l| l.mode.as_str())
             .to_string(),
+    }
+}
+
+/// `[telemetry]` is read at start (the endpoint is bound, the exporter connected): a reload
+/// that changes it says it applies at the next restart. A metrics address given on the command
+/// line counts as running unless the file names another.
+fn warn_if_telemetry_changed(running: &TelemetryPolicy, file: &TelemetryPolicy) {
+    let listen_changed =
+        file.metrics_listen.is_some() && file.metrics_listen != running.metrics_listen;
+    let rest_changed = TelemetryPolicy {
+        metrics_listen: running.metrics_listen,
+        ..file.clone()
+    } != *running;
+    if listen_changed || rest_changed {
+        tracing::warn!(
+            "[telemetry] changed in the policy file: it applies at the next restart (the running metrics endpoint and trace export are kept)"
+        );
     }
 }
 
@@ -116,6 +134,7 @@ async fn load_and_swap(shared: &Arc<Shared>) -> Result<Loaded, ReloadError> {
             "removed"
         }));
     }
+    warn_if_telemetry_changed(&shared.telemetry.policy, &engine.policy().telemetry);
     let next = Arc::new(LiveState { engine });
     let loaded = describe(&next);
     shared.live.store(next);

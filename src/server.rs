@@ -15,6 +15,7 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::api::authn::{Authenticate, Target};
 use crate::api::limits::CallLimits;
+use crate::api::observe::CountCalls;
 use crate::api::{AdminService, RouterService};
 use crate::config::Policy;
 use crate::connection::Timeouts;
@@ -23,6 +24,7 @@ use crate::engine::EngineError;
 use crate::listener::{self, ConnectionLimits, Plain};
 use crate::proto;
 use crate::state::{Shared, StateError, build_shared};
+use crate::telemetry::endpoint::{MetricsEndpoint, Render};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -41,6 +43,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 impl From<StateError> for ServerError {
@@ -48,6 +52,7 @@ impl From<StateError> for ServerError {
         match e {
             StateError::Engine(e) => ServerError::Engine(e),
             StateError::Log(e) | StateError::LogDir(e) => ServerError::Log(e),
+            StateError::Telemetry(e) => ServerError::Telemetry(e),
         }
     }
 }
@@ -55,6 +60,8 @@ impl From<StateError> for ServerError {
 /// A server running in this process.
 pub struct RunningServer {
     addr: SocketAddr,
+    /// `/metrics`, with `[telemetry] metrics_listen`.
+    metrics: Option<MetricsEndpoint>,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<LogStats, ServerError>>,
@@ -70,6 +77,11 @@ impl RunningServer {
         &self.shared
     }
 
+    /// Where `/metrics` is served, with `[telemetry] metrics_listen`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsEndpoint::local_addr)
+    }
+
     /// Graceful shutdown: stop accepting, finish in-flight requests, drain and sync the log.
     pub async fn shutdown(mut self) -> Result<LogStats, ServerError> {
         if let Some(w) = self.watcher.take() {
@@ -78,7 +90,11 @@ impl RunningServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.task.await?
+        let stats = self.task.await?;
+        if let Some(m) = self.metrics.take() {
+            m.stop();
+        }
+        stats
     }
 }
 
@@ -133,6 +149,18 @@ fn release_free_memory() {
     }
 }
 
+/// The `/metrics` exposition, read from the state at each scrape.
+fn render_metrics(shared: &Arc<Shared>) -> Render {
+    let shared = Arc::downgrade(shared);
+    Arc::new(move || {
+        let shared = shared.upgrade().ok_or("the server has stopped")?;
+        let metrics = shared.telemetry.metrics.as_ref().ok_or("metrics are off")?;
+        metrics
+            .render(&shared.metrics_snapshot())
+            .map_err(|e| e.to_string())
+    })
+}
+
 /// Serve an in-memory policy (no reloads): bind `listen` (port 0 allowed) and serve until
 /// [`RunningServer::shutdown`].
 pub async fn start(policy: Policy, listen: SocketAddr) -> Result<RunningServer, ServerError> {
@@ -166,6 +194,17 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
         addr: listen,
         source,
     })?;
+    let metrics = match (
+        shared.telemetry.policy.metrics_listen,
+        &shared.telemetry.metrics,
+    ) {
+        (Some(at), Some(_)) => Some(
+            MetricsEndpoint::bind(at, render_metrics(&shared))
+                .await
+                .map_err(|source| ServerError::Bind { addr: at, source })?,
+        ),
+        _ => None,
+    };
     let connections = {
         let live = shared.live.load();
         let server = &live.engine.policy().server;
@@ -293,6 +332,7 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
             // Dead peers: a PING unanswered within the timeout closes the connection.
             .http2_keepalive_interval(keepalive.map(|k| k.0))
             .http2_keepalive_timeout(keepalive.map(|k| k.1))
+            .layer(CountCalls::new(task_shared.clone()))
             .layer(limits)
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -322,6 +362,9 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
         }
         // Whatever happened to the transport, every acknowledged record is written.
         let stats = task_shared.log.close().await;
+        if let Some(tracer) = &task_shared.telemetry.tracer {
+            tracer.shutdown().await;
+        }
         served?;
         let stats = stats?;
         tracing::info!(
@@ -333,6 +376,7 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
     });
     Ok(RunningServer {
         addr,
+        metrics,
         shared,
         stop: Some(stop_tx),
         task,

@@ -14,6 +14,7 @@ use crate::service::ServiceError;
 pub mod admin;
 pub mod authn;
 pub mod limits;
+pub mod observe;
 pub mod respond;
 pub mod router;
 pub mod validate;

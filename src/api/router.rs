@@ -2,8 +2,6 @@
 //! [`crate::auth`]) -> validate -> service -> respond.
 
 use std::sync::Arc;
-use std::time::Instant;
-
 use tonic::{Request, Response, Status};
 
 use super::ApiError;
@@ -12,6 +10,8 @@ use super::validate::{outcome_input, route_input};
 use crate::auth::Role;
 use crate::proto;
 use crate::state::Shared;
+use crate::telemetry::Call;
+use crate::telemetry::traces::remote_parent;
 
 /// The tonic service.
 #[derive(Clone)]
@@ -23,6 +23,15 @@ impl RouterService {
     pub fn new(shared: Arc<Shared>) -> RouterService {
         RouterService { shared }
     }
+
+    /// The call starting now; with tracing on, the caller's `traceparent` is read.
+    fn call(&self, metadata: &tonic::metadata::MetadataMap) -> Call {
+        let mut call = Call::now();
+        if self.shared.telemetry.tracer.is_some() {
+            call.parent = remote_parent(metadata);
+        }
+        call
+    }
 }
 
 #[tonic::async_trait]
@@ -31,7 +40,8 @@ impl proto::router_server::Router for RouterService {
         &self,
         request: Request<proto::RouteRequest>,
     ) -> Result<Response<proto::RouteDecision>, Status> {
-        let started = Instant::now();
+        let call = self.call(request.metadata());
+        let started = call.started.mono;
         let input = {
             let live = self.shared.live.load();
             let policy = live.engine.policy();
@@ -44,7 +54,11 @@ impl proto::router_server::Router for RouterService {
             route_input(req, &live.engine)?
         };
         let request_id = input.request_id.clone();
-        let routed = self.shared.route(input).await.map_err(ApiError::from)?;
+        let routed = self
+            .shared
+            .route(input, &call)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(decision_response(
             routed.decision_id,
             request_id,
@@ -58,6 +72,7 @@ impl proto::router_server::Router for RouterService {
         &self,
         request: Request<proto::Outcome>,
     ) -> Result<Response<proto::OutcomeAck>, Status> {
+        let call = self.call(request.metadata());
         let (outcome, caller) = {
             let live = self.shared.live.load();
             let policy = live.engine.policy();
@@ -72,12 +87,12 @@ impl proto::router_server::Router for RouterService {
                 Some(_) | None => None,
             };
             let tenant = caller.tenant().or(payer.as_ref().map(|p| p.tenant_id()));
-            auth.admit(&caller, tenant, &policy.rate_limits, Instant::now())?;
+            auth.admit(&caller, tenant, &policy.rate_limits, call.started.mono)?;
             (outcome_input(req, policy)?, caller)
         };
         let ack = self
             .shared
-            .report_for(outcome, caller.tenant())
+            .report_for(outcome, caller.tenant(), &call)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(outcome_ack(ack)))

@@ -4,6 +4,7 @@
 //! signalbox-loadgen --addr http://127.0.0.1:50051 --concurrency 1 --duration 10
 //! signalbox-loadgen --addr https://127.0.0.1:50051 --tls-ca ca.pem [--tls-cert c.pem --tls-key k.pem]
 //! signalbox-loadgen --api-key "$KEY" --tenant acme   # a server with [auth] mode = "api_key"
+//! signalbox-loadgen --otlp-sink 127.0.0.1:4317       # no load: be the trace collector
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,6 +69,30 @@ struct Args {
     /// default: the environment variable SIGNALBOX_API_KEY, if set (not visible in `ps`).
     #[arg(long)]
     api_key: Option<String>,
+    /// Instead of driving load, receive OTLP/gRPC traces on this address (the live collector of
+    /// the tracing benchmark) until SIGTERM or Ctrl-C, then print how many spans came.
+    #[arg(long, value_name = "ADDR")]
+    otlp_sink: Option<std::net::SocketAddr>,
+}
+
+/// `--otlp-sink`: a collector that counts what it is sent.
+async fn sink(listen: std::net::SocketAddr) -> Result<(), String> {
+    let sink = signalbox::telemetry::sink::OtlpSink::start(listen, 0, Duration::ZERO)
+        .await
+        .map_err(|e| format!("--otlp-sink {listen}: {e}"))?;
+    println!("otlp sink on {}", sink.endpoint());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    println!(
+        "spans received: {} in {} exports",
+        sink.spans_received(),
+        sink.exports()
+    );
+    Ok(())
 }
 
 fn read_file(path: &PathBuf) -> Result<Vec<u8>, String> {
@@ -325,7 +350,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = match args.otlp_sink {
+        Some(listen) => runtime.block_on(sink(listen)),
+        None => runtime.block_on(run(args)),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("signalbox-loadgen: {e}");

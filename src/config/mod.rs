@@ -344,6 +344,8 @@ pub struct Policy {
     pub auth: crate::auth::AuthPolicy,
     /// `[rate_limits]`.
     pub rate_limits: crate::auth::RateLimitPolicy,
+    /// `[telemetry]`.
+    pub telemetry: crate::telemetry::TelemetryPolicy,
 }
 
 impl Policy {
@@ -373,6 +375,23 @@ impl Policy {
 
     pub fn find_model(&self, id: &str) -> Option<ModelIdx> {
         self.model_index.get(id).copied()
+    }
+
+    /// `tenant` as a metrics label: itself when the policy names it (caps of its own, a
+    /// user's caps under it, a rule's tenant condition), else `other`, so that callers cannot
+    /// grow the metrics without bound.
+    pub fn metrics_tenant<'a>(&self, tenant: &'a str) -> &'a str {
+        let named = self.budgets.tenants.contains_key(tenant)
+            || self.budgets.users.keys().any(|(t, _)| t == tenant)
+            || self
+                .rules
+                .iter()
+                .any(|r| r.when.tenant.as_ref().is_some_and(|ts| ts.contains(tenant)));
+        if named {
+            tenant
+        } else {
+            crate::telemetry::metrics::OTHER_TENANT
+        }
     }
 
     pub fn data_class(&self, class: DataClass) -> &DataClassPolicy {

@@ -40,6 +40,38 @@ pub struct PolicyFile {
     pub auth: Auth,
     #[serde(default)]
     pub rate_limits: RateLimits,
+    #[serde(default)]
+    pub telemetry: Telemetry,
+}
+
+/// `[telemetry]`: metrics endpoint and trace export (read at start; a reload keeps them).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Telemetry {
+    /// `host:port` of the `/metrics` HTTP endpoint (port 0: a free port).
+    pub metrics_listen: Option<String>,
+    /// OTLP/gRPC collector URL, e.g. `http://127.0.0.1:4317`.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+    pub sample_ratio: f64,
+    pub export_queue_traces: usize,
+    pub export_batch_spans: usize,
+    pub export_timeout_ms: u64,
+}
+
+impl Default for Telemetry {
+    fn default() -> Telemetry {
+        let d = crate::telemetry::TelemetryPolicy::default();
+        Telemetry {
+            metrics_listen: None,
+            otlp_endpoint: None,
+            service_name: d.service_name,
+            sample_ratio: d.sample_ratio,
+            export_queue_traces: d.export_queue_traces,
+            export_batch_spans: d.export_batch_spans,
+            export_timeout_ms: d.export_timeout_ms,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -59,7 +59,9 @@ fn unknown_keys_are_rejected_with_their_name_and_position() {
     ));
     assert!(e.contains("unknown field `price`"), "{e}");
     let e = error_of(&format!("{EXAMPLE}\n[telemetry]\nendpoint = \"x\"\n"));
-    assert!(e.contains("telemetry"), "{e}");
+    assert!(e.contains("unknown field `endpoint`"), "{e}");
+    let e = error_of(&format!("{EXAMPLE}\n[telemetree]\n"));
+    assert!(e.contains("unknown field `telemetree`"), "{e}");
 }
 
 #[test]
@@ -241,4 +243,67 @@ fn auth_and_rate_limits_default_to_none_and_their_errors_name_the_key() {
         "{EXAMPLE}\n[auth]\nmode = \"api_key\"\nkeys_file = \"keys.toml\"\n"
     ));
     assert!(e.contains("/srv/signalbox/keys.toml"), "{e}");
+}
+
+#[test]
+fn telemetry_is_off_by_default_and_its_errors_name_the_key() {
+    let p = load(EXAMPLE).unwrap();
+    assert_eq!(p.telemetry, crate::telemetry::TelemetryPolicy::default());
+    assert!(p.telemetry.metrics_listen.is_none() && p.telemetry.otlp_endpoint.is_none());
+
+    let on = "\n[telemetry]\nmetrics_listen = \"0.0.0.0:9464\"\notlp_endpoint = \"http://collector:4317\"\nservice_name = \"router-eu\"\nsample_ratio = 0.25\n";
+    let p = load(&format!("{EXAMPLE}{on}")).unwrap();
+    assert_eq!(
+        p.telemetry.metrics_listen,
+        Some("0.0.0.0:9464".parse().unwrap())
+    );
+    assert_eq!(
+        p.telemetry.otlp_endpoint.as_deref(),
+        Some("http://collector:4317")
+    );
+    assert_eq!(
+        (p.telemetry.service_name.as_str(), p.telemetry.sample_ratio),
+        ("router-eu", 0.25)
+    );
+
+    let cases = [
+        (
+            "metrics_listen = \"localhost\"",
+            "`telemetry.metrics_listen`",
+        ),
+        (
+            "otlp_endpoint = \"collector:4317\"",
+            "`telemetry.otlp_endpoint`",
+        ),
+        (
+            "otlp_endpoint = \"grpc://collector:4317\"",
+            "`telemetry.otlp_endpoint`",
+        ),
+        ("otlp_endpoint = \"not a url\"", "`telemetry.otlp_endpoint`"),
+        (
+            "otlp_endpoint = \"https://collector:4317\"",
+            "`telemetry.otlp_endpoint`",
+        ),
+        ("service_name = \" \"", "`telemetry.service_name`"),
+        ("sample_ratio = 1.5", "`telemetry.sample_ratio`"),
+        ("sample_ratio = -0.1", "`telemetry.sample_ratio`"),
+        ("export_queue_traces = 0", "`telemetry.export_queue_traces`"),
+        ("export_batch_spans = 0", "`telemetry.export_batch_spans`"),
+        ("export_timeout_ms = 0", "`telemetry.export_timeout_ms`"),
+        ("metrics_port = 9464", "unknown field `metrics_port`"),
+    ];
+    for (line, key) in cases {
+        let e = error_of(&format!("{EXAMPLE}\n[telemetry]\n{line}\n"));
+        assert!(e.contains(key), "expected {key} in: {e}");
+    }
+}
+
+#[test]
+fn metrics_label_tenants_the_policy_names_and_others_as_other() {
+    let p = load(EXAMPLE).unwrap();
+    // Caps of their own (acme, trial), a user's caps (acme), none (anyone else).
+    assert_eq!(p.metrics_tenant("acme"), "acme");
+    assert_eq!(p.metrics_tenant("trial"), "trial");
+    assert_eq!(p.metrics_tenant("a-new-customer"), "other");
+    assert_eq!(p.metrics_tenant(""), "other");
 }

@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -85,8 +85,31 @@ pub struct LogStats {
     pub segments: u64,
 }
 
+/// What the writer has done so far, read by the metrics while it runs.
+#[derive(Debug, Default)]
+pub struct LogCounters {
+    pub bytes: AtomicU64,
+    pub decisions: AtomicU64,
+    pub outcomes: AtomicU64,
+    /// Failed writes, flushes and fsyncs (each retried).
+    pub write_errors: AtomicU64,
+}
+
+/// The log as the metrics see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogGauges {
+    pub queue_depth: u64,
+    pub queue_capacity: u64,
+    pub bytes: u64,
+    pub decisions: u64,
+    pub outcomes: u64,
+    pub write_errors: u64,
+    pub writable: bool,
+}
+
 pub struct DecisionLog {
     tx: mpsc::Sender<Msg>,
+    counters: Arc<LogCounters>,
     ack: AckMode,
     writer: parking_lot::Mutex<Option<JoinHandle<Result<LogStats, LogError>>>>,
     dir: PathBuf,
@@ -123,7 +146,9 @@ impl DecisionLog {
         let (tx, rx) = mpsc::channel(policy.buffer_records);
         let writable = Arc::new(AtomicBool::new(true));
         let shutdown_requested = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(LogCounters::default());
         let mut writer = Writer {
+            counters: counters.clone(),
             dir: policy.dir.clone(),
             ack: policy.ack,
             waiting: Vec::new(),
@@ -145,12 +170,27 @@ impl DecisionLog {
             .map_err(io_err(&policy.dir))?;
         Ok(DecisionLog {
             tx,
+            counters,
             ack: policy.ack,
             writer: parking_lot::Mutex::new(Some(handle)),
             dir: policy.dir.clone(),
             writable,
             shutdown_requested,
         })
+    }
+
+    /// Queue depth, bytes and records written, write errors, health.
+    pub fn gauges(&self) -> LogGauges {
+        let c = &self.counters;
+        LogGauges {
+            queue_depth: (self.tx.max_capacity() - self.tx.capacity()) as u64,
+            queue_capacity: self.tx.max_capacity() as u64,
+            bytes: c.bytes.load(Ordering::Relaxed),
+            decisions: c.decisions.load(Ordering::Relaxed),
+            outcomes: c.outcomes.load(Ordering::Relaxed),
+            write_errors: c.write_errors.load(Ordering::Relaxed),
+            writable: self.writable(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -304,6 +344,7 @@ impl Segment {
 }
 
 struct Writer {
+    counters: Arc<LogCounters>,
     dir: PathBuf,
     ack: AckMode,
     /// Waiters of the records written since the last flush.
@@ -460,6 +501,7 @@ impl Writer {
                     return Ok(());
                 }
                 Err(err) => {
+                    self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if self.writable.swap(false, Ordering::Relaxed) {
                         tracing::error!(%err, "decision log write failed; refusing new records and retrying");
@@ -502,6 +544,9 @@ impl Writer {
         if needs_new(self.segment(is_decision)) {
             self.retry(|w| w.rotate(is_decision))?;
         }
+        self.counters
+            .bytes
+            .fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
         let seg = self.segment(is_decision);
         if let Some(f) = &mut seg.file {
             f.buf.extend_from_slice(&line);
@@ -513,8 +558,10 @@ impl Writer {
         }
         if is_decision {
             self.stats.decisions += 1;
+            self.counters.decisions.fetch_add(1, Ordering::Relaxed);
         } else {
             self.stats.outcomes += 1;
+            self.counters.outcomes.fetch_add(1, Ordering::Relaxed);
         }
         self.retry(|w| w.segment(is_decision).flush_if_full())
     }

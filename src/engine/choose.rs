@@ -9,6 +9,7 @@ use crate::config::{LearnedMode, ModelIdx, Policy};
 use crate::domain::{Reason, RouterKind, reason};
 use crate::learned::LearnedRouter;
 use crate::rules::{self, RuleContext};
+use crate::telemetry::phases::RoutePhases;
 
 /// The served choice among the eligible models, before budgets.
 pub(super) struct Chosen {
@@ -31,6 +32,7 @@ pub(super) fn choose(
     seen: &Inspection,
     eligible: &[ModelIdx],
     reasons: &mut Vec<Reason>,
+    phases: &mut RoutePhases,
 ) -> Chosen {
     let ctx = RuleContext {
         task: seen.task,
@@ -47,17 +49,20 @@ pub(super) fn choose(
     let rules_choice = rules::choose(policy, &ctx, eligible);
     // The learned model's task: the caller's category, else the task (hint or detected).
     let task = input.category.as_deref().unwrap_or(seen.task.as_str());
-    let prediction = learned.and_then(|l| match l.predict(input.prompt.task_text(), Some(task)) {
-        Ok(probs) => Some((l, probs)),
-        Err(e) => {
-            tracing::warn!(error = %e, "learned prediction failed; the rules decide");
-            reasons.push(reason(
-                "learned.error",
-                format!("learned router unavailable for this request: {e}"),
-            ));
-            None
-        }
-    });
+    let prediction =
+        learned.and_then(
+            |l| match l.predict_timed(input.prompt.task_text(), Some(task), phases) {
+                Ok(probs) => Some((l, probs)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "learned prediction failed; the rules decide");
+                    reasons.push(reason(
+                        "learned.error",
+                        format!("learned router unavailable for this request: {e}"),
+                    ));
+                    None
+                }
+            },
+        );
     let learned_choice = prediction.as_ref().and_then(|(l, probs)| {
         l.choose(policy, probs, eligible, ctx.quality_preference, Some(task))
     });

@@ -19,6 +19,7 @@ use crate::classify::TextClassifier;
 use crate::config::{LearnedMode, Policy};
 use crate::learned::{LearnedError, LearnedRouter};
 use crate::pii::{PiiDetector, PiiKind};
+use crate::telemetry::phases::{Interval, RoutePhases};
 
 mod budget;
 mod choose;
@@ -103,9 +104,23 @@ impl DecisionEngine {
         now: DateTime<Utc>,
         mono: Instant,
     ) -> Result<Decision, DecideError> {
+        self.decide_timed(input, state, now, mono, &mut RoutePhases::default())
+    }
+
+    /// [`DecisionEngine::decide`], noting when the inspect, featurize and inference phases ran.
+    pub fn decide_timed(
+        &self,
+        input: &RouteInput,
+        state: &RuntimeState<'_>,
+        now: DateTime<Utc>,
+        mono: Instant,
+        phases: &mut RoutePhases,
+    ) -> Result<Decision, DecideError> {
         let policy = &self.policy;
         let mut reasons = Vec::new();
+        let started = Instant::now();
         let seen = inspect::inspect(policy, &self.pii, &self.classifier, input, &mut reasons);
+        phases.inspect = Some(Interval::since(started));
         let hard = filters::hard(policy, input, &seen, &mut reasons)?;
         let mut eligible = filters::soft(
             policy,
@@ -123,6 +138,7 @@ impl DecisionEngine {
             &seen,
             &eligible,
             &mut reasons,
+            phases,
         );
         let budget_limited = budget::apply(
             policy,

@@ -16,6 +16,8 @@ use crate::config::Policy;
 use crate::decision_log::{DecisionLog, LogError};
 use crate::domain::RouterKind;
 use crate::engine::{Decision, DecisionEngine, EngineError};
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::{BreakerRow, BudgetRow, LogRow, ModelInfo, Snapshot};
 use crate::tracking::DecisionTracker;
 
 mod restore;
@@ -29,6 +31,8 @@ pub enum StateError {
     /// The log directory cannot be created or written (found before binding).
     #[error("log.dir: {0}")]
     LogDir(LogError),
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// Everything a request reads that can be replaced on reload, swapped as one unit.
@@ -77,6 +81,8 @@ pub struct Shared {
     pub tls: Option<Arc<crate::tls::TlsState>>,
     /// Authentication counters and rate-limit buckets (`crate::auth`).
     pub auth: crate::auth::AuthState,
+    /// Metrics and traces, as `[telemetry]` asked at start.
+    pub telemetry: Telemetry,
 }
 
 /// What `serve` needs of the machine before it binds, beyond a valid policy: the log directory
@@ -102,6 +108,7 @@ pub fn build_shared(
         .tls
         .as_ref()
         .map(|t| Arc::new(crate::tls::TlsState::new(t)));
+    let telemetry = Telemetry::start(&policy.telemetry)?;
     let engine = DecisionEngine::new(policy)?;
     Ok(Arc::new(Shared {
         live: ArcSwap::from_pointee(LiveState { engine }),
@@ -114,5 +121,75 @@ pub fn build_shared(
         log,
         tls,
         auth: crate::auth::AuthState::default(),
+        telemetry,
     }))
+}
+
+impl Shared {
+    /// What the metrics read at a scrape, from where it is kept.
+    pub fn metrics_snapshot(&self) -> Snapshot {
+        let live = self.live.load();
+        let policy = live.engine.policy();
+        let now = chrono::Utc::now();
+        let mut budgets = Vec::new();
+        let mut tenants: Vec<(&String, &crate::config::BudgetCaps)> =
+            policy.budgets.tenants.iter().collect();
+        tenants.sort_by(|a, b| a.0.cmp(b.0));
+        for (tenant, caps) in tenants {
+            let (day, month) = self.budgets.spent(tenant, "", now);
+            let held = self.budgets.in_flight(tenant, "").usd();
+            for (period, spend, cap) in [("day", day, caps.daily), ("month", month, caps.monthly)] {
+                if let Some(cap) = cap {
+                    budgets.push(BudgetRow {
+                        tenant: tenant.clone(),
+                        period,
+                        spend_usd: spend.usd(),
+                        cap_usd: cap.usd(),
+                        in_flight_usd: held,
+                    });
+                }
+            }
+        }
+        let breakers = self
+            .circuits
+            .snapshot(&policy.circuit, std::time::Instant::now())
+            .into_iter()
+            .map(|b| BreakerRow {
+                scope: b.scope,
+                name: b.name,
+                state: b.state,
+                transitions: b.transitions,
+                probes: b.probes,
+            })
+            .collect();
+        let log = self.log.gauges();
+        Snapshot {
+            policy_version: policy.version.clone(),
+            model: live.engine.learned().map(|l| ModelInfo {
+                bundle: l.bundle_name().to_string(),
+                version: l.version().to_string(),
+                backend: crate::inference::current_backend()
+                    .map_or("none", |b| b.name())
+                    .to_string(),
+            }),
+            budgets,
+            breakers,
+            log: LogRow {
+                queue_depth: log.queue_depth,
+                queue_capacity: log.queue_capacity,
+                bytes_written: log.bytes,
+                decisions_written: log.decisions,
+                outcomes_written: log.outcomes,
+                write_errors: log.write_errors,
+                writable: log.writable,
+            },
+            reloads_ok: self.stats.reloads.load(Ordering::Relaxed),
+            reloads_failed: self.stats.failed_reloads.load(Ordering::Relaxed),
+            tracked_decisions: self.tracker.len() as u64,
+            auth_failures: self.auth.failures.load(Ordering::Relaxed),
+            auth_denied: self.auth.denied.load(Ordering::Relaxed),
+            rate_limited: self.auth.rate_limited.load(Ordering::Relaxed),
+            traces: self.telemetry.tracer.as_ref().map(|t| t.counts()),
+        }
+    }
 }

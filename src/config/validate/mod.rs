@@ -8,8 +8,10 @@ use super::*;
 use crate::privacy::UserIds;
 
 mod access;
+mod telemetry;
 
 use access::{auth_policy, privacy_policy, rate_limit_policy, server_policy};
+use telemetry::telemetry_policy;
 
 /// A path from the policy file: absolute as given, relative to the file's directory otherwise.
 fn resolve_path(base: &Path, p: &str) -> PathBuf {
@@ -74,6 +76,7 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
         learned,
         auth,
         rate_limits,
+        telemetry,
     } = raw;
     if version.trim().is_empty() {
         return Err(invalid("version", "must not be empty"));
@@ -94,6 +97,7 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
     let learned = learned.map(|l| learned_policy(l, base)).transpose()?;
     let auth = auth_policy(auth, base)?;
     let rate_limits = rate_limit_policy(rate_limits)?;
+    let telemetry = telemetry_policy(telemetry)?;
     Ok(Policy {
         version: format!("{}+{:08x}", version.trim(), hash >> 32),
         server,
@@ -115,6 +119,7 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
         learned,
         auth,
         rate_limits,
+        telemetry,
     })
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use signalbox_features::log_schema::{ModelQuality, PiiCount, SCHEMA_VERSION};
+use tracing::Instrument;
 
 use crate::budget::{Payer, Reservation};
 use crate::circuit::ProbeClaim;
@@ -22,7 +23,13 @@ use crate::domain::{ErrorKind, PiiKind, Reason, RouterKind};
 use crate::engine::{DecideError, Decision, DecisionEngine, RouteInput, RuntimeState, TaskSource};
 use crate::money::Micros;
 use crate::state::{LiveState, Shared};
+use crate::telemetry::Call;
+use crate::telemetry::phases::{Interval, RoutePhases};
 use crate::tracking::{Claim, TrackedDecision};
+
+mod observe;
+
+use observe::{ReportPhases, ReportSeen};
 
 /// How often a request that lost a half-open probe to a concurrent one decides again.
 const PROBE_RETRIES: usize = 3;
@@ -91,14 +98,36 @@ fn timestamp() -> String {
 }
 
 impl Shared {
-    /// The whole Route path after validation: decide, track, reserve budget, log.
-    pub async fn route(&self, input: RouteInput) -> Result<Routed, ServiceError> {
+    /// The whole Route path after validation: decide, track, reserve budget, log; then the
+    /// call's metrics and trace ([`observe`]). Log lines of the request carry its decision id.
+    pub async fn route(&self, input: RouteInput, call: &Call) -> Result<Routed, ServiceError> {
         // Refuse before holding budget or tracking a decision the log could not keep.
         self.ensure_log_writable()?;
+        let decision_id = uuid::Uuid::now_v7().to_string();
+        let mut phases = RoutePhases::default();
+        let span = tracing::info_span!("route", decision_id = %decision_id);
+        let result = self
+            .route_phases(&decision_id, &input, &mut phases)
+            .instrument(span)
+            .await;
+        self.observe_route(call, &decision_id, &input, &phases, &result);
+        let (decision, live) = result?;
+        Ok(Routed {
+            decision_id,
+            decision,
+            live,
+        })
+    }
+
+    async fn route_phases(
+        &self,
+        decision_id: &str,
+        input: &RouteInput,
+        phases: &mut RoutePhases,
+    ) -> Result<(Decision, Arc<LiveState>), ServiceError> {
         let live = self.live.load_full();
         let engine = &live.engine;
         let policy = engine.policy();
-        let decision_id = uuid::Uuid::now_v7().to_string();
         let state = RuntimeState {
             budgets: &self.budgets,
             circuits: &self.circuits,
@@ -109,11 +138,11 @@ impl Shared {
             reservation,
             at: now,
         } = self
-            .decide_and_hold(&decision_id, &input, engine, &state)
+            .decide_and_hold(decision_id, input, engine, &state, phases)
             .await?;
         self.stats.record(&decision, policy);
         self.tracker.insert(
-            &decision_id,
+            decision_id,
             TrackedDecision {
                 payer,
                 created: now,
@@ -121,19 +150,23 @@ impl Shared {
                 reported: 0,
             },
         );
+        phases.policy = phases.inspect.map(|i| Interval::since(i.end));
+        let appending = Instant::now();
         self.log
             .append(LogRecord::Decision(Box::new(decision_record(
-                &decision_id,
-                &input,
+                decision_id,
+                input,
                 &decision,
                 policy,
             ))))
             .await?;
-        Ok(Routed {
-            decision_id,
-            decision,
-            live,
-        })
+        phases.log = Some(Interval::since(appending));
+        tracing::debug!(
+            router = decision.router.as_str(),
+            model = %policy.model(decision.primary).id,
+            "decided"
+        );
+        Ok((decision, live))
     }
 
     /// Decide, then hold the decision's estimated cost on its payer's accounts for
@@ -146,12 +179,13 @@ impl Shared {
         input: &RouteInput,
         engine: &DecisionEngine,
         state: &RuntimeState<'_>,
+        phases: &mut RoutePhases,
     ) -> Result<Held, ServiceError> {
         let policy = engine.policy();
         let payer = self.budgets.payer(&input.tenant_id, &input.user_id);
         let ttl = Duration::from_secs(policy.budgets.in_flight_ttl_secs);
         let (decision, probe) = self
-            .decide_claiming_probe(decision_id, input, engine, state)
+            .decide_claiming_probe(decision_id, input, engine, state, phases)
             .await?;
         let now = Instant::now();
         if decision.budget_limited {
@@ -186,7 +220,7 @@ impl Shared {
                         .release_probe(&policy.circuit, &primary.id, &primary.provider);
                 }
                 let (decision, _) = self
-                    .decide_claiming_probe(decision_id, input, engine, state)
+                    .decide_claiming_probe(decision_id, input, engine, state, phases)
                     .await?;
                 let held = self
                     .budgets
@@ -221,12 +255,13 @@ impl Shared {
         input: &RouteInput,
         engine: &DecisionEngine,
         state: &RuntimeState<'_>,
+        phases: &mut RoutePhases,
     ) -> Result<(Decision, ProbeClaim), ServiceError> {
         let policy = engine.policy();
         let mut round = 0;
         loop {
             let decision = self
-                .decide_or_log_refusal(decision_id, input, engine, state)
+                .decide_or_log_refusal(decision_id, input, engine, state, phases)
                 .await?;
             let primary = policy.model(decision.primary);
             let claim = self.circuits.claim_probe(
@@ -250,10 +285,13 @@ impl Shared {
         input: &RouteInput,
         engine: &DecisionEngine,
         state: &RuntimeState<'_>,
+        phases: &mut RoutePhases,
     ) -> Result<Decision, ServiceError> {
-        match engine.decide(input, state, Utc::now(), Instant::now()) {
+        match engine.decide_timed(input, state, Utc::now(), Instant::now(), phases) {
             Ok(d) => Ok(d),
             Err(e) => {
+                phases.policy = phases.inspect.map(|i| Interval::since(i.end));
+                let appending = Instant::now();
                 self.log
                     .append(LogRecord::Decision(Box::new(refusal_record(
                         decision_id,
@@ -262,6 +300,8 @@ impl Shared {
                         &e,
                     ))))
                     .await?;
+                phases.log = Some(Interval::since(appending));
+                tracing::debug!(error = %e, "refused");
                 Err(e.into())
             }
         }
@@ -269,7 +309,7 @@ impl Shared {
 
     /// The whole ReportOutcome path after validation.
     pub async fn report(&self, o: OutcomeInput) -> Result<Acknowledged, ServiceError> {
-        self.report_for(o, None).await
+        self.report_for(o, None, &Call::now()).await
     }
 
     /// [`Self::report`] on behalf of `tenant` (an API key's): an outcome for another tenant's
@@ -278,9 +318,43 @@ impl Shared {
         &self,
         o: OutcomeInput,
         tenant: Option<&str>,
+        call: &Call,
     ) -> Result<Acknowledged, ServiceError> {
         // Refuse before booking spend the log could not keep (the caller retries later).
         self.ensure_log_writable()?;
+        let mut phases = ReportPhases::default();
+        let span = tracing::info_span!("report_outcome", decision_id = %o.decision_id);
+        let (decision_id, model_id, success, error) = (
+            o.decision_id.clone(),
+            o.model_id.clone(),
+            o.success,
+            o.error,
+        );
+        let result = self
+            .report_phases(o, tenant, &mut phases)
+            .instrument(span)
+            .await;
+        self.observe_report(
+            call,
+            &ReportSeen {
+                decision_id: &decision_id,
+                model_id: &model_id,
+                success,
+                error,
+            },
+            &phases,
+            &result,
+        );
+        result
+    }
+
+    async fn report_phases(
+        &self,
+        o: OutcomeInput,
+        tenant: Option<&str>,
+        phases: &mut ReportPhases,
+    ) -> Result<Acknowledged, ServiceError> {
+        let booking = Instant::now();
         let live = self.live.load();
         let policy = live.engine.policy();
         let Some(spec) = policy.find_model(&o.model_id).map(|m| policy.model(m)) else {
@@ -313,6 +387,8 @@ impl Shared {
             o.error,
             Instant::now(),
         );
+        phases.book = Some(Interval::since(booking));
+        let appending = Instant::now();
         self.log
             .append(LogRecord::Outcome(OutcomeRecord {
                 schema: SCHEMA_VERSION,
@@ -331,6 +407,8 @@ impl Shared {
                 attempt: o.attempt,
             }))
             .await?;
+        phases.log = Some(Interval::since(appending));
+        tracing::debug!(cost_usd = cost.usd(), "outcome booked");
         Ok(Acknowledged {
             decision_id: o.decision_id,
             cost,
