@@ -616,6 +616,16 @@ async fn every_metric_the_dashboard_queries_is_exported() {
     server.shutdown().await.unwrap();
 }
 
+#[test]
+fn the_shipped_scrape_config_is_valid() {
+    let out = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus.yml"))
+        .output()
+        .expect("promtool (Debian package prometheus; scripts/test installs it)");
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// The example policy (rules only) with tracing to `endpoint`.
 async fn traced(endpoint: &str, extra: &str) -> TestServer {
     let telemetry =
