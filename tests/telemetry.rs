@@ -533,6 +533,31 @@ fn dashboard_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
+/// The example policy as shipped (learned bundle included), its log in `dir`, with metrics on a
+/// free port and traces to `sink`; served on port 0.
+async fn start_learned_traced(
+    dir: &Path,
+    sink: &OtlpSink,
+) -> (
+    RunningServer,
+    proto::router_client::RouterClient<tonic::transport::Channel>,
+) {
+    let text = EXAMPLE_CONFIG
+        .replace(
+            "dir = \"../signalbox-data/log\"",
+            &format!("dir = {:?}", dir.join("log").display().to_string()),
+        )
+        .replace(
+            "\n[learned]",
+            &format!(
+                "\n[telemetry]\nmetrics_listen = \"127.0.0.1:0\"\notlp_endpoint = \"{}\"\n\n[learned]",
+                sink.endpoint()
+            ),
+        );
+    let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    start_with(policy_from(&text, &config_dir)).await
+}
+
 #[tokio::test]
 async fn every_metric_the_dashboard_queries_is_exported() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/signalbox.json");
@@ -549,21 +574,7 @@ async fn every_metric_the_dashboard_queries_is_exported() {
         .await
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let text = EXAMPLE_CONFIG
-        .replace(
-            "dir = \"../signalbox-data/log\"",
-            &format!("dir = {:?}", tmp.path().join("log").display().to_string()),
-        )
-        .replace(
-            "\n[learned]",
-            &format!(
-                "\n[telemetry]\nmetrics_listen = \"127.0.0.1:0\"\notlp_endpoint = \"{}\"\n\n[learned]",
-                sink.endpoint()
-            ),
-        );
-    let policy = policy_from(&text, &config_dir);
-    let (server, mut client) = start_with(policy).await;
+    let (server, mut client) = start_learned_traced(tmp.path(), &sink).await;
     for p in [
         "Give me three names for a bakery.",
         "Solve 12 * 17 and explain.",
@@ -778,20 +789,7 @@ async fn learned_phases_are_spans_under_policy() {
         .await
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let text = EXAMPLE_CONFIG
-        .replace(
-            "dir = \"../signalbox-data/log\"",
-            &format!("dir = {:?}", tmp.path().join("log").display().to_string()),
-        )
-        .replace(
-            "\n[learned]",
-            &format!(
-                "\n[telemetry]\nmetrics_listen = \"127.0.0.1:0\"\notlp_endpoint = \"{}\"\n\n[learned]",
-                sink.endpoint()
-            ),
-        );
-    let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let (server, mut client) = start_with(policy_from(&text, &config_dir)).await;
+    let (server, mut client) = start_learned_traced(tmp.path(), &sink).await;
     let d = route(
         &mut client,
         text_request("acme", "Solve 12 * 17 and explain."),

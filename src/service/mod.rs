@@ -83,6 +83,14 @@ pub struct Acknowledged {
     pub duplicate: bool,
 }
 
+/// One Route being decided: what every step of the decision reads.
+struct Deciding<'a> {
+    decision_id: &'a str,
+    input: &'a RouteInput,
+    engine: &'a DecisionEngine,
+    state: RuntimeState<'a>,
+}
+
 /// A decision with its estimated cost held on its payer's accounts.
 struct Held {
     decision: Decision,
@@ -128,18 +136,21 @@ impl Shared {
         let live = self.live.load_full();
         let engine = &live.engine;
         let policy = engine.policy();
-        let state = RuntimeState {
-            budgets: &self.budgets,
-            circuits: &self.circuits,
+        let deciding = Deciding {
+            decision_id,
+            input,
+            engine,
+            state: RuntimeState {
+                budgets: &self.budgets,
+                circuits: &self.circuits,
+            },
         };
         let Held {
             decision,
             payer,
             reservation,
             at: now,
-        } = self
-            .decide_and_hold(decision_id, input, engine, &state, phases)
-            .await?;
+        } = self.decide_and_hold(&deciding, phases).await?;
         self.stats.record(&decision, policy);
         self.tracker.insert(
             decision_id,
@@ -175,18 +186,14 @@ impl Shared {
     /// again under it (downgrade or deny, as the policy says) and gets the probe it held back.
     async fn decide_and_hold(
         &self,
-        decision_id: &str,
-        input: &RouteInput,
-        engine: &DecisionEngine,
-        state: &RuntimeState<'_>,
+        deciding: &Deciding<'_>,
         phases: &mut RoutePhases,
     ) -> Result<Held, ServiceError> {
+        let (input, engine) = (deciding.input, deciding.engine);
         let policy = engine.policy();
         let payer = self.budgets.payer(&input.tenant_id, &input.user_id);
         let ttl = Duration::from_secs(policy.budgets.in_flight_ttl_secs);
-        let (decision, probe) = self
-            .decide_claiming_probe(decision_id, input, engine, state, phases)
-            .await?;
+        let (decision, probe) = self.decide_claiming_probe(deciding, phases).await?;
         let now = Instant::now();
         if decision.budget_limited {
             let held = self
@@ -219,9 +226,7 @@ impl Shared {
                     self.circuits
                         .release_probe(&policy.circuit, &primary.id, &primary.provider);
                 }
-                let (decision, _) = self
-                    .decide_claiming_probe(decision_id, input, engine, state, phases)
-                    .await?;
+                let (decision, _) = self.decide_claiming_probe(deciding, phases).await?;
                 let held = self
                     .budgets
                     .reserve(&payer, decision.estimated_cost, ttl, now);
@@ -251,18 +256,13 @@ impl Shared {
     /// out (an open breaker relaxed, with a reason).
     async fn decide_claiming_probe(
         &self,
-        decision_id: &str,
-        input: &RouteInput,
-        engine: &DecisionEngine,
-        state: &RuntimeState<'_>,
+        deciding: &Deciding<'_>,
         phases: &mut RoutePhases,
     ) -> Result<(Decision, ProbeClaim), ServiceError> {
-        let policy = engine.policy();
+        let policy = deciding.engine.policy();
         let mut round = 0;
         loop {
-            let decision = self
-                .decide_or_log_refusal(decision_id, input, engine, state, phases)
-                .await?;
+            let decision = self.decide_or_log_refusal(deciding, phases).await?;
             let primary = policy.model(decision.primary);
             let claim = self.circuits.claim_probe(
                 &policy.circuit,
@@ -281,12 +281,15 @@ impl Shared {
     /// decision too before it is returned.
     async fn decide_or_log_refusal(
         &self,
-        decision_id: &str,
-        input: &RouteInput,
-        engine: &DecisionEngine,
-        state: &RuntimeState<'_>,
+        deciding: &Deciding<'_>,
         phases: &mut RoutePhases,
     ) -> Result<Decision, ServiceError> {
+        let Deciding {
+            decision_id,
+            input,
+            engine,
+            state,
+        } = deciding;
         match engine.decide_timed(input, state, Utc::now(), Instant::now(), phases) {
             Ok(d) => Ok(d),
             Err(e) => {
