@@ -771,6 +771,23 @@ async fn route_spans_reach_the_collector_and_continue_the_callers_trace() {
     // ReportOutcome has its span too.
     assert!(spans.iter().any(|s| s.span.name == "ReportOutcome"
         && attribute(&s.span, "signalbox.decision_id").as_deref() == Some(&d2.decision_id)));
+    // A malformed traceparent is ignored: the call starts a trace of its own.
+    let mut req = tonic::Request::new(text_request("acme", "Solve 12 * 17."));
+    req.metadata_mut()
+        .insert("traceparent", "00-not-a-trace-01".parse().unwrap());
+    let d3 = t.client.route(req).await.unwrap().into_inner();
+    wait_for_spans(&sink, 2 * 4 + 3 + 4).await;
+    let kept = sink.kept();
+    let r3 = kept
+        .iter()
+        .map(|r| &r.span)
+        .find(|s| {
+            s.name == "Route"
+                && attribute(s, "signalbox.decision_id").as_deref() == Some(&d3.decision_id)
+        })
+        .expect("a Route span for the malformed traceparent's call");
+    assert!(r3.parent_span_id.is_empty());
+    assert_ne!(hex(&r3.trace_id), trace_id);
     // A caller's unsampled trace is not recorded.
     let before = sink.spans_received();
     let mut req = tonic::Request::new(text_request("acme", "Solve 12 * 17."));
