@@ -172,7 +172,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             raise_open_file_limit();
-            limit_malloc_arenas();
+            limit_malloc_arenas(policy.telemetry.otlp_endpoint.is_some());
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = threads {
                 builder.worker_threads(n.max(1));
@@ -466,11 +466,17 @@ fn raise_open_file_limit() {
 
 /// glibc malloc: at most two arenas, set before any thread starts (by default one per thread,
 /// up to 8 per core). With this and the sweeper's `server::release_free_memory`, the example
-/// policy's soak at 16 callers stays at 100 MB instead of 110 MB (docs/performance.md).
-fn limit_malloc_arenas() {
+/// policy's soak at 16 callers stays at 100 MB instead of 110 MB (docs/performance.md). With
+/// traces exported (`[telemetry] otlp_endpoint`), four: the export thread, which runs only on
+/// idle CPU time, otherwise shares an arena with the request threads, and its lock hold-ups cost
+/// them 10–20% of their throughput (docs/performance.md#telemetry).
+fn limit_malloc_arenas(tracing: bool) {
+    let arenas = if tracing { 4 } else { 2 };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before the runtime's threads.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
 }
