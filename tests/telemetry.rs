@@ -473,10 +473,10 @@ async fn a_real_prometheus_scrapes_the_decision_count() {
             std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let Ok(mut stream) = tokio::net::TcpStream::connect(prom.addr).await else {
+        // Not listening yet: try again (http_get expects a server).
+        if tokio::net::TcpStream::connect(prom.addr).await.is_err() {
             continue;
-        };
-        drop(stream.shutdown().await);
+        }
         let (status, body) = http_get(
             prom.addr,
             "/api/v1/query?query=sum(signalbox_decisions_total)",

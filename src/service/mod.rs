@@ -327,27 +327,20 @@ impl Shared {
         self.ensure_log_writable()?;
         let mut phases = ReportPhases::default();
         let span = tracing::info_span!("report_outcome", decision_id = %o.decision_id);
-        let (decision_id, model_id, success, error) = (
-            o.decision_id.clone(),
-            o.model_id.clone(),
-            o.success,
-            o.error,
-        );
+        // What the metrics and the trace name, kept only when they are on.
+        let seen = self.telemetry.is_on().then(|| ReportSeen {
+            decision_id: o.decision_id.clone(),
+            model_id: o.model_id.clone(),
+            success: o.success,
+            error: o.error,
+        });
         let result = self
             .report_phases(o, tenant, &mut phases)
             .instrument(span)
             .await;
-        self.observe_report(
-            call,
-            &ReportSeen {
-                decision_id: &decision_id,
-                model_id: &model_id,
-                success,
-                error,
-            },
-            &phases,
-            &result,
-        );
+        if let Some(seen) = &seen {
+            self.observe_report(call, seen, &phases, &result);
+        }
         result
     }
 

@@ -24,10 +24,10 @@ pub(super) struct ReportPhases {
     pub log: Option<Interval>,
 }
 
-/// What a ReportOutcome's trace names.
-pub(super) struct ReportSeen<'a> {
-    pub decision_id: &'a str,
-    pub model_id: &'a str,
+/// What a ReportOutcome's metrics and trace name.
+pub(super) struct ReportSeen {
+    pub decision_id: String,
+    pub model_id: String,
     pub success: bool,
     pub error: ErrorKind,
 }
@@ -75,7 +75,7 @@ impl Shared {
         result: &Result<(Decision, Arc<LiveState>), ServiceError>,
     ) {
         let telemetry = &self.telemetry;
-        if telemetry.metrics.is_none() && telemetry.tracer.is_none() {
+        if !telemetry.is_on() {
             return;
         }
         let ended = Instant::now();
@@ -175,7 +175,7 @@ impl Shared {
     pub(super) fn observe_report(
         &self,
         call: &Call,
-        seen: &ReportSeen<'_>,
+        seen: &ReportSeen,
         phases: &ReportPhases,
         result: &Result<Acknowledged, ServiceError>,
     ) {
@@ -185,7 +185,7 @@ impl Shared {
                 m.duplicate_outcome();
             } else {
                 m.outcome(&OutcomeLabels {
-                    model: seen.model_id,
+                    model: &seen.model_id,
                     success: seen.success,
                     error: seen.error.as_str(),
                     cost_usd: ack.cost.usd(),
@@ -199,8 +199,8 @@ impl Shared {
         let mut attributes = Vec::with_capacity(9);
         attributes.extend(rpc("ReportOutcome"));
         attributes.extend([
-            KeyValue::new("signalbox.decision_id", seen.decision_id.to_string()),
-            KeyValue::new("signalbox.model", seen.model_id.to_string()),
+            KeyValue::new("signalbox.decision_id", seen.decision_id.clone()),
+            KeyValue::new("signalbox.model", seen.model_id.clone()),
             KeyValue::new("signalbox.success", seen.success),
             KeyValue::new("signalbox.error_kind", seen.error.as_str()),
             KeyValue::new(

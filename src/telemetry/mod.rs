@@ -74,6 +74,11 @@ impl Telemetry {
         }
     }
 
+    /// Is anything counted or traced? Requests skip their telemetry work when not.
+    pub fn is_on(&self) -> bool {
+        self.metrics.is_some() || self.tracer.is_some()
+    }
+
     /// Start what `policy` asks for; with an OTLP endpoint this needs a tokio runtime.
     pub fn start(policy: &TelemetryPolicy) -> Result<Telemetry, TelemetryError> {
         let metrics = match policy.metrics_listen {

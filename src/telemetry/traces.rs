@@ -138,7 +138,8 @@ enum Msg {
 
 /// What the export thread needs to reach the collector.
 struct Export {
-    endpoint: String,
+    /// The collector, with the export timeout set.
+    endpoint: tonic::transport::Endpoint,
     timeout: Duration,
     batch_spans: usize,
     resource: Resource,
@@ -155,13 +156,15 @@ impl Tracer {
     /// Start the export thread for `endpoint` (`http://host:port`; connected lazily, and again
     /// after failures).
     pub fn start(policy: &TelemetryPolicy, endpoint: &str) -> Result<Tracer, TraceError> {
-        tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| TraceError(format!("{endpoint:?}: {e}")))?;
+        let timeout = Duration::from_millis(policy.export_timeout_ms);
+        let endpoint = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| TraceError(format!("{endpoint:?}: {e}")))?
+            .timeout(timeout);
         let (tx, rx) = mpsc::channel(policy.export_queue_traces.max(1));
         let counters = Arc::new(Counters::default());
         let export = Export {
-            endpoint: endpoint.to_string(),
-            timeout: Duration::from_millis(policy.export_timeout_ms),
+            endpoint,
+            timeout,
             batch_spans: policy.export_batch_spans.max(1),
             resource: Resource {
                 attributes: vec![
@@ -305,14 +308,8 @@ fn lower_thread_priority() {
 /// Collect queued traces into batches of up to `batch_spans` (waiting [`BATCH_DELAY`] for a
 /// trickle to fill one) and export them one batch at a time, each within the timeout.
 async fn export_loop(mut rx: mpsc::Receiver<Msg>, export: Export, counters: Arc<Counters>) {
-    let channel = match tonic::transport::Endpoint::from_shared(export.endpoint.clone()) {
-        Ok(e) => e.timeout(export.timeout).connect_lazy(),
-        Err(e) => {
-            tracing::error!(error = %e, "telemetry.otlp_endpoint: traces are dropped");
-            return;
-        }
-    };
-    let mut client = TraceServiceClient::new(channel);
+    // Lazily connected (in this thread's runtime), and again after failures.
+    let mut client = TraceServiceClient::new(export.endpoint.connect_lazy());
     let mut closing = None;
     while closing.is_none() {
         let mut batch = match rx.recv().await {
