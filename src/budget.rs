@@ -281,28 +281,30 @@ impl BudgetLedger {
         user: &str,
         now: DateTime<Utc>,
     ) -> BudgetVerdict {
-        let budgets = &policy.budgets;
-        let tenant_caps = budgets.tenant_caps(tenant);
-        let user_caps = budgets.user_caps(tenant, user);
-        if tenant_caps.is_none() && user_caps.is_none() {
-            return BudgetVerdict::Within;
-        }
+        self.check_with(policy, tenant, user, now, &|_, _, caps| caps.clone())
+    }
+
+    /// [`Self::check`] against the caps `share` makes of each account's configured caps (the
+    /// account's user, empty for the tenant's own, and its caps): while Redis is unreachable, a
+    /// replica's share of what is left of the fleet's caps.
+    pub fn check_with(
+        &self,
+        policy: &Policy,
+        tenant: &str,
+        user: &str,
+        now: DateTime<Utc>,
+        share: &CapShare<'_>,
+    ) -> BudgetVerdict {
         let now_sec = self.second(Instant::now());
-        let mut verdicts = Vec::new();
-        for (scope, caps, account_user) in [("tenant", tenant_caps, ""), ("user", user_caps, user)]
-        {
-            let Some(caps) = caps else { continue };
-            let account = self.account(tenant, account_user);
-            verdicts.extend(match account {
-                None => account_verdict(caps, scope, tenant, user, None, now),
-                Some(a) => {
-                    let mut st = a.state.lock();
-                    st.expire(now_sec);
-                    account_verdict(caps, scope, tenant, user, Some(&st), now)
-                }
+        verdict(policy, tenant, user, |account_user, caps| {
+            let caps = share(tenant, account_user, caps);
+            let figures = self.account(tenant, account_user).map(|a| {
+                let mut st = a.state.lock();
+                st.expire(now_sec);
+                Figures::of(&st, now)
             });
-        }
-        strictest(verdicts).unwrap_or(BudgetVerdict::Within)
+            (caps, figures.unwrap_or_default())
+        })
     }
 
     /// Hold the estimated cost of a decision for `ttl` (at least; rounded up to the second).
@@ -340,6 +342,22 @@ impl BudgetLedger {
         now: Instant,
         at: DateTime<Utc>,
     ) -> Result<Option<Reservation>, BudgetVerdict> {
+        self.reserve_if_within_share(policy, payer, amount, ttl, (now, at), &|_, _, caps| {
+            caps.clone()
+        })
+    }
+
+    /// [`Self::reserve_if_within`] against the caps `share` makes of the configured ones (see
+    /// [`Self::check_with`]).
+    pub fn reserve_if_within_share(
+        &self,
+        policy: &Policy,
+        payer: &Payer,
+        amount: Micros,
+        ttl: Duration,
+        (now, at): (Instant, DateTime<Utc>),
+        share: &CapShare<'_>,
+    ) -> Result<Option<Reservation>, BudgetVerdict> {
         let budgets = &policy.budgets;
         let tenant = payer.tenant_id();
         let user = payer.user_id();
@@ -367,7 +385,9 @@ impl BudgetLedger {
             let (Some(caps), Some(st)) = (caps, st) else {
                 continue;
             };
-            verdicts.extend(account_verdict(caps, scope, tenant, user, Some(st), at));
+            let account_user = if scope == "tenant" { "" } else { user };
+            let caps = share(tenant, account_user, caps);
+            verdicts.extend(account_verdict(&caps, scope, tenant, user, Some(st), at));
         }
         if let Some(v) = strictest(verdicts) {
             return Err(v);
@@ -435,6 +455,84 @@ impl BudgetLedger {
     }
 }
 
+/// Maps an account's configured caps to the caps checked: (tenant, account user (empty: the
+/// tenant's own), configured caps).
+pub type CapShare<'a> = dyn Fn(&str, &str, &BudgetCaps) -> BudgetCaps + Send + Sync + 'a;
+
+/// One account's spend today and this month and its estimates in flight, as a cap check reads
+/// them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub day: Micros,
+    pub month: Micros,
+    pub in_flight: Micros,
+}
+
+impl Figures {
+    fn of(st: &AccountState, at: DateTime<Utc>) -> Figures {
+        Figures {
+            day: st.spend.today(at),
+            month: st.spend.this_month(at),
+            in_flight: st.in_flight_total,
+        }
+    }
+}
+
+/// Where a decision's budget check reads spend: this process's ledger, or what the fleet's
+/// shared state last said (`crate::fleet`).
+pub trait BudgetView: Send + Sync {
+    fn check(&self, policy: &Policy, tenant: &str, user: &str, now: DateTime<Utc>)
+    -> BudgetVerdict;
+}
+
+impl BudgetView for BudgetLedger {
+    fn check(
+        &self,
+        policy: &Policy,
+        tenant: &str,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> BudgetVerdict {
+        BudgetLedger::check(self, policy, tenant, user, now)
+    }
+}
+
+/// The verdict of the tenant's and the user's caps, with each account's (checked caps, figures)
+/// from `account(account user, configured caps)`; the strictest wins (deny over downgrade).
+pub fn verdict(
+    policy: &Policy,
+    tenant: &str,
+    user: &str,
+    mut account: impl FnMut(&str, &BudgetCaps) -> (BudgetCaps, Figures),
+) -> BudgetVerdict {
+    let budgets = &policy.budgets;
+    let mut verdicts = Vec::new();
+    for (scope, caps, account_user) in [
+        ("tenant", budgets.tenant_caps(tenant), ""),
+        ("user", budgets.user_caps(tenant, user), user),
+    ] {
+        let Some(caps) = caps else { continue };
+        let (caps, f) = account(account_user, caps);
+        verdicts.extend(over_cap(
+            &caps,
+            scope,
+            || who(scope, tenant, user),
+            f.day,
+            f.month,
+            f.in_flight,
+        ));
+    }
+    strictest(verdicts).unwrap_or(BudgetVerdict::Within)
+}
+
+fn who(scope: &str, tenant: &str, user: &str) -> String {
+    if scope == "tenant" {
+        format!("tenant {tenant}")
+    } else {
+        format!("user {user} of tenant {tenant}")
+    }
+}
+
 /// The verdict of one account's caps (`scope` "tenant" or "user"); `None` state: no spend yet.
 fn account_verdict(
     caps: &BudgetCaps,
@@ -444,26 +542,14 @@ fn account_verdict(
     st: Option<&AccountState>,
     at: DateTime<Utc>,
 ) -> Option<BudgetVerdict> {
-    let (day, month, in_flight) = st.map_or((Micros::ZERO, Micros::ZERO, Micros::ZERO), |st| {
-        (
-            st.spend.today(at),
-            st.spend.this_month(at),
-            st.in_flight_total,
-        )
-    });
+    let f = st.map(|st| Figures::of(st, at)).unwrap_or_default();
     over_cap(
         caps,
         scope,
-        || {
-            if scope == "tenant" {
-                format!("tenant {tenant}")
-            } else {
-                format!("user {user} of tenant {tenant}")
-            }
-        },
-        day,
-        month,
-        in_flight,
+        || who(scope, tenant, user),
+        f.day,
+        f.month,
+        f.in_flight,
     )
 }
 

@@ -158,6 +158,31 @@ pub struct BreakerSnapshot {
     pub probes: u64,
 }
 
+/// One breaker as the fleet's shared state reports it (`crate::fleet::circuits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SharedBreaker {
+    /// `false`: the fleet has never seen an outcome for it (closed).
+    pub exists: bool,
+    /// 0 closed, 1 half-open, 2 open.
+    pub state: u8,
+    /// Open: how long until it turns half-open.
+    pub remaining_ms: u64,
+    pub probes_left: u32,
+    pub last_probe_age_ms: Option<u64>,
+    pub transitions: [u64; 3],
+    pub probes: u64,
+}
+
+impl SharedBreaker {
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            2 => "open",
+            1 => "half_open",
+            _ => "closed",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct CircuitBreakers {
     inner: Mutex<HashMap<String, Breaker>>,
@@ -261,6 +286,60 @@ impl CircuitBreakers {
                 *probes_left += 1;
             }
         }
+    }
+
+    /// Whether a breaker of the model or its provider is not closed (as last known): only then
+    /// does a request need the fleet's probe claim.
+    pub fn any_not_closed(&self, policy: &CircuitPolicy, model: &str, provider: &str) -> bool {
+        let mut map = self.inner.lock();
+        if map.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        [model_key(model), provider_key(provider)]
+            .iter()
+            .any(|key| {
+                map.get_mut(key).is_some_and(|b| {
+                    b.tick(policy, now);
+                    b.state != State::Closed
+                })
+            })
+    }
+
+    /// Take one breaker's state as the fleet's shared state has it (`crate::fleet`): the state,
+    /// its timing (relative to `now`), and the fleet's counts of transitions and probes (never
+    /// lower than what this replica counted already, so the metrics stay monotonic).
+    pub fn apply_shared(&self, scope: &str, name: &str, shared: &SharedBreaker, now: Instant) {
+        let key = if scope == "provider" {
+            provider_key(name)
+        } else {
+            model_key(name)
+        };
+        let mut map = self.inner.lock();
+        if !shared.exists {
+            if let Some(b) = map.get_mut(&key) {
+                b.state = State::Closed;
+                b.failures.clear();
+            }
+            return;
+        }
+        let b = map.entry(key).or_default();
+        b.state = match shared.state {
+            2 => State::Open {
+                until: now + Duration::from_millis(shared.remaining_ms),
+            },
+            1 => State::HalfOpen {
+                probes_left: shared.probes_left,
+                last_probe: shared
+                    .last_probe_age_ms
+                    .and_then(|age| now.checked_sub(Duration::from_millis(age))),
+            },
+            _ => State::Closed,
+        };
+        for (mine, fleet) in b.transitions.iter_mut().zip(shared.transitions) {
+            *mine = (*mine).max(fleet);
+        }
+        b.probes = b.probes.max(shared.probes);
     }
 
     /// The model's breaker state name now, without feeding it anything.

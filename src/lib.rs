@@ -19,6 +19,7 @@ pub mod connection;
 pub mod decision_log;
 pub mod domain;
 pub mod engine;
+pub mod fleet;
 pub mod inference;
 pub mod learned;
 pub mod listener;

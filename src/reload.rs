@@ -135,6 +135,15 @@ async fn load_and_swap(shared: &Arc<Shared>) -> Result<Loaded, ReloadError> {
         }));
     }
     warn_if_telemetry_changed(&shared.telemetry.policy, &engine.policy().telemetry);
+    let running_state = match &shared.fleet {
+        Some(f) => crate::fleet::StatePolicy::Redis(f.policy.clone()),
+        None => crate::fleet::StatePolicy::Local,
+    };
+    if running_state != engine.policy().state {
+        tracing::warn!(
+            "[state] changed in the policy file: it applies at the next restart (the running state backend is kept)"
+        );
+    }
     let next = Arc::new(LiveState { engine });
     let loaded = describe(&next);
     shared.live.store(next);

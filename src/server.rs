@@ -45,6 +45,8 @@ pub enum ServerError {
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TelemetryError),
+    #[error("state: {0}")]
+    State(crate::fleet::FleetError),
 }
 
 impl From<StateError> for ServerError {
@@ -53,6 +55,7 @@ impl From<StateError> for ServerError {
             StateError::Engine(e) => ServerError::Engine(e),
             StateError::Log(e) | StateError::LogDir(e) => ServerError::Log(e),
             StateError::Telemetry(e) => ServerError::Telemetry(e),
+            StateError::Fleet(e) => ServerError::State(e),
         }
     }
 }
@@ -164,7 +167,7 @@ fn render_metrics(shared: &Arc<Shared>) -> Render {
 /// Serve an in-memory policy (no reloads): bind `listen` (port 0 allowed) and serve until
 /// [`RunningServer::shutdown`].
 pub async fn start(policy: Policy, listen: SocketAddr) -> Result<RunningServer, ServerError> {
-    serve(build_shared(policy, None)?, listen).await
+    serve(build_shared(policy, None).await?, listen).await
 }
 
 /// Serve the policy file at `config` (already validated into `policy`), reloading it and its
@@ -174,7 +177,7 @@ pub async fn start_from_file(
     config: std::path::PathBuf,
     listen: SocketAddr,
 ) -> Result<RunningServer, ServerError> {
-    let shared = build_shared(policy, Some(config))?;
+    let shared = build_shared(policy, Some(config)).await?;
     let server = serve(shared.clone(), listen).await?;
     let watcher = tokio::spawn(crate::reload::watch(shared));
     Ok(RunningServer {
@@ -306,7 +309,8 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
                     release_free_memory();
                     last_trim = now;
                 }
-                let writable = shared.log.writable();
+                let writable =
+                    shared.log.writable() && shared.fleet.as_ref().is_none_or(|f| f.serving());
                 if writable != serving && !draining.load(std::sync::atomic::Ordering::Relaxed) {
                     serving = writable;
                     set_health(&health, serving).await;
@@ -314,6 +318,34 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
             }
         })
     };
+
+    // With Redis: read the fleet's circuit breakers and the named tenants' spend back every
+    // `circuit_refresh_ms`, and probe Redis while it is down.
+    let refresher = shared.fleet.clone().map(|fleet| {
+        let shared = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(fleet.policy.circuit_refresh);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(shared) = shared.upgrade() else {
+                    break;
+                };
+                fleet.probe_if_down();
+                if !fleet.is_up() {
+                    continue;
+                }
+                let live = shared.live.load_full();
+                let policy = live.engine.policy();
+                if let Err(e) = fleet.refresh_circuits(&shared.circuits, policy).await {
+                    tracing::debug!(error = %e, "reading the fleet's circuit breakers failed");
+                }
+                if let Err(e) = fleet.refresh_budgets(policy).await {
+                    tracing::debug!(error = %e, "reading the fleet's budgets failed");
+                }
+            }
+        })
+    });
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task_shared = shared.clone();
@@ -357,6 +389,9 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
             }
         };
         sweeper.abort();
+        if let Some(r) = refresher {
+            r.abort();
+        }
         if let Some(w) = tls_watcher {
             w.abort();
         }

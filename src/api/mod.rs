@@ -8,6 +8,7 @@ use tonic::Status;
 use crate::auth::{AuthError, retry_after_ms};
 use crate::decision_log::LogError;
 use crate::engine::DecideError;
+use crate::fleet::FleetError;
 use crate::reload::ReloadError;
 use crate::service::ServiceError;
 
@@ -79,6 +80,11 @@ impl From<ApiError> for Status {
                     Status::unavailable(message)
                 }
                 ServiceError::Log(LogError::Io { .. } | LogError::WriterPanicked) => {
+                    Status::internal(message)
+                }
+                ServiceError::State(FleetError::Unavailable(_)) => Status::unavailable(message),
+                ServiceError::State(FleetError::Deadline) => Status::deadline_exceeded(message),
+                ServiceError::State(FleetError::Protocol(_) | FleetError::Client(_)) => {
                     Status::internal(message)
                 }
             },
@@ -155,6 +161,18 @@ mod tests {
         );
         assert_eq!(
             code(ServiceError::Log(LogError::WriterPanicked)),
+            Code::Internal
+        );
+        assert_eq!(
+            code(ServiceError::State(FleetError::Unavailable("down".into()))),
+            Code::Unavailable
+        );
+        assert_eq!(
+            code(ServiceError::State(FleetError::Deadline)),
+            Code::DeadlineExceeded
+        );
+        assert_eq!(
+            code(ServiceError::State(FleetError::Protocol("x".into()))),
             Code::Internal
         );
         assert_eq!(code(ReloadError::NoConfigFile), Code::FailedPrecondition);

@@ -332,21 +332,45 @@ impl AuthState {
         limits: &RateLimitPolicy,
         now: Instant,
     ) -> Result<(), AuthError> {
+        self.admit_local(&self.admission(caller, tenant, limits), now, 1)
+    }
+
+    /// The buckets a call takes a token from: its API key's, then its tenant's.
+    pub fn admission(
+        &self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        limits: &RateLimitPolicy,
+    ) -> Admission {
         let key = match caller {
-            Caller::Key(k) => k.rate.map(|r| (k.key_id.as_str(), r)),
+            Caller::Key(k) => k.rate.map(|r| (k.key_id.clone(), k.tenant.clone(), r)),
             Caller::Anonymous => None,
         };
+        // An invalid tenant id is refused by validation; it gets no bucket.
+        let tenant = tenant
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+            .and_then(|t| limits.tenant_rate(t).map(|r| (t.to_string(), r)));
+        Admission { key, tenant }
+    }
+
+    /// Take the admission's tokens from this process's buckets, each rate shared by `replicas`
+    /// (1: the whole rate; more while the fleet's shared buckets are unreachable).
+    pub fn admit_local(&self, a: &Admission, now: Instant, replicas: u32) -> Result<(), AuthError> {
+        let share = |r: Rate| {
+            let n = replicas.max(1);
+            Rate {
+                per_sec: r.per_sec / f64::from(n),
+                burst: (r.burst / n).max(1),
+            }
+        };
+        let key = a.key.as_ref().map(|(id, _, r)| (id.as_str(), share(*r)));
         if let Some((id, rate)) = key
             && let Err(wait) = self.limiter.keys.take(id, rate, now)
         {
             return Err(self.limited(format!("API key {id}"), wait));
         }
-        // An invalid tenant id is refused by validation; it gets no bucket.
-        let tenant = tenant
-            .filter(|t| !t.is_empty() && t.len() <= 256)
-            .and_then(|t| limits.tenant_rate(t).map(|r| (t, r)));
-        if let Some((t, rate)) = tenant
-            && let Err(wait) = self.limiter.tenants.take(t, rate, now)
+        if let Some((t, rate)) = &a.tenant
+            && let Err(wait) = self.limiter.tenants.take(t, share(*rate), now)
         {
             if let Some((id, rate)) = key {
                 self.limiter.keys.refund(id, rate);
@@ -356,10 +380,60 @@ impl AuthState {
         Ok(())
     }
 
+    /// Take the admission's tokens from the fleet's shared buckets (one script).
+    pub async fn admit_shared(
+        &self,
+        a: &Admission,
+        fleet: &crate::fleet::Fleet,
+        deadline: crate::fleet::Deadline,
+    ) -> Result<Result<(), AuthError>, crate::fleet::FleetError> {
+        use crate::fleet::ratelimit::Bucket;
+        let mut buckets = Vec::with_capacity(2);
+        if let Some((key_id, tenant, rate)) = &a.key {
+            buckets.push(Bucket::Key {
+                tenant,
+                key_id,
+                rate: *rate,
+            });
+        }
+        if let Some((tenant, rate)) = &a.tenant {
+            buckets.push(Bucket::Tenant {
+                tenant,
+                rate: *rate,
+            });
+        }
+        Ok(match fleet.take_tokens(&buckets, deadline).await? {
+            Ok(()) => Ok(()),
+            Err((i, wait)) => {
+                let scope = match buckets.get(i) {
+                    Some(Bucket::Key { key_id, .. }) => format!("API key {key_id}"),
+                    Some(Bucket::Tenant { tenant, .. }) => format!("tenant {tenant:?}"),
+                    None => "a rate limit".to_string(),
+                };
+                Err(self.limited(scope, wait))
+            }
+        })
+    }
+
     fn limited(&self, scope: String, retry_after: Duration) -> AuthError {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%scope, retry_after_ms = retry_after.as_millis(), "rate limited");
         AuthError::RateLimited { scope, retry_after }
+    }
+}
+
+/// The rate-limit buckets one call takes a token from (see [`AuthState::admission`]).
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    /// The API key's id, its tenant, and its rate.
+    key: Option<(String, String, Rate)>,
+    tenant: Option<(String, Rate)>,
+}
+
+impl Admission {
+    /// No limit applies.
+    pub fn is_empty(&self) -> bool {
+        self.key.is_none() && self.tenant.is_none()
     }
 }
 

@@ -346,6 +346,8 @@ pub struct Policy {
     pub rate_limits: crate::auth::RateLimitPolicy,
     /// `[telemetry]`.
     pub telemetry: crate::telemetry::TelemetryPolicy,
+    /// `[state]`.
+    pub state: crate::fleet::StatePolicy,
 }
 
 impl Policy {

@@ -42,6 +42,50 @@ pub struct PolicyFile {
     pub rate_limits: RateLimits,
     #[serde(default)]
     pub telemetry: Telemetry,
+    #[serde(default)]
+    pub state: State,
+}
+
+/// `[state]`: where budgets, tracked decisions, circuit breakers and rate limits live (read at
+/// start; a reload keeps them).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct State {
+    /// local | redis
+    pub backend: String,
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub password_env: Option<String>,
+    pub ca_file: Option<String>,
+    pub key_prefix: String,
+    pub connect_timeout_ms: u64,
+    pub command_timeout_ms: u64,
+    pub pool_size: usize,
+    /// fail_closed | local
+    pub on_unavailable: String,
+    pub replicas_hint: u32,
+    pub circuit_refresh_ms: u64,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            backend: "local".into(),
+            url: None,
+            username: None,
+            password_file: None,
+            password_env: None,
+            ca_file: None,
+            key_prefix: "signalbox".into(),
+            connect_timeout_ms: 1000,
+            command_timeout_ms: 250,
+            pool_size: 2,
+            on_unavailable: "fail_closed".into(),
+            replicas_hint: 1,
+            circuit_refresh_ms: 250,
+        }
+    }
 }
 
 /// `[telemetry]`: metrics endpoint and trace export (read at start; a reload keeps them).

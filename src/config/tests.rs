@@ -307,3 +307,82 @@ fn metrics_label_tenants_the_policy_names_and_others_as_other() {
     assert_eq!(p.metrics_tenant("a-new-customer"), "other");
     assert_eq!(p.metrics_tenant(""), "other");
 }
+
+#[test]
+fn state_defaults_to_local_and_its_errors_name_the_key() {
+    use crate::fleet::{OnUnavailable, StatePolicy};
+    assert_eq!(load(EXAMPLE).unwrap().state, StatePolicy::Local);
+    let p = load(&format!(
+        "{EXAMPLE}\n[state]\nbackend = \"redis\"\nurl = \"redis://10.0.0.5:6380/2\"\non_unavailable = \"local\"\nreplicas_hint = 3\n"
+    ))
+    .unwrap();
+    let StatePolicy::Redis(r) = &p.state else {
+        panic!("redis expected: {:?}", p.state)
+    };
+    assert_eq!(r.url, "redis://10.0.0.5:6380/2");
+    assert_eq!(r.on_unavailable, OnUnavailable::Local);
+    assert_eq!(
+        (r.replicas_hint, r.pool_size, r.key_prefix.as_str()),
+        (3, 2, "signalbox")
+    );
+    assert_eq!(r.command_timeout, std::time::Duration::from_millis(250));
+    assert!(r.password.is_none());
+    let redis = "[state]\nbackend = \"redis\"\n";
+    let cases = [
+        ("[state]\nbackend = \"etcd\"\n", "`state.backend`"),
+        ("[state]\nurl = \"redis://h\"\n", "`state.url`"),
+        (redis, "`state.url`"),
+        (&format!("{redis}url = \"http://h:6379\"\n"), "`state.url`"),
+        (
+            &format!("{redis}url = \"redis://:pw@h:6379\"\n"),
+            "must not hold credentials",
+        ),
+        (&format!("{redis}url = \"redis://\"\n"), "`state.url`"),
+        (
+            &format!("{redis}url = \"redis://h\"\non_unavailable = \"open\"\n"),
+            "`state.on_unavailable`",
+        ),
+        (
+            &format!("{redis}url = \"redis://h\"\nkey_prefix = \"a b\"\n"),
+            "`state.key_prefix`",
+        ),
+        (
+            &format!("{redis}url = \"redis://h\"\ncommand_timeout_ms = 0\n"),
+            "`state.command_timeout_ms`",
+        ),
+        (
+            &format!("{redis}url = \"redis://h\"\npool_size = 0\n"),
+            "`state.pool_size`",
+        ),
+        (
+            &format!("{redis}url = \"redis://h\"\nreplicas_hint = 0\n"),
+            "`state.replicas_hint`",
+        ),
+        (
+            &format!("{redis}url = \"redis://h\"\nca_file = \"ca.pem\"\n"),
+            "`state.ca_file`",
+        ),
+        (
+            &format!("{redis}url = \"redis://h\"\npassword_file = \"no-such-file\"\n"),
+            "`state.password_file`",
+        ),
+        (
+            &format!("{redis}url = \"redis://h\"\npassword_file = \"a\"\npassword_env = \"B\"\n"),
+            "`state.password_env`",
+        ),
+        (
+            &format!(
+                "{redis}url = \"redis://h\"\npassword_env = \"SIGNALBOX_TEST_UNSET_VAR_4711\"\n"
+            ),
+            "`state.password_env`",
+        ),
+        (
+            &format!("{redis}url = \"redis://h\"\nttl = 5\n"),
+            "unknown field `ttl`",
+        ),
+    ];
+    for (section, key) in cases {
+        let e = error_of(&format!("{EXAMPLE}\n{section}"));
+        assert!(e.contains(key), "expected {key} in: {e}");
+    }
+}

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::choose::Chosen;
 use super::plans::estimated_cost;
 use super::request::DecideError;
-use crate::budget::{BudgetLedger, BudgetVerdict};
+use crate::budget::{BudgetVerdict, BudgetView};
 use crate::config::{ModelIdx, OnExceeded, Policy};
 use crate::domain::{Reason, reason};
 
@@ -18,7 +18,7 @@ use crate::domain::{Reason, reason};
 #[allow(clippy::too_many_arguments)]
 pub(super) fn apply(
     policy: &Policy,
-    budgets: &BudgetLedger,
+    budgets: &dyn BudgetView,
     tenant_id: &str,
     user_id: &str,
     now: DateTime<Utc>,

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use crate::budget::BudgetLedger;
+use crate::budget::BudgetView;
 use crate::circuit::CircuitBreakers;
 use crate::classify::TextClassifier;
 use crate::config::{LearnedMode, Policy};
@@ -43,7 +43,7 @@ pub struct DecisionEngine {
 
 /// Mutable routing state that outlives reloads: budgets and circuit breakers.
 pub struct RuntimeState<'a> {
-    pub budgets: &'a BudgetLedger,
+    pub budgets: &'a dyn BudgetView,
     pub circuits: &'a CircuitBreakers,
 }
 

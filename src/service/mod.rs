@@ -15,12 +15,15 @@ use chrono::{SecondsFormat, Utc};
 use signalbox_features::log_schema::{ModelQuality, PiiCount, SCHEMA_VERSION};
 use tracing::Instrument;
 
-use crate::budget::{Payer, Reservation};
+use crate::budget::{BudgetLedger, BudgetView, CapShare, Payer, Reservation};
 use crate::circuit::ProbeClaim;
 use crate::config::Policy;
 use crate::decision_log::{DecisionRecord, LogError, LogRecord, OutcomeRecord, ShadowRecord};
 use crate::domain::{ErrorKind, PiiKind, Reason, RouterKind};
 use crate::engine::{DecideError, Decision, DecisionEngine, RouteInput, RuntimeState, TaskSource};
+use crate::fleet::budget::{HoldResult, MirrorView, OutageView};
+use crate::fleet::decisions::SharedDecision;
+use crate::fleet::{Fleet, FleetError, OnUnavailable};
 use crate::money::Micros;
 use crate::state::{LiveState, Shared};
 use crate::telemetry::Call;
@@ -44,6 +47,9 @@ pub enum ServiceError {
     Decide(#[from] DecideError),
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The fleet's shared state (`[state] backend = "redis"`).
+    #[error(transparent)]
+    State(#[from] crate::fleet::FleetError),
 }
 
 /// A decision with the live state it was made under (model indices refer to its policy).
@@ -89,6 +95,20 @@ struct Deciding<'a> {
     input: &'a RouteInput,
     engine: &'a DecisionEngine,
     state: RuntimeState<'a>,
+    backend: &'a Backend<'a>,
+    /// The caller's deadline, which no Redis call outlasts.
+    deadline: Option<Instant>,
+}
+
+/// Where a request's budgets, decisions and breakers live.
+enum Backend<'a> {
+    /// This process (`[state] backend = "local"`).
+    Local,
+    /// The fleet's shared state in Redis, which is up.
+    Fleet(&'a Fleet),
+    /// Redis is down and `on_unavailable = "local"`: this replica's outage ledger, with its
+    /// share of each cap.
+    Outage(&'a Fleet, Arc<BudgetLedger>),
 }
 
 /// A decision with its estimated cost held on its payer's accounts.
@@ -99,6 +119,12 @@ struct Held {
     reservation: Option<Reservation>,
     /// When the hold was taken: the decision's age counts from here.
     at: Instant,
+}
+
+/// A decision with its estimated cost held in Redis (if its payer has caps).
+struct HeldShared {
+    decision: Decision,
+    hold: Option<crate::fleet::budget::FleetHold>,
 }
 
 fn timestamp() -> String {
@@ -115,7 +141,7 @@ impl Shared {
         let mut phases = RoutePhases::default();
         let span = tracing::info_span!("route", decision_id = %decision_id);
         let result = self
-            .route_phases(&decision_id, &input, &mut phases)
+            .route_phases(&decision_id, &input, &mut phases, call.deadline)
             .instrument(span)
             .await;
         self.observe_route(call, &decision_id, &input, &phases, &result);
@@ -127,40 +153,115 @@ impl Shared {
         })
     }
 
+    /// Where this request's state lives now.
+    fn backend(&self) -> Result<Backend<'_>, ServiceError> {
+        match &self.fleet {
+            None => Ok(Backend::Local),
+            Some(f) if f.is_up() => Ok(Backend::Fleet(f)),
+            Some(f) => match f.on_unavailable() {
+                OnUnavailable::FailClosed => Err(FleetError::Unavailable(
+                    "answering UNAVAILABLE until Redis is back (on_unavailable = fail_closed)"
+                        .into(),
+                )
+                .into()),
+                OnUnavailable::Local => Ok(Backend::Outage(f, f.outage.ledger())),
+            },
+        }
+    }
+
     async fn route_phases(
         &self,
         decision_id: &str,
         input: &RouteInput,
         phases: &mut RoutePhases,
+        deadline: Option<Instant>,
+    ) -> Result<(Decision, Arc<LiveState>), ServiceError> {
+        let backend = self.backend()?;
+        let result = self
+            .route_on(&backend, decision_id, input, phases, deadline)
+            .await;
+        match (result, &backend) {
+            // Redis went away during this request: decide it again on local state.
+            (Err(ServiceError::State(FleetError::Unavailable(_))), Backend::Fleet(f))
+                if f.on_unavailable() == OnUnavailable::Local =>
+            {
+                *phases = RoutePhases::default();
+                let outage = Backend::Outage(f, f.outage.ledger());
+                self.route_on(&outage, decision_id, input, phases, deadline)
+                    .await
+            }
+            (result, _) => result,
+        }
+    }
+
+    async fn route_on(
+        &self,
+        backend: &Backend<'_>,
+        decision_id: &str,
+        input: &RouteInput,
+        phases: &mut RoutePhases,
+        deadline: Option<Instant>,
     ) -> Result<(Decision, Arc<LiveState>), ServiceError> {
         let live = self.live.load_full();
         let engine = &live.engine;
         let policy = engine.policy();
+        let (mirror, outage);
+        let budgets: &dyn BudgetView = match backend {
+            Backend::Local => &self.budgets,
+            Backend::Fleet(f) => {
+                mirror = MirrorView(&f.mirror);
+                &mirror
+            }
+            Backend::Outage(f, ledger) => {
+                outage = OutageView { fleet: f, ledger };
+                &outage
+            }
+        };
         let deciding = Deciding {
             decision_id,
             input,
             engine,
             state: RuntimeState {
-                budgets: &self.budgets,
+                budgets,
                 circuits: &self.circuits,
             },
+            backend,
+            deadline,
         };
-        let Held {
-            decision,
-            payer,
-            reservation,
-            at: now,
-        } = self.decide_and_hold(&deciding, phases).await?;
+        let decision = match backend {
+            Backend::Fleet(f) => {
+                let HeldShared { decision, hold } =
+                    self.decide_and_hold_shared(&deciding, phases, f).await?;
+                let tracked = SharedDecision {
+                    tenant: input.tenant_id.clone(),
+                    user: input.user_id.clone(),
+                    hold,
+                };
+                let ttl = Duration::from_secs(policy.server.decision_ttl_secs);
+                f.track(decision_id, &tracked, ttl, f.deadline(deadline))
+                    .await?;
+                decision
+            }
+            Backend::Local | Backend::Outage(..) => {
+                let Held {
+                    decision,
+                    payer,
+                    reservation,
+                    at: now,
+                } = self.decide_and_hold(&deciding, phases).await?;
+                self.tracker.insert(
+                    decision_id,
+                    TrackedDecision {
+                        payer,
+                        created: now,
+                        reservation,
+                        reported: 0,
+                    },
+                );
+                decision
+            }
+        };
         self.stats.record(&decision, policy);
-        self.tracker.insert(
-            decision_id,
-            TrackedDecision {
-                payer,
-                created: now,
-                reservation,
-                reported: 0,
-            },
-        );
         phases.policy = phases.inspect.map(|i| Interval::since(i.end));
         let appending = Instant::now();
         self.log
@@ -180,6 +281,59 @@ impl Shared {
         Ok((decision, live))
     }
 
+    /// [`Self::decide_and_hold`] on the fleet's shared state: the check-and-hold is one script
+    /// in Redis (only for payers with caps: others hold nothing).
+    async fn decide_and_hold_shared(
+        &self,
+        deciding: &Deciding<'_>,
+        phases: &mut RoutePhases,
+        fleet: &Fleet,
+    ) -> Result<HeldShared, ServiceError> {
+        let (input, policy) = (deciding.input, deciding.engine.policy());
+        let (decision, probe) = self.decide_claiming_probe(deciding, phases).await?;
+        let (tenant, user) = (input.tenant_id.as_str(), input.user_id.as_str());
+        if !Fleet::needs_hold(policy, tenant, user) {
+            return Ok(HeldShared {
+                decision,
+                hold: None,
+            });
+        }
+        let deadline = || fleet.deadline(deciding.deadline);
+        let check = !decision.budget_limited;
+        let cost = decision.estimated_cost;
+        match fleet
+            .hold(policy, tenant, user, cost, check, deadline())
+            .await?
+        {
+            HoldResult::Held(hold) => Ok(HeldShared { decision, hold }),
+            HoldResult::CapReached => {
+                // The mirror now has the figures that reached the cap: decide under it.
+                if probe == ProbeClaim::Spent {
+                    let primary = policy.model(decision.primary);
+                    fleet
+                        .claim_probe(
+                            &self.circuits,
+                            &policy.circuit,
+                            (&primary.id, &primary.provider),
+                            true,
+                            deadline(),
+                        )
+                        .await?;
+                }
+                let (decision, _) = self.decide_claiming_probe(deciding, phases).await?;
+                let cost = decision.estimated_cost;
+                let hold = match fleet
+                    .hold(policy, tenant, user, cost, false, deadline())
+                    .await?
+                {
+                    HoldResult::Held(hold) => hold,
+                    HoldResult::CapReached => None,
+                };
+                Ok(HeldShared { decision, hold })
+            }
+        }
+    }
+
     /// Decide, then hold the decision's estimated cost on its payer's accounts for
     /// `budgets.in_flight_ttl_secs`. A decision made within the caps is held atomically with a
     /// re-check; if concurrent requests reached a cap since the decision, the engine decides
@@ -191,14 +345,22 @@ impl Shared {
     ) -> Result<Held, ServiceError> {
         let (input, engine) = (deciding.input, deciding.engine);
         let policy = engine.policy();
-        let payer = self.budgets.payer(&input.tenant_id, &input.user_id);
+        let at = Utc::now();
+        let (ledger, outage): (&BudgetLedger, _) = match deciding.backend {
+            Backend::Outage(f, ledger) => (ledger, Some(OutageView { fleet: f, ledger })),
+            Backend::Local | Backend::Fleet(_) => (&self.budgets, None),
+        };
+        let share = |tenant: &str, user: &str, caps: &crate::config::BudgetCaps| match &outage {
+            Some(o) => o.share(tenant, user, caps, at),
+            None => caps.clone(),
+        };
+        let share: &CapShare<'_> = &share;
+        let payer = ledger.payer(&input.tenant_id, &input.user_id);
         let ttl = Duration::from_secs(policy.budgets.in_flight_ttl_secs);
         let (decision, probe) = self.decide_claiming_probe(deciding, phases).await?;
         let now = Instant::now();
         if decision.budget_limited {
-            let held = self
-                .budgets
-                .reserve(&payer, decision.estimated_cost, ttl, now);
+            let held = ledger.reserve(&payer, decision.estimated_cost, ttl, now);
             return Ok(Held {
                 decision,
                 payer,
@@ -206,13 +368,13 @@ impl Shared {
                 at: now,
             });
         }
-        match self.budgets.reserve_if_within(
+        match ledger.reserve_if_within_share(
             policy,
             &payer,
             decision.estimated_cost,
             ttl,
-            now,
-            Utc::now(),
+            (now, at),
+            share,
         ) {
             Ok(held) => Ok(Held {
                 decision,
@@ -227,9 +389,7 @@ impl Shared {
                         .release_probe(&policy.circuit, &primary.id, &primary.provider);
                 }
                 let (decision, _) = self.decide_claiming_probe(deciding, phases).await?;
-                let held = self
-                    .budgets
-                    .reserve(&payer, decision.estimated_cost, ttl, now);
+                let held = ledger.reserve(&payer, decision.estimated_cost, ttl, now);
                 Ok(Held {
                     decision,
                     payer,
@@ -264,12 +424,32 @@ impl Shared {
         loop {
             let decision = self.decide_or_log_refusal(deciding, phases).await?;
             let primary = policy.model(decision.primary);
-            let claim = self.circuits.claim_probe(
-                &policy.circuit,
-                &primary.id,
-                &primary.provider,
-                Instant::now(),
-            );
+            let claim = match deciding.backend {
+                // Only a breaker that is not closed (as last read) has a probe to claim.
+                Backend::Fleet(f)
+                    if self.circuits.any_not_closed(
+                        &policy.circuit,
+                        &primary.id,
+                        &primary.provider,
+                    ) =>
+                {
+                    f.claim_probe(
+                        &self.circuits,
+                        &policy.circuit,
+                        (&primary.id, &primary.provider),
+                        false,
+                        f.deadline(deciding.deadline),
+                    )
+                    .await?
+                }
+                Backend::Fleet(_) => ProbeClaim::Free,
+                Backend::Local | Backend::Outage(..) => self.circuits.claim_probe(
+                    &policy.circuit,
+                    &primary.id,
+                    &primary.provider,
+                    Instant::now(),
+                ),
+            };
             if claim != ProbeClaim::Taken || round == PROBE_RETRIES {
                 return Ok((decision, claim));
             }
@@ -289,6 +469,8 @@ impl Shared {
             input,
             engine,
             state,
+            backend: _,
+            deadline: _,
         } = deciding;
         match engine.decide_timed(input, state, Utc::now(), Instant::now(), phases) {
             Ok(d) => Ok(d),
@@ -335,7 +517,7 @@ impl Shared {
             error: o.error,
         });
         let result = self
-            .report_phases(o, tenant, &mut phases)
+            .report_phases(o, tenant, &mut phases, call.deadline)
             .instrument(span)
             .await;
         if let Some(seen) = &seen {
@@ -349,40 +531,57 @@ impl Shared {
         o: OutcomeInput,
         tenant: Option<&str>,
         phases: &mut ReportPhases,
+        deadline: Option<Instant>,
     ) -> Result<Acknowledged, ServiceError> {
         let booking = Instant::now();
-        let live = self.live.load();
+        let live = self.live.load_full();
         let policy = live.engine.policy();
         let Some(spec) = policy.find_model(&o.model_id).map(|m| policy.model(m)) else {
             return Err(ServiceError::UnknownModel(o.model_id));
         };
-        let claim = self
-            .tracker
-            .claim_for(&o.decision_id, o.attempt, tenant)
-            .ok_or_else(|| ServiceError::DecisionNotFound(o.decision_id.clone()))?;
-        let tracked = match claim {
-            Claim::Book(t) => t,
+        let backend = self.backend()?;
+        let booked = match &backend {
+            Backend::Fleet(f) => self.book_shared(f, &o, tenant, policy, deadline).await?,
+            Backend::Local | Backend::Outage(..) => self.book_local(&backend, &o, tenant)?,
+        };
+        let Some((tenant_id, user_id)) = booked else {
             // A retried report: acknowledged again, nothing booked, counted or logged twice.
-            Claim::Repeat => {
-                return Ok(Acknowledged {
-                    decision_id: o.decision_id,
-                    cost: Micros::ZERO,
-                    circuit_state: self.circuits.state_name(&policy.circuit, &spec.id),
-                    duplicate: true,
-                });
-            }
+            return Ok(Acknowledged {
+                decision_id: o.decision_id,
+                cost: Micros::ZERO,
+                circuit_state: self.circuits.state_name(&policy.circuit, &spec.id),
+                duplicate: true,
+            });
         };
         let cost = o.cost;
         let now = Utc::now();
-        self.budgets
-            .settle(&tracked.payer, tracked.reservation, cost, now);
-        let circuit_state = self.circuits.record(
-            &policy.circuit,
-            &spec.id,
-            &spec.provider,
-            o.error,
-            Instant::now(),
-        );
+        let local_record = || {
+            self.circuits.record(
+                &policy.circuit,
+                &spec.id,
+                &spec.provider,
+                o.error,
+                Instant::now(),
+            )
+        };
+        let circuit_state = match &backend {
+            Backend::Fleet(f) => {
+                let pair = (spec.id.as_str(), spec.provider.as_str());
+                let deadline = f.deadline(deadline);
+                match f
+                    .record_outcome(&self.circuits, &policy.circuit, pair, o.error, deadline)
+                    .await
+                {
+                    Ok(state) => state,
+                    // The cost is booked: the outcome stands, its breaker tick stays local.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outcome booked; the shared circuit breaker missed it");
+                        local_record()
+                    }
+                }
+            }
+            Backend::Local | Backend::Outage(..) => local_record(),
+        };
         phases.book = Some(Interval::since(booking));
         let appending = Instant::now();
         self.log
@@ -390,8 +589,8 @@ impl Shared {
                 schema: SCHEMA_VERSION,
                 ts: now.to_rfc3339_opts(SecondsFormat::Millis, true),
                 decision_id: o.decision_id.clone(),
-                tenant_id: tracked.payer.tenant_id().to_string(),
-                user_id: tracked.payer.user_id().to_string(),
+                tenant_id,
+                user_id,
                 model_id: o.model_id,
                 success: o.success,
                 quality: o.quality,
@@ -411,6 +610,93 @@ impl Shared {
             circuit_state,
             duplicate: false,
         })
+    }
+}
+
+impl Shared {
+    /// Claim and book an outcome on this process's state: `Some((tenant, user))` when booked,
+    /// `None` for a repeated attempt. In an outage, a decision this replica does not know may
+    /// be in Redis: `UNAVAILABLE`, so the caller retries later and nothing is lost.
+    fn book_local(
+        &self,
+        backend: &Backend<'_>,
+        o: &OutcomeInput,
+        tenant: Option<&str>,
+    ) -> Result<Option<(String, String)>, ServiceError> {
+        let claim = self.tracker.claim_for(&o.decision_id, o.attempt, tenant);
+        let tracked = match (claim, backend) {
+            (Some(Claim::Book(t)), _) => t,
+            (Some(Claim::Repeat), _) => return Ok(None),
+            (None, Backend::Outage(..)) => {
+                return Err(FleetError::Unavailable(format!(
+                    "decision {:?} is not known to this replica and Redis is unreachable; report it again later",
+                    o.decision_id
+                ))
+                .into());
+            }
+            (None, Backend::Local | Backend::Fleet(_)) => {
+                return Err(ServiceError::DecisionNotFound(o.decision_id.clone()));
+            }
+        };
+        let now = Utc::now();
+        match backend {
+            Backend::Outage(f, _) => {
+                f.outage
+                    .settle(&tracked.payer, tracked.reservation, o.cost, now)
+            }
+            Backend::Local | Backend::Fleet(_) => {
+                self.budgets
+                    .settle(&tracked.payer, tracked.reservation, o.cost, now);
+            }
+        }
+        Ok(Some((
+            tracked.payer.tenant_id().to_string(),
+            tracked.payer.user_id().to_string(),
+        )))
+    }
+
+    /// Claim and book an outcome in Redis, whichever replica made the decision (a decision
+    /// made here during an outage is found in the local tracker and booked in Redis).
+    async fn book_shared(
+        &self,
+        fleet: &Fleet,
+        o: &OutcomeInput,
+        tenant: Option<&str>,
+        policy: &Policy,
+        deadline: Option<Instant>,
+    ) -> Result<Option<(String, String)>, ServiceError> {
+        let found = fleet
+            .decision(&o.decision_id, fleet.deadline(deadline))
+            .await?;
+        let (payer_tenant, payer_user, hold) = match found {
+            Some(d) => (d.tenant, d.user, d.hold),
+            None => match self.tracker.claim_for(&o.decision_id, o.attempt, tenant) {
+                Some(Claim::Book(t)) => (
+                    t.payer.tenant_id().to_string(),
+                    t.payer.user_id().to_string(),
+                    None,
+                ),
+                Some(Claim::Repeat) => return Ok(None),
+                None => return Err(ServiceError::DecisionNotFound(o.decision_id.clone())),
+            },
+        };
+        // Another tenant's decision is not found, exactly as an unknown one.
+        if tenant.is_some_and(|t| t != payer_tenant) {
+            return Err(ServiceError::DecisionNotFound(o.decision_id.clone()));
+        }
+        let repeat = fleet
+            .settle(
+                policy,
+                &payer_tenant,
+                &payer_user,
+                &o.decision_id,
+                o.attempt,
+                o.cost,
+                hold,
+                fleet.deadline(deadline),
+            )
+            .await?;
+        Ok((!repeat).then_some((payer_tenant, payer_user)))
     }
 }
 

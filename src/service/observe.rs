@@ -144,7 +144,8 @@ impl Shared {
                     }
                     ServiceError::UnknownModel(_)
                     | ServiceError::DecisionNotFound(_)
-                    | ServiceError::Log(_) => None,
+                    | ServiceError::Log(_)
+                    | ServiceError::State(_) => None,
                 };
                 if let (Some(m), Some(why)) = (&telemetry.metrics, refusal) {
                     m.refused(why, tenant, phases);

@@ -16,6 +16,7 @@ use crate::config::Policy;
 use crate::decision_log::{DecisionLog, LogError};
 use crate::domain::RouterKind;
 use crate::engine::{Decision, DecisionEngine, EngineError};
+use crate::fleet::{Fleet, StatePolicy};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::{BreakerRow, BudgetRow, LogRow, ModelInfo, Snapshot};
 use crate::tracking::DecisionTracker;
@@ -33,6 +34,8 @@ pub enum StateError {
     LogDir(LogError),
     #[error("telemetry: {0}")]
     Telemetry(#[from] crate::telemetry::TelemetryError),
+    #[error("state: {0}")]
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 /// Everything a request reads that can be replaced on reload, swapped as one unit.
@@ -83,6 +86,10 @@ pub struct Shared {
     pub auth: crate::auth::AuthState,
     /// Metrics and traces, as `[telemetry]` asked at start.
     pub telemetry: Telemetry,
+    /// The fleet's shared state, when `[state] backend = "redis"` (read at start). Then
+    /// `budgets` and `tracker` are unused while Redis is up, and `circuits` mirrors the
+    /// fleet's breakers.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 /// What `serve` needs of the machine before it binds, beyond a valid policy: the log directory
@@ -91,8 +98,10 @@ pub fn preflight(policy: &Policy) -> Result<(), StateError> {
     DecisionLog::check_writable(&policy.log.dir).map_err(StateError::LogDir)
 }
 
-/// Build the service state for `policy`, restoring budgets and recent decisions from its log.
-pub fn build_shared(
+/// Build the service state for `policy`: with the local backend, restoring budgets and recent
+/// decisions from its log; with Redis, connecting to it (a Redis down at start is an outage,
+/// handled as `on_unavailable` says).
+pub async fn build_shared(
     policy: Policy,
     config_path: Option<std::path::PathBuf>,
 ) -> Result<Arc<Shared>, StateError> {
@@ -102,7 +111,13 @@ pub fn build_shared(
         Duration::from_secs(policy.server.decision_ttl_secs),
         policy.server.max_tracked_decisions,
     );
-    restore::restore(&policy, &budgets, &tracker)?;
+    let fleet = match &policy.state {
+        StatePolicy::Local => {
+            restore::restore(&policy, &budgets, &tracker)?;
+            None
+        }
+        StatePolicy::Redis(r) => Some(Fleet::connect(r).await?),
+    };
     let tls = policy
         .server
         .tls
@@ -122,6 +137,7 @@ pub fn build_shared(
         tls,
         auth: crate::auth::AuthState::default(),
         telemetry,
+        fleet,
     }))
 }
 
@@ -136,8 +152,17 @@ impl Shared {
             policy.budgets.tenants.iter().collect();
         tenants.sort_by(|a, b| a.0.cmp(b.0));
         for (tenant, caps) in tenants {
-            let (day, month) = self.budgets.spent(tenant, "", now);
-            let held = self.budgets.in_flight(tenant, "").usd();
+            // With Redis: the fleet's figures as last read (every `circuit_refresh_ms`).
+            let (day, month, held) = match &self.fleet {
+                Some(f) => {
+                    let fig = f.mirror.figures(tenant, "", now, None).unwrap_or_default();
+                    (fig.day, fig.month, fig.in_flight.usd())
+                }
+                None => {
+                    let (day, month) = self.budgets.spent(tenant, "", now);
+                    (day, month, self.budgets.in_flight(tenant, "").usd())
+                }
+            };
             for (period, spend, cap) in [("day", day, caps.daily), ("month", month, caps.monthly)] {
                 if let Some(cap) = cap {
                     budgets.push(BudgetRow {
@@ -190,6 +215,7 @@ impl Shared {
             auth_denied: self.auth.denied.load(Ordering::Relaxed),
             rate_limited: self.auth.rate_limited.load(Ordering::Relaxed),
             traces: self.telemetry.tracer.as_ref().map(|t| t.counts()),
+            state: self.fleet.as_ref().map(|f| f.gauges()),
         }
     }
 }

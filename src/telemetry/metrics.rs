@@ -88,6 +88,8 @@ pub struct Snapshot {
     pub rate_limited: u64,
     /// `None` without `[telemetry] otlp_endpoint`.
     pub traces: Option<TraceCounts>,
+    /// `None` with `[state] backend = "local"`.
+    pub state: Option<crate::fleet::FleetGauges>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -562,6 +564,51 @@ fn scraped(s: &Snapshot) -> prometheus::Result<Vec<MetricFamily>> {
                 (vec!["dropped"], t.dropped as f64),
                 (vec!["failed"], t.failed as f64),
             ],
+        )?;
+    }
+    if let Some(st) = &s.state {
+        let commands: Vec<(Vec<&str>, f64)> = st
+            .commands
+            .iter()
+            .map(|(op, n)| (vec![*op], *n as f64))
+            .collect();
+        counter(
+            "signalbox_state_redis_commands_total",
+            "Calls to the shared state in Redis (one round trip each), by operation.",
+            &["op"],
+            &commands,
+        )?;
+        counter(
+            "signalbox_state_redis_errors_total",
+            "Redis calls that failed (connection, timeout, or an unexpected answer).",
+            &[],
+            &[(vec![], st.errors as f64)],
+        )?;
+        counter(
+            "signalbox_state_redis_outages_total",
+            "Times Redis became unreachable.",
+            &[],
+            &[(vec![], st.outages as f64)],
+        )?;
+        let mut gauge = |name: &str, help: &str, labels: &[&str], rows: &[(Vec<&str>, f64)]| {
+            let v = GaugeVec::new(Opts::new(name, help), labels)?;
+            for (values, x) in rows {
+                v.get_metric_with_label_values(values)?.set(*x);
+            }
+            out.extend(v.collect());
+            Ok::<(), prometheus::Error>(())
+        };
+        gauge(
+            "signalbox_state_redis_up",
+            "1 while Redis answers; 0 during an outage (then on_unavailable applies).",
+            &["on_unavailable"],
+            &[(vec![st.on_unavailable], if st.up { 1.0 } else { 0.0 })],
+        )?;
+        gauge(
+            "signalbox_state_pending_reconcile_usd",
+            "Spend booked locally while Redis was unreachable, not yet added to it.",
+            &[],
+            &[(vec![], st.pending_usd)],
         )?;
     }
     Ok(out)

@@ -102,6 +102,8 @@ impl Telemetry {
 pub struct Call {
     pub started: Started,
     pub parent: Option<SpanContext>,
+    /// The caller's deadline (`grpc-timeout`), if it sent one.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Call {
@@ -110,6 +112,7 @@ impl Call {
         Call {
             started: Started::now(),
             parent: None,
+            deadline: None,
         }
     }
 }

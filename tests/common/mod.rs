@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod onnx;
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 

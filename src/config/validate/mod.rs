@@ -8,9 +8,11 @@ use super::*;
 use crate::privacy::UserIds;
 
 mod access;
+mod state;
 mod telemetry;
 
 use access::{auth_policy, privacy_policy, rate_limit_policy, server_policy};
+use state::state_policy;
 use telemetry::telemetry_policy;
 
 /// A path from the policy file: absolute as given, relative to the file's directory otherwise.
@@ -77,6 +79,7 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
         auth,
         rate_limits,
         telemetry,
+        state,
     } = raw;
     if version.trim().is_empty() {
         return Err(invalid("version", "must not be empty"));
@@ -98,6 +101,7 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
     let auth = auth_policy(auth, base)?;
     let rate_limits = rate_limit_policy(rate_limits)?;
     let telemetry = telemetry_policy(telemetry)?;
+    let state = state_policy(state, base)?;
     Ok(Policy {
         version: format!("{}+{:08x}", version.trim(), hash >> 32),
         server,
@@ -120,6 +124,7 @@ pub(super) fn policy(raw: raw::PolicyFile, hash: u64, base: &Path) -> Result<Pol
         auth,
         rate_limits,
         telemetry,
+        state,
     })
 }
 

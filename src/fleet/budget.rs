@@ -1,0 +1,478 @@
+//! Budgets shared by the fleet. The check-and-hold of a decision's estimate is one script
+//! (`lua/hold.lua`) over the tenant's and the user's accounts, day and month: concurrent
+//! requests on any number of replicas are serialised by Redis, so the committed spend passes a
+//! cap by at most one estimate, as in one process. A reported cost replaces the hold in one
+//! script (`lua/settle.lua`); holds lapse by themselves (`in_flight_ttl_secs`), the day and
+//! month keys after their period.
+//!
+//! The engine reads the [`Mirror`]: what the scripts last answered for an account, for at most
+//! [`FRESH`]; the script has the last word.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+
+use super::{Deadline, Fleet, FleetError, Op, ints};
+use crate::budget::{
+    BudgetLedger, BudgetVerdict, BudgetView, Figures, Payer, Reservation, verdict,
+};
+use crate::config::{BudgetCaps, Policy};
+use crate::money::Micros;
+
+/// How long an account's figures from Redis are used by the engine's check before it decides.
+pub const FRESH: Duration = Duration::from_secs(1);
+/// Accounts the mirror remembers; past that it starts again (it is a cache).
+const MIRROR_ACCOUNTS: usize = 100_000;
+/// Day keys outlive their day, month keys their month (time zones, clock steps, late outcomes).
+const DAY_KEY_TTL_SECS: u64 = 3 * 86_400;
+const MONTH_KEY_TTL_SECS: u64 = 40 * 86_400;
+
+fn day_month(at: DateTime<Utc>) -> (String, String) {
+    (
+        at.format("%Y%m%d").to_string(),
+        at.format("%Y%m").to_string(),
+    )
+}
+
+fn cap_arg(cap: Option<Micros>) -> i64 {
+    cap.map_or(-1, |c| i64::try_from(c.0).unwrap_or(i64::MAX))
+}
+
+fn micros(v: i64) -> Micros {
+    Micros(u64::try_from(v).unwrap_or(0))
+}
+
+/// An estimate held in Redis for a decision: released by its first outcome, or lapsing at
+/// `expires` (Redis time, seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FleetHold {
+    #[serde(rename = "a")]
+    pub amount: u64,
+    #[serde(rename = "e")]
+    pub expires: u64,
+}
+
+/// What [`Fleet::hold`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldResult {
+    /// Held (`None`: a zero estimate, nothing to hold).
+    Held(Option<FleetHold>),
+    /// A cap was reached meanwhile (the mirror now says which): nothing held.
+    CapReached,
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    day: String,
+    month: String,
+    figures: Figures,
+}
+
+/// An account: (tenant, user), the user empty for the tenant's own.
+type AccountId = (Box<str>, Box<str>);
+
+/// What Redis last said of each account's spend and holds.
+#[derive(Debug, Default)]
+pub struct Mirror {
+    accounts: Mutex<HashMap<AccountId, Seen>>,
+}
+
+impl Mirror {
+    fn put(&self, tenant: &str, user: &str, at: DateTime<Utc>, figures: Figures) {
+        let (day, month) = day_month(at);
+        let mut map = self.accounts.lock();
+        if map.len() >= MIRROR_ACCOUNTS {
+            map.clear();
+        }
+        map.insert(
+            (tenant.into(), user.into()),
+            Seen {
+                at: Instant::now(),
+                day,
+                month,
+                figures,
+            },
+        );
+    }
+
+    /// The account's figures for `at`'s day and month, if seen within `fresh` (any age: `None`).
+    pub fn figures(
+        &self,
+        tenant: &str,
+        user: &str,
+        at: DateTime<Utc>,
+        fresh: Option<Duration>,
+    ) -> Option<Figures> {
+        let (day, month) = day_month(at);
+        let map = self.accounts.lock();
+        let seen = map.get(&(Box::from(tenant), Box::from(user)))?;
+        if fresh.is_some_and(|f| seen.at.elapsed() > f) {
+            return None;
+        }
+        let mut f = seen.figures;
+        if seen.month != month {
+            return Some(Figures::default());
+        }
+        if seen.day != day {
+            f.day = Micros::ZERO;
+        }
+        Some(f)
+    }
+
+    /// Mirror a script's figures: (day, month, in flight) of the tenant's account, then of the
+    /// user's when the payer names one.
+    fn apply(&self, tenant: &str, user: &str, at: DateTime<Utc>, v: &[i64]) {
+        let accounts: &[&str] = if user.is_empty() { &[""] } else { &["", user] };
+        for (i, account_user) in accounts.iter().enumerate() {
+            if let Some([day, month, flight]) = v.get(i * 3..i * 3 + 3) {
+                self.put(
+                    tenant,
+                    account_user,
+                    at,
+                    Figures {
+                        day: micros(*day),
+                        month: micros(*month),
+                        in_flight: micros(*flight),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// The engine's budget check while Redis is up: the mirror's fresh figures (none: within, and
+/// the hold script decides).
+pub struct MirrorView<'a>(pub &'a Mirror);
+
+impl BudgetView for MirrorView<'_> {
+    fn check(
+        &self,
+        policy: &Policy,
+        tenant: &str,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> BudgetVerdict {
+        verdict(policy, tenant, user, |account_user, caps| {
+            let f = self
+                .0
+                .figures(tenant, account_user, now, Some(FRESH))
+                .unwrap_or_default();
+            (caps.clone(), f)
+        })
+    }
+}
+
+/// Spend and holds while Redis is unreachable (`on_unavailable = "local"`), and the spend still
+/// to be added to Redis.
+pub struct Outage {
+    ledger: ArcSwap<BudgetLedger>,
+    /// Cost booked per account (tenant, user: empty for the tenant's own), day and month, not
+    /// yet in Redis.
+    pending: Mutex<HashMap<(String, String, String, String), Micros>>,
+}
+
+impl Default for Outage {
+    fn default() -> Outage {
+        Outage {
+            ledger: ArcSwap::from_pointee(BudgetLedger::new()),
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Outage {
+    pub fn ledger(&self) -> Arc<BudgetLedger> {
+        self.ledger.load_full()
+    }
+
+    pub fn pending_total(&self) -> Micros {
+        // Each cost is on the tenant's own account (and on its user's too).
+        self.pending
+            .lock()
+            .iter()
+            .filter(|((_, user, _, _), _)| user.is_empty())
+            .fold(Micros::ZERO, |a, (_, b)| a + *b)
+    }
+
+    /// Book an outcome's cost locally, to be added to Redis when it is back.
+    pub fn settle(
+        &self,
+        payer: &Payer,
+        reservation: Option<Reservation>,
+        cost: Micros,
+        at: DateTime<Utc>,
+    ) {
+        self.ledger().settle(payer, reservation, cost, at);
+        if cost > Micros::ZERO {
+            let (day, month) = day_month(at);
+            let mut pending = self.pending.lock();
+            let users = std::iter::once("").chain(Some(payer.user_id()).filter(|u| !u.is_empty()));
+            for user in users {
+                *pending
+                    .entry((
+                        payer.tenant_id().to_string(),
+                        user.to_string(),
+                        day.clone(),
+                        month.clone(),
+                    ))
+                    .or_default() += cost;
+            }
+        }
+    }
+}
+
+/// The engine's budget check, and the holds, while Redis is unreachable: this replica's share
+/// of what was left of each cap when Redis was last seen, `(cap - known spend) / replicas_hint`,
+/// against what it committed since.
+pub struct OutageView<'a> {
+    pub fleet: &'a Fleet,
+    pub ledger: &'a BudgetLedger,
+}
+
+impl OutageView<'_> {
+    pub fn share(
+        &self,
+        tenant: &str,
+        account_user: &str,
+        caps: &BudgetCaps,
+        at: DateTime<Utc>,
+    ) -> BudgetCaps {
+        let known = self
+            .fleet
+            .mirror
+            .figures(tenant, account_user, at, None)
+            .unwrap_or_default();
+        let hint = u64::from(self.fleet.policy.replicas_hint.max(1));
+        let part = |cap: Option<Micros>, spent: Micros| {
+            cap.map(|c| Micros(c.saturating_sub(spent + known.in_flight).0 / hint))
+        };
+        BudgetCaps {
+            daily: part(caps.daily, known.day),
+            monthly: part(caps.monthly, known.month),
+            on_exceeded: caps.on_exceeded,
+        }
+    }
+}
+
+impl BudgetView for OutageView<'_> {
+    fn check(
+        &self,
+        policy: &Policy,
+        tenant: &str,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> BudgetVerdict {
+        self.ledger
+            .check_with(policy, tenant, user, now, &|t, u, caps| {
+                self.share(t, u, caps, now)
+            })
+    }
+}
+
+impl Fleet {
+    /// Whether a payer has caps, so its decisions hold their estimate in Redis.
+    pub fn needs_hold(policy: &Policy, tenant: &str, user: &str) -> bool {
+        policy.budgets.tenant_caps(tenant).is_some()
+            || policy.budgets.user_caps(tenant, user).is_some()
+    }
+
+    fn account_keys(&self, tenant: &str, user: &str, at: DateTime<Utc>) -> Vec<String> {
+        let (day, month) = day_month(at);
+        let mut keys: Vec<String> = self.keys.account(tenant, "", &day, &month).into();
+        if !user.is_empty() {
+            keys.extend(self.keys.account(tenant, user, &day, &month));
+        }
+        keys
+    }
+
+    /// Hold `amount` on the payer's accounts for `in_flight_ttl_secs`; with `check`, only while
+    /// every cap of the policy is still clear.
+    pub async fn hold(
+        &self,
+        policy: &Policy,
+        tenant: &str,
+        user: &str,
+        amount: Micros,
+        check: bool,
+        deadline: Deadline,
+    ) -> Result<HoldResult, FleetError> {
+        let at = Utc::now();
+        let ttl = policy.budgets.in_flight_ttl_secs;
+        let n = if user.is_empty() { 1 } else { 2 };
+        let keys = self.account_keys(tenant, user, at);
+        let tenant_caps = policy.budgets.tenant_caps(tenant);
+        let user_caps = policy.budgets.user_caps(tenant, user);
+        let script = &self.scripts.hold;
+        let reply = self
+            .run(Op::Hold, deadline, |mut c| async move {
+                let mut inv = script.prepare_invoke();
+                for k in &keys {
+                    inv.key(k);
+                }
+                inv.arg(n)
+                    .arg(amount.0)
+                    .arg(ttl)
+                    .arg(if check { 1 } else { 0 })
+                    .arg((ttl + 60) * 1000);
+                for caps in [tenant_caps, user_caps].iter().take(n) {
+                    inv.arg(cap_arg(caps.and_then(|c| c.daily)))
+                        .arg(cap_arg(caps.and_then(|c| c.monthly)));
+                }
+                inv.invoke_async::<redis::Value>(&mut c).await
+            })
+            .await?;
+        let v = ints(reply)?;
+        let [held, expires, figures @ ..] = v.as_slice() else {
+            return Err(FleetError::Protocol(format!("hold answered {v:?}")));
+        };
+        self.mirror.apply(tenant, user, at, figures);
+        if *held == 1 {
+            Ok(HoldResult::Held((amount > Micros::ZERO).then(|| {
+                FleetHold {
+                    amount: amount.0,
+                    expires: u64::try_from(*expires).unwrap_or(0),
+                }
+            })))
+        } else {
+            Ok(HoldResult::CapReached)
+        }
+    }
+
+    /// Book one outcome: `Ok(true)` when this numbered attempt was booked before (nothing done).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn settle(
+        &self,
+        policy: &Policy,
+        tenant: &str,
+        user: &str,
+        decision_id: &str,
+        attempt: u32,
+        cost: Micros,
+        hold: Option<FleetHold>,
+        deadline: Deadline,
+    ) -> Result<bool, FleetError> {
+        let at = Utc::now();
+        let n = if user.is_empty() { 1 } else { 2 };
+        let mut keys = vec![self.keys.marks(tenant, decision_id)];
+        keys.extend(self.account_keys(tenant, user, at));
+        let marks_ttl_ms = (policy.server.decision_ttl_secs + 60) * 1000;
+        let script = &self.scripts.settle;
+        let reply = self
+            .run(Op::Settle, deadline, |mut c| async move {
+                let mut inv = script.prepare_invoke();
+                for k in &keys {
+                    inv.key(k);
+                }
+                inv.arg(n)
+                    .arg(attempt)
+                    .arg(cost.0)
+                    .arg(hold.map_or(0, |h| h.amount))
+                    .arg(hold.map_or(0, |h| h.expires))
+                    .arg(marks_ttl_ms)
+                    .arg(DAY_KEY_TTL_SECS)
+                    .arg(MONTH_KEY_TTL_SECS);
+                inv.invoke_async::<redis::Value>(&mut c).await
+            })
+            .await?;
+        let v = ints(reply)?;
+        match v.as_slice() {
+            [1] => Ok(true),
+            [0, figures @ ..] => {
+                self.mirror.apply(tenant, user, at, figures);
+                Ok(false)
+            }
+            other => Err(FleetError::Protocol(format!("settle answered {other:?}"))),
+        }
+    }
+
+    /// Add `cost` booked on `day`/`month` to one account (0: just read it), and mirror it.
+    async fn book(
+        &self,
+        tenant: &str,
+        user: &str,
+        (day, month): (&str, &str),
+        cost: Micros,
+        op: Op,
+    ) -> Result<Figures, FleetError> {
+        let keys = self.keys.account(tenant, user, day, month);
+        let script = &self.scripts.book;
+        let deadline = self.deadline(None);
+        let call = |mut c: redis::aio::ConnectionManager| async move {
+            let mut inv = script.prepare_invoke();
+            for k in &keys {
+                inv.key(k);
+            }
+            inv.arg(cost.0)
+                .arg(DAY_KEY_TTL_SECS)
+                .arg(MONTH_KEY_TTL_SECS);
+            inv.invoke_async::<redis::Value>(&mut c).await
+        };
+        // Reconciling runs before the replica is marked up again.
+        let reply = if op == Op::Reconcile {
+            self.exec(op, deadline, call).await?
+        } else {
+            self.run(op, deadline, call).await?
+        };
+        match ints(reply)?.as_slice() {
+            [d, m, f] => Ok(Figures {
+                day: micros(*d),
+                month: micros(*m),
+                in_flight: micros(*f),
+            }),
+            other => Err(FleetError::Protocol(format!("book answered {other:?}"))),
+        }
+    }
+
+    /// Add the spend booked while Redis was unreachable to it (tenant's and user's accounts),
+    /// then start a new local ledger. What fails stays pending for the next try.
+    pub(super) async fn reconcile(&self) -> Result<Micros, FleetError> {
+        let pending: Vec<_> = self.outage.pending.lock().drain().collect();
+        let mut booked = Micros::ZERO;
+        let mut left = Vec::new();
+        let mut failure = None;
+        for ((tenant, user, day, month), cost) in pending {
+            if failure.is_none() {
+                match self
+                    .book(&tenant, &user, (&day, &month), cost, Op::Reconcile)
+                    .await
+                {
+                    Ok(_) if user.is_empty() => booked += cost,
+                    Ok(_) => {}
+                    Err(e) => failure = Some(e),
+                }
+                if failure.is_none() {
+                    continue;
+                }
+            }
+            left.push(((tenant, user, day, month), cost));
+        }
+        if let Some(e) = failure {
+            let mut pending = self.outage.pending.lock();
+            for (k, v) in left {
+                *pending.entry(k).or_default() += v;
+            }
+            return Err(e);
+        }
+        self.outage.ledger.store(Arc::new(BudgetLedger::new()));
+        Ok(booked)
+    }
+
+    /// Read the figures of every tenant the policy caps by name (for the metrics, and so the
+    /// engine's check starts fresh).
+    pub async fn refresh_budgets(&self, policy: &Policy) -> Result<(), FleetError> {
+        let at = Utc::now();
+        let (day, month) = day_month(at);
+        for tenant in policy.budgets.tenants.keys() {
+            let f = self
+                .book(tenant, "", (&day, &month), Micros::ZERO, Op::BudgetRefresh)
+                .await?;
+            self.mirror.put(tenant, "", at, f);
+        }
+        Ok(())
+    }
+}
