@@ -599,3 +599,188 @@ async fn rediss_with_a_private_ca_and_a_password_file() {
         server.shutdown().await.unwrap();
     }
 }
+
+/// Callers routing in a loop (each decision's outcome reported to the next client) until
+/// `stop`; returns the status codes seen ("route:Ok", "outcome:Unavailable", ...) and the
+/// slowest Route with its outcome.
+fn load(
+    clients: Vec<RouterClient<Channel>>,
+    callers: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(BTreeMap<String, usize>, Duration)>> {
+    (0..callers)
+        .map(|i| {
+            let clients = clients.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut codes = BTreeMap::new();
+                let mut slowest = Duration::ZERO;
+                let mut n = i;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut c = clients[n % clients.len()].clone();
+                    let mut to = clients[(n + 1) % clients.len()].clone();
+                    n += 1;
+                    let started = Instant::now();
+                    let code = match c.route(strong("acme")).await {
+                        Ok(d) => {
+                            let d = d.into_inner();
+                            let code = match to.report_outcome(outcome(&d.decision_id, GPT4)).await
+                            {
+                                Ok(_) => Code::Ok,
+                                Err(s) => s.code(),
+                            };
+                            *codes.entry(format!("outcome:{code:?}")).or_default() += 1;
+                            Code::Ok
+                        }
+                        Err(s) => s.code(),
+                    };
+                    slowest = slowest.max(started.elapsed());
+                    *codes.entry(format!("route:{code:?}")).or_default() += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                (codes, slowest)
+            })
+        })
+        .collect()
+}
+
+async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<(BTreeMap<String, usize>, Duration)>>,
+) -> (BTreeMap<String, usize>, Duration) {
+    let mut all = BTreeMap::new();
+    let mut slowest = Duration::ZERO;
+    for t in tasks {
+        let (codes, s) = t.await.unwrap();
+        for (k, v) in codes {
+            *all.entry(k).or_default() += v;
+        }
+        slowest = slowest.max(s);
+    }
+    (all, slowest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_mid_load_in_each_mode_then_back_without_restarting_replicas() {
+    for mode in ["fail_closed", "local"] {
+        let mut redis = RedisServer::start();
+        let example = fleet_policy(
+            &redis.url(),
+            &format!("on_unavailable = \"{mode}\"\nreplicas_hint = 2\ncommand_timeout_ms = 200\n"),
+            |t| t,
+        );
+        let servers = replicas(&example, 2).await;
+        let clients: Vec<_> = servers.iter().map(|(_, c)| c.clone()).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let before = load(clients.clone(), 8, stop.clone());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        redis.stop();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (codes, slowest) = collect(before).await;
+        // Across the failure: OK or UNAVAILABLE only, and no call waits on Redis for long.
+        assert!(
+            codes
+                .keys()
+                .all(|k| k.ends_with(":Ok") || k.ends_with(":Unavailable")),
+            "{mode}: {codes:?}"
+        );
+        assert!(slowest < Duration::from_secs(2), "{mode}: {slowest:?}");
+        let unavailable = codes.get("route:Unavailable").copied().unwrap_or(0);
+        // The outage window alone, with the load still running.
+        stop.store(false, std::sync::atomic::Ordering::Relaxed);
+        let during = load(clients.clone(), 8, stop.clone());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (outage, _) = collect(during).await;
+        match mode {
+            "fail_closed" => {
+                assert!(unavailable > 0, "{codes:?}");
+                assert_eq!(
+                    outage.keys().collect::<Vec<_>>(),
+                    ["route:Unavailable"],
+                    "{outage:?}"
+                );
+            }
+            _ => {
+                // Routing goes on; an outcome reported to the replica that did not make the
+                // decision answers UNAVAILABLE (it may be in Redis): the caller retries later.
+                assert_eq!(unavailable, 0, "{codes:?}");
+                assert_eq!(
+                    outage.keys().collect::<Vec<_>>(),
+                    ["outcome:Unavailable", "route:Ok"],
+                    "{outage:?}"
+                );
+            }
+        }
+        // Redis back: every call succeeds again, same replicas.
+        redis.restart();
+        for (s, c) in &servers {
+            let mut c = c.clone();
+            eventually("routing through Redis again", || {
+                let fleet = s.shared().fleet.clone().unwrap();
+                let mut c = c.clone();
+                async move { fleet.is_up() && c.route(strong("acme")).await.is_ok() }
+            })
+            .await;
+            c.route(strong("acme")).await.unwrap();
+        }
+        stop.store(false, std::sync::atomic::Ordering::Relaxed);
+        let after = load(clients.clone(), 8, stop.clone());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (after, _) = collect(after).await;
+        assert_eq!(
+            after.keys().collect::<Vec<_>>(),
+            ["outcome:Ok", "route:Ok"],
+            "{mode}: {after:?}"
+        );
+        for (s, _) in servers {
+            s.shutdown().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_shut_down_mid_load_leaves_the_others_serving() {
+    let redis = RedisServer::start();
+    let example = fleet_policy(&redis.url(), "", |t| t);
+    let mut servers = replicas(&example, 3).await;
+    // Decisions made by the replica about to go, reported later to the others.
+    let mut made = Vec::new();
+    for _ in 0..10 {
+        made.push(
+            servers[0]
+                .1
+                .route(strong("acme"))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let survivors: Vec<_> = servers[1..].iter().map(|(_, c)| c.clone()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = load(survivors.clone(), 8, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (lost, _) = servers.remove(0);
+    lost.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (codes, _) = collect(running).await;
+    assert_eq!(
+        codes.keys().collect::<Vec<_>>(),
+        ["outcome:Ok", "route:Ok"],
+        "{codes:?}"
+    );
+    for (i, d) in made.iter().enumerate() {
+        let mut c = survivors[i % 2].clone();
+        let ack = c
+            .report_outcome(outcome(&d.decision_id, GPT4))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!ack.duplicate);
+    }
+    for (s, _) in servers {
+        s.shutdown().await.unwrap();
+    }
+}
