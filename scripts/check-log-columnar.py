@@ -3,13 +3,14 @@
 
     python3 scripts/check-log-columnar.py LOG_DIR
 
-For `decisions-*.jsonl` and `outcomes-*.jsonl` in LOG_DIR, reads the records with
-`pl.scan_ndjson(LOG_DIR/<kind>-*.jsonl).collect()` and polars' DEFAULT schema inference (the
-first 100 lines), and compares every row with `json.loads` of the same line: every key of every
-record must be a column, and every value (nested lists and objects included) must come back
-equal; a value polars cannot read (an error) or reads as null counts as a mismatch. Prints the
-polars version, the record counts and each mismatching field with its first examples; exits 1 on
-any mismatch, 2 on bad usage.
+For `decisions-*.jsonl` and `outcomes-*.jsonl` in LOG_DIR (every replica's segments,
+`<kind>-<replica>-<start>-<seq>.jsonl`, and the older names without a replica id), reads the
+records with `pl.scan_ndjson(LOG_DIR/<kind>-*.jsonl).collect()` and polars' DEFAULT schema
+inference (the first 100 lines), and compares every row with `json.loads` of the same line:
+every key of every record must be a column, and every value (nested lists and objects included)
+must come back equal; a value polars cannot read (an error) or reads as null counts as a
+mismatch. Prints the polars version, the record counts and each mismatching field with its first
+examples; exits 1 on any mismatch, 2 on bad usage.
 """
 
 import glob

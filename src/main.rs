@@ -48,6 +48,12 @@ enum Command {
         /// `[telemetry] metrics_listen`.
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<SocketAddr>,
+        /// This replica's name in its decision-log file names
+        /// (`decisions-ID-<UTC start>-<seq>.jsonl`, `outcomes-ID-...`), which keeps apart the
+        /// files of replicas sharing one log directory: 1 to 64 characters of A-Z a-z 0-9 . _ -
+        /// [default: <host name>-<port>, the port actually bound]
+        #[arg(long, value_name = "ID")]
+        replica_id: Option<signalbox::decision_log::ReplicaId>,
     },
     /// Validate a policy file and exit (0 = valid).
     CheckConfig {
@@ -138,6 +144,7 @@ fn main() -> ExitCode {
             threads,
             insecure_no_auth,
             metrics_listen,
+            replica_id,
         } => {
             // Validate before anything is bound or started.
             let mut policy = match Policy::load(&config) {
@@ -150,6 +157,8 @@ fn main() -> ExitCode {
             if metrics_listen.is_some() {
                 policy.telemetry.metrics_listen = metrics_listen;
             }
+            // `None`: the server names the log after this host and the port it binds.
+            policy.log.replica_id = replica_id;
             // Without authentication, anyone who reaches the port routes as any tenant and
             // reloads the policy: loopback only, unless asked for explicitly.
             let no_auth = policy.auth.mode == AuthMode::None;

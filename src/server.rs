@@ -165,7 +165,9 @@ fn render_metrics(shared: &Arc<Shared>) -> Render {
 }
 
 /// Serve an in-memory policy (no reloads): bind `listen` (port 0 allowed) and serve until
-/// [`RunningServer::shutdown`].
+/// [`RunningServer::shutdown`]. The log's segments carry `policy.log.replica_id`, or
+/// `<host name>-<bound port>` when it is `None` (as in `signalbox serve` without
+/// `--replica-id`).
 pub async fn start(policy: Policy, listen: SocketAddr) -> Result<RunningServer, ServerError> {
     serve(build_shared(policy, None).await?, listen).await
 }
@@ -197,6 +199,21 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
         addr: listen,
         source,
     })?;
+    // Without `--replica-id`, the segments are named after this host and the port just bound
+    // (the real one for port 0). No record can come before this: nothing is served yet.
+    let named = shared.live.load().engine.policy().log.replica_id.is_some();
+    if !named {
+        shared
+            .log
+            .set_replica_id(crate::decision_log::ReplicaId::for_host_and_port(
+                addr.port(),
+            ));
+    }
+    tracing::info!(
+        replica_id = %shared.log.replica_id(),
+        log_dir = %shared.log.dir().display(),
+        "decision log segments carry this replica id"
+    );
     let metrics = match (
         shared.telemetry.policy.metrics_listen,
         &shared.telemetry.metrics,

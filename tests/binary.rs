@@ -79,6 +79,24 @@ fn invalid_config_exits_non_zero_naming_the_key_and_binds_nothing() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("/nonexistent/signalbox.toml"));
 }
 
+/// A replica id that cannot stand in a file name is refused with the rule, before anything is
+/// read or bound.
+#[test]
+fn an_invalid_replica_id_is_refused_naming_the_rule() {
+    for bad in ["a b", "../up", "", &"x".repeat(65)] {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--replica-id", bad])
+            .args(["--config", "/nonexistent/signalbox.toml"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--replica-id"), "{bad:?}: {err}");
+        assert!(err.contains("A-Z a-z 0-9 . _ -"), "{bad:?}: {err}");
+        assert!(!err.contains("nonexistent"), "{err}");
+    }
+}
+
 #[test]
 fn check_config_and_serve_agree_on_an_unusable_log_dir() {
     let tmp = tempfile::tempdir().unwrap();
@@ -216,12 +234,14 @@ fn spawn_server(
     String,
     std::thread::JoinHandle<Vec<String>>,
 ) {
-    spawn_server_under(&[], config)
+    spawn_server_under(&[], &[], config)
 }
 
-/// [`spawn_server`] run through `wrapper` (e.g. `prlimit --nofile=96:96 --`).
+/// [`spawn_server`] run through `wrapper` (e.g. `prlimit --nofile=96:96 --`), with `args` added
+/// to `serve`'s.
 fn spawn_server_under(
     wrapper: &[&str],
+    args: &[&str],
     config: &std::path::Path,
 ) -> (
     std::process::Child,
@@ -237,7 +257,9 @@ fn spawn_server_under(
         None => Command::new(BIN),
     };
     let mut child = command
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--config")
         .arg(config)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -276,7 +298,8 @@ fn the_shipped_config_and_bundle_serve_learned_decisions() {
     let config = tmp.path().join("policy.toml");
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/routellm-mmlu");
     std::fs::write(&config, example_with_bundle(&log_dir, &shipped)).unwrap();
-    let (mut child, addr, drain) = spawn_server(&config);
+    let (mut child, addr, drain) =
+        spawn_server_under(&[], &["--replica-id", "replica-a.1"], &config);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut client =
@@ -319,6 +342,28 @@ fn the_shipped_config_and_bundle_serve_learned_decisions() {
     assert_eq!(decisions[0]["router"], "learned");
     assert_eq!(decisions[0]["shadow"]["router"], "rules");
     assert_eq!(read_log(&log_dir, "outcomes").len(), 1);
+    // `--replica-id` names the segments.
+    assert_eq!(segment_replicas(&log_dir), ["replica-a.1", "replica-a.1"]);
+}
+
+/// The replica id in the name of every segment in `dir`, decisions first.
+fn segment_replicas(dir: &std::path::Path) -> Vec<String> {
+    ["decisions", "outcomes"]
+        .iter()
+        .flat_map(|kind| {
+            signalbox::decision_log::segments(dir, kind)
+                .unwrap()
+                .into_iter()
+                .map(move |p| {
+                    let name = p.file_name().unwrap().to_str().unwrap().to_string();
+                    signalbox_features::log_segments::parse_segment_name(&name, kind)
+                        .unwrap_or_else(|| panic!("{name}"))
+                        .replica
+                        .unwrap_or_else(|| panic!("no replica id in {name}"))
+                        .to_string()
+                })
+        })
+        .collect()
 }
 
 #[test]
@@ -361,20 +406,22 @@ fn sigterm_drains_and_syncs_the_log() {
     );
     assert_eq!(read_log(&log_dir, "decisions").len(), sent);
     assert_eq!(read_log(&log_dir, "outcomes").len(), sent);
+    // Without `--replica-id`, the segments carry the host name and the port bound for port 0.
+    let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert_ne!(port, 0);
+    let default = signalbox::decision_log::ReplicaId::for_host_and_port(port);
+    let replicas = segment_replicas(&log_dir);
+    assert!(replicas.len() >= 2);
+    assert!(
+        replicas.iter().all(|r| r == default.as_str()),
+        "{replicas:?}"
+    );
 }
 
 /// Every JSON line of one log kind, skipping a last line cut by a kill (none is expected: the
 /// writer hands whole lines to the OS).
 fn read_log_after_kill(dir: &std::path::Path, kind: &str) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            name.starts_with(&format!("{kind}-")) && name.ends_with(".jsonl")
-        })
-        .collect();
-    files.sort();
+    let files = signalbox::decision_log::segments(dir, kind).unwrap();
     let mut out = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
@@ -531,7 +578,7 @@ fn out_of_file_descriptors_the_server_backs_off_and_recovers() {
     );
     std::fs::write(&config, text).unwrap();
     let (mut child, addr, drain) =
-        spawn_server_under(&["prlimit", "--nofile=96:96", "--"], &config);
+        spawn_server_under(&["prlimit", "--nofile=96:96", "--"], &[], &config);
 
     // More idle connections than descriptors: the rest wait in the backlog.
     let mut idle = Vec::new();

@@ -13,13 +13,14 @@
 //! costs from the caller's catalog).
 //!
 //! The service's decision and outcome log records, and the projections its readers parse, are
-//! in [`log_schema`].
+//! in [`log_schema`]; the log's file names (one set of segments per replica) in [`log_segments`].
 
 pub mod error;
 pub mod fast_tokenizer;
 pub mod featurizer;
 pub mod hashing;
 pub mod log_schema;
+pub mod log_segments;
 pub mod manifest;
 pub mod meta;
 pub mod routing;

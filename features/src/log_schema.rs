@@ -1,5 +1,5 @@
 //! The decision and outcome log records: what the service writes (`decisions-*.jsonl`,
-//! `outcomes-*.jsonl`, one JSON object per line) and what every reader of the log reads (the
+//! `outcomes-*.jsonl`, one JSON object per line; file names in [`crate::log_segments`]) and what every reader of the log reads (the
 //! service's restart, `signalbox-train ingest`, the shadow report, the synthetic generator).
 //!
 //! Every record is written with [`SCHEMA_VERSION`] as its first field, `schema`. A record

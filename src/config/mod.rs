@@ -218,6 +218,10 @@ pub struct LogPolicy {
     pub buffer_records: usize,
     pub flush_interval_ms: u64,
     pub ack: AckMode,
+    /// The replica id in the segment names (`signalbox serve --replica-id`; not a key of the
+    /// policy file, and a reload does not change it). `None`: `<host name>-<port>` once the
+    /// server has bound its port (`local` for a log opened without a server).
+    pub replica_id: Option<crate::decision_log::ReplicaId>,
 }
 
 /// When Route and ReportOutcome answer, relative to their log record.

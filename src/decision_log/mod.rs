@@ -1,13 +1,20 @@
 //! Append-only decision and outcome log: JSON Lines in size-rotated segments
-//! (`decisions-<UTC start>-<seq>.jsonl`, `outcomes-<UTC start>-<seq>.jsonl`), written by one
-//! dedicated thread behind a bounded channel. A request is acknowledged only after its record is
-//! queued; a full queue makes requests wait rather than drop records. Shutdown drains the queue,
-//! flushes and fsyncs.
+//! (`decisions-<replica>-<UTC start>-<seq>.jsonl`, `outcomes-<replica>-<UTC start>-<seq>.jsonl`),
+//! written by one dedicated thread behind a bounded channel. A request is acknowledged only after
+//! its record is queued; a full queue makes requests wait rather than drop records. Shutdown
+//! drains the queue, flushes and fsyncs.
+//!
+//! The replica id ([`ReplicaId`]: `signalbox serve --replica-id`, by default
+//! `<host name>-<port>`) keeps the segments of replicas that share one directory apart. Readers
+//! ([`segments`]) also accept the names written before replica ids existed
+//! (`decisions-<UTC start>-<seq>.jsonl`), and order segments by start time, then sequence, then
+//! replica (see [`signalbox_features::log_segments`]).
 //!
 //! Each outcome segment, once closed and synced, gets a spend summary beside it
-//! (`outcomes-<UTC start>-<seq>.spend.json`: cost per tenant, user and UTC day), so a restart adds
-//! up summaries instead of re-reading every outcome of the month. A segment without a valid
-//! summary (the one open at a crash, say) is read record by record; both give the same totals.
+//! (`outcomes-<replica>-<UTC start>-<seq>.spend.json`: cost per tenant, user and UTC day), so a
+//! restart adds up summaries instead of re-reading every outcome of the month. A segment without
+//! a valid summary (the one open at a crash, say) is read record by record; both give the same
+//! totals.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -17,16 +24,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use signalbox_features::log_segments::segment_file_name;
 use tokio::sync::mpsc;
 
 use crate::config::{AckMode, LogPolicy};
 
 mod read;
+mod replica;
 mod spend;
 #[cfg(test)]
 mod tests;
 
 pub use read::{read_newest, read_records, segments};
+pub use replica::{ReplicaId, ReplicaIdError, host_name};
 pub use spend::{
     DaySpend, SegmentSpend, SpendReplay, outcome_spend, replay_spend, spend_summary_path,
 };
@@ -115,6 +125,8 @@ pub struct DecisionLog {
     dir: PathBuf,
     writable: Arc<AtomicBool>,
     shutdown_requested: Arc<AtomicBool>,
+    /// The replica id in the names of the segments opened from now on.
+    replica: Arc<parking_lot::Mutex<ReplicaId>>,
 }
 
 impl DecisionLog {
@@ -147,7 +159,11 @@ impl DecisionLog {
         let writable = Arc::new(AtomicBool::new(true));
         let shutdown_requested = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(LogCounters::default());
+        let replica = Arc::new(parking_lot::Mutex::new(
+            policy.replica_id.clone().unwrap_or_else(ReplicaId::local),
+        ));
         let mut writer = Writer {
+            replica: replica.clone(),
             counters: counters.clone(),
             dir: policy.dir.clone(),
             ack: policy.ack,
@@ -176,7 +192,20 @@ impl DecisionLog {
             dir: policy.dir.clone(),
             writable,
             shutdown_requested,
+            replica,
         })
+    }
+
+    /// The replica id the segments opened from now on carry.
+    pub fn replica_id(&self) -> ReplicaId {
+        self.replica.lock().clone()
+    }
+
+    /// Name the segments opened from now on after `replica` (the open ones keep their names).
+    /// The server calls it once it has bound its port, before it serves, when `--replica-id` was
+    /// not given (`log.replica_id = None`): no segment is open by then.
+    pub fn set_replica_id(&self, replica: ReplicaId) {
+        *self.replica.lock() = replica;
     }
 
     /// Queue depth, bytes and records written, write errors, health.
@@ -345,6 +374,8 @@ impl Segment {
 
 struct Writer {
     counters: Arc<LogCounters>,
+    /// Read when a segment is opened.
+    replica: Arc<parking_lot::Mutex<ReplicaId>>,
     dir: PathBuf,
     ack: AckMode,
     /// Waiters of the records written since the last flush.
@@ -576,14 +607,15 @@ impl Writer {
 
     /// Close the current segment of this kind and open the next (idempotent on retry).
     fn rotate(&mut self, decision: bool) -> Result<(), LogError> {
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string();
         self.segment(decision).finish()?;
+        let replica = self.replica.lock().clone();
         loop {
             self.seq += 1;
             let kind = self.segment(decision).kind;
             let path = self
                 .dir
-                .join(format!("{kind}-{stamp}-{:06}.jsonl", self.seq));
+                .join(segment_file_name(kind, replica.as_str(), &stamp, self.seq));
             match OpenOptions::new().create_new(true).append(true).open(&path) {
                 Ok(file) => {
                     let seg = self.segment(decision);

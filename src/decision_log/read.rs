@@ -5,10 +5,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use signalbox_features::log_segments;
 
 use super::{LogError, io_err};
 
-/// Segment files of one kind ("decisions" or "outcomes") in `dir`, oldest first.
+/// Segment files of one kind ("decisions" or "outcomes") in `dir`, oldest first: those of every
+/// replica that writes into `dir`, and those named before replica ids existed, ordered by start
+/// time, then sequence, then replica id ([`log_segments::segment_order`]).
 pub fn segments(dir: &Path, kind: &str) -> Result<Vec<PathBuf>, LogError> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
@@ -19,12 +22,11 @@ pub fn segments(dir: &Path, kind: &str) -> Result<Vec<PathBuf>, LogError> {
     for entry in entries {
         let path = entry.map_err(io_err(dir))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with(&format!("{kind}-")) && name.ends_with(".jsonl") {
+        if log_segments::is_segment_of(name, kind) {
             out.push(path);
         }
     }
-    // Names sort by start time, then sequence.
-    out.sort();
+    log_segments::sort_segments(&mut out, kind);
     Ok(out)
 }
 

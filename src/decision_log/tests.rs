@@ -59,6 +59,7 @@ async fn spend_summaries_give_the_same_totals_as_the_records() {
         buffer_records: 64,
         flush_interval_ms: 10,
         ack: AckMode::Queued,
+        replica_id: None,
     })
     .unwrap();
     let mut expected = Totals::new();
@@ -127,6 +128,7 @@ async fn the_writer_retries_a_failed_rotation_and_loses_nothing_queued() {
         buffer_records: 1000,
         flush_interval_ms: 10,
         ack: AckMode::Queued,
+        replica_id: None,
     })
     .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
@@ -185,6 +187,7 @@ async fn a_writer_stuck_retrying_gives_up_at_shutdown() {
             buffer_records: 2,
             flush_interval_ms: 10,
             ack: AckMode::Queued,
+            replica_id: None,
         },
         Duration::from_millis(300),
     )
@@ -246,6 +249,7 @@ async fn with_ack_written_or_fsynced_an_appended_record_is_already_in_the_file()
                 // Far longer than the test: only the group commit can have written them.
                 flush_interval_ms: 60_000,
                 ack,
+                replica_id: None,
             })
             .unwrap(),
         );
@@ -269,4 +273,135 @@ async fn with_ack_written_or_fsynced_an_appended_record_is_already_in_the_file()
         assert_eq!(stats.outcomes, 200);
         assert!(stats.segments > 1, "rotation under group commit");
     }
+}
+
+/// What `outcomes` book, as the summaries add it up.
+fn expected_totals(outcomes: impl IntoIterator<Item = OutcomeRecord>) -> Totals {
+    let mut expected = Totals::new();
+    for o in outcomes {
+        if let Some((day, cost)) = outcome_spend(&o) {
+            let slot = expected
+                .entry((o.tenant_id.clone(), o.user_id.clone(), day))
+                .or_default();
+            slot.0 += cost.0;
+            slot.1 += 1;
+        }
+    }
+    expected
+}
+
+/// Two replicas writing into one directory (one named from the start, one named after it was
+/// opened, as the server does) keep their segments and spend summaries apart by name; the
+/// readers take the segments of both and a segment named before replica ids existed, in
+/// start-time order, and the spend replay adds up all of them.
+#[tokio::test]
+async fn replicas_sharing_a_directory_keep_their_segments_apart_and_readers_take_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = |replica_id: Option<ReplicaId>| LogPolicy {
+        dir: tmp.path().to_path_buf(),
+        segment_max_bytes: 4096,
+        buffer_records: 64,
+        flush_interval_ms: 10,
+        ack: AckMode::Queued,
+        replica_id,
+    };
+    // Before replica ids: one old-style segment, a day older than anything below.
+    let old = outcome(1000);
+    std::fs::write(
+        tmp.path().join("outcomes-20000101T000000-000001.jsonl"),
+        serde_json::to_string(&old).unwrap() + "\n",
+    )
+    .unwrap();
+    let a = DecisionLog::open(&policy(Some(ReplicaId::new("replica-a").unwrap()))).unwrap();
+    let b = DecisionLog::open(&policy(None)).unwrap();
+    assert_eq!(b.replica_id(), ReplicaId::local());
+    b.set_replica_id(ReplicaId::new("node.b-50051").unwrap());
+    assert_eq!(b.replica_id().as_str(), "node.b-50051");
+    for i in 0..120 {
+        let log = if i % 2 == 0 { &a } else { &b };
+        log.append(LogRecord::Outcome(outcome(i))).await.unwrap();
+    }
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+
+    let segs = segments(tmp.path(), "outcomes").unwrap();
+    let names: Vec<String> = segs
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names[0], "outcomes-20000101T000000-000001.jsonl");
+    let replica_of = |n: &str| {
+        signalbox_features::log_segments::parse_segment_name(n, "outcomes")
+            .unwrap_or_else(|| panic!("{n} does not parse"))
+            .replica
+            .map(str::to_string)
+    };
+    let of = |r: &str| {
+        names
+            .iter()
+            .filter(|n| replica_of(n).as_deref() == Some(r))
+            .count()
+    };
+    assert!(of("replica-a") > 1 && of("node.b-50051") > 1, "{names:?}");
+    assert_eq!(of("replica-a") + of("node.b-50051") + 1, names.len());
+    // Oldest first: by start stamp, then sequence, then replica.
+    let keys: Vec<(String, u64, String)> = names
+        .iter()
+        .map(|n| {
+            let s = signalbox_features::log_segments::parse_segment_name(n, "outcomes").unwrap();
+            (
+                s.stamp.to_string(),
+                s.seq,
+                s.replica.unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    // Every closed segment of a replica has its summary beside it, named alike.
+    for seg in &segs[1..] {
+        let summary = spend_summary_path(seg);
+        assert!(summary.exists(), "{}", summary.display());
+        let name = summary.file_name().unwrap().to_string_lossy().into_owned();
+        let stem = seg.file_stem().unwrap().to_string_lossy().into_owned();
+        assert_eq!(name, format!("{stem}.spend.json"));
+    }
+    // Nothing but segments and summaries was left behind.
+    let files = std::fs::read_dir(tmp.path()).unwrap().count();
+    assert_eq!(files, 2 * segs.len() - 1);
+
+    let mut ids = Vec::new();
+    read_records::<OutcomeRecord>(
+        tmp.path(),
+        "outcomes",
+        None,
+        |o| ids.push(o.decision_id),
+        |p, l, e| panic!("{}:{l}: {e}", p.display()),
+    )
+    .unwrap();
+    assert_eq!(ids.len(), 121);
+    assert_eq!(ids[0], "d1000");
+    let (totals, stats) = replayed(tmp.path());
+    assert_eq!(totals, expected_totals((0..120).map(outcome).chain([old])));
+    assert_eq!((stats.summarised, stats.read), (segs.len() as u64 - 1, 1));
+}
+
+#[test]
+fn replica_ids_are_checked_and_the_default_is_one() {
+    assert_eq!(ReplicaId::new("node-a.1_x").unwrap().as_str(), "node-a.1_x");
+    for bad in ["", "a b", "a/b", &"x".repeat(65)] {
+        let err = ReplicaId::new(bad).unwrap_err().to_string();
+        assert!(err.contains("replica id"), "{err}");
+    }
+    assert_eq!(ReplicaId::local().as_str(), "local");
+    assert!("ok-1".parse::<ReplicaId>().is_ok());
+    let id = ReplicaId::for_host_and_port(50051);
+    assert!(id.as_str().ends_with("-50051"), "{id}");
+    assert!(ReplicaId::new(id.as_str()).is_ok(), "{id}");
+    let host = host_name();
+    if !host.is_empty() && ReplicaId::new(host.clone()).is_ok() && host.len() <= 58 {
+        assert_eq!(id.as_str(), format!("{host}-50051"));
+    }
+    assert!(ReplicaId::for_host_and_port(0).as_str().len() <= 64);
 }

@@ -29,6 +29,13 @@ struct Settled {
 /// Replay this month's spend into the budgets, recent decisions into the tracker, and the
 /// estimates of decisions still in flight (no outcome yet) into budget holds, so spend, outcome
 /// matching and in-flight caps survive a restart.
+///
+/// Everything in `log.dir` is read, whichever replica wrote it: the segments and spend summaries
+/// of every replica id (and those named before replica ids existed), in start-time order
+/// ([`decision_log::segments`]). Replicas sharing one log directory serve the same tenants, so a
+/// replica starting there books the spend all of them logged this month, and tracks the recent
+/// decisions of all of them (an outcome for a decision another replica made is matched too). A
+/// replica with a directory of its own reads only its own log, as before replica ids.
 pub(super) fn restore(
     policy: &Policy,
     budgets: &BudgetLedger,

@@ -128,22 +128,11 @@ pub fn outcome(decision_id: &str, model_id: &str) -> proto::Outcome {
     }
 }
 
-/// Every JSON line of one log kind ("decisions" or "outcomes").
+/// Every JSON line of one log kind ("decisions" or "outcomes"), oldest segment first (those of
+/// every replica id in `dir`, as the service lists them).
 pub fn read_log(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
+    signalbox::decision_log::segments(dir, kind)
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with(&format!("{kind}-"))
-                && p.extension().is_some_and(|e| e == "jsonl")
-        })
-        .collect();
-    files.sort();
-    files
         .iter()
         .flat_map(|f| {
             std::fs::read_to_string(f)

@@ -141,3 +141,57 @@ async fn a_reported_attempt_is_not_booked_again_after_a_restart_once_its_hold_ha
     assert_eq!(err.code(), Code::ResourceExhausted);
     server.shutdown().await.unwrap();
 }
+
+/// Two replicas sharing one log directory, each under its own replica id: their segments stay
+/// apart, and a replica starting on the directory books the spend of both (its tenants are
+/// theirs) and accepts outcomes for the decisions either made.
+#[tokio::test]
+async fn a_replica_starting_on_a_shared_log_restores_every_replicas_spend() {
+    let example = ExampleLog::new(|s| s);
+    let start_as = |id: &str| {
+        let mut policy = policy_from(&example.text, example.tmp.path());
+        policy.log.replica_id = Some(signalbox::decision_log::ReplicaId::new(id).unwrap());
+        start_with(policy)
+    };
+    let (a, mut client_a) = start_as("replica-a").await;
+    let (b, mut client_b) = start_as("replica-b").await;
+    // `trial` may spend 1 USD a day: 0.6 through each replica is more.
+    let mut decisions = Vec::new();
+    for client in [&mut client_a, &mut client_b] {
+        let d = route(client, text_request("trial", "Name a colour.")).await;
+        let mut o = outcome(&d.decision_id, MIXTRAL);
+        o.cost_usd = Some(0.6);
+        client.report_outcome(o).await.unwrap();
+        decisions.push(d);
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    let mut replicas = Vec::new();
+    for kind in ["decisions", "outcomes"] {
+        for p in signalbox::decision_log::segments(&example.log_dir, kind).unwrap() {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let parsed = signalbox_features::log_segments::parse_segment_name(&name, kind);
+            replicas.push(parsed.and_then(|s| s.replica).unwrap().to_string());
+        }
+    }
+    replicas.sort();
+    assert_eq!(
+        replicas,
+        ["replica-a", "replica-a", "replica-b", "replica-b"]
+    );
+
+    // A third replica (named after its host and port) on the same directory.
+    let (c, mut client) = example.start().await;
+    let err = client
+        .route(text_request("trial", "Name a colour."))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    for d in &decisions {
+        let mut o = outcome(&d.decision_id, MIXTRAL);
+        o.cost_usd = Some(0.0);
+        o.attempt = 2;
+        client.report_outcome(o).await.unwrap();
+    }
+    c.shutdown().await.unwrap();
+}

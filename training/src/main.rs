@@ -31,8 +31,11 @@ struct IngestArgs {
     /// RouteLLM benchmarks to read (repeatable); none with --service-logs only.
     #[arg(long = "benchmark", value_enum)]
     benchmarks: Vec<Benchmark>,
-    /// Directory of service decision/outcome JSONL segments (repeatable).
-    #[arg(long = "service-logs")]
+    /// Directory of service decision/outcome JSONL segments, or a glob pattern naming several
+    /// (quoted, e.g. 'logs/replica-*'); repeatable. All the directories are joined as one log
+    /// (an outcome finds its decision whichever replica logged either), each read once. A
+    /// pattern that matches no directory is an error.
+    #[arg(long = "service-logs", value_name = "DIR|PATTERN")]
     service_logs: Vec<PathBuf>,
     /// What to do with malformed rows.
     #[arg(long, value_enum, default_value_t = BadRowPolicy::Skip)]
@@ -123,22 +126,25 @@ enum Command {
     },
     /// Agreement and estimated quality/cost of live vs. shadow router decisions.
     Shadow {
-        /// Directory of service decision/outcome JSONL segments.
-        #[arg(long)]
-        logs: PathBuf,
+        /// Directory of service decision/outcome JSONL segments, or a glob pattern naming
+        /// several (quoted, e.g. 'logs/replica-*'); repeatable. All are read as one log.
+        #[arg(long, required = true, value_name = "DIR|PATTERN")]
+        logs: Vec<PathBuf>,
         #[arg(long)]
         report_json: Option<PathBuf>,
     },
 }
 
 fn ingest(input: &IngestArgs, out: &Path) -> Result<IngestReport, TrainError> {
-    let mut writer = TableWriter::create(out)?;
-    let mut report = IngestReport::default();
     if input.benchmarks.is_empty() && input.service_logs.is_empty() {
         return Err(TrainError::Argument(
             "nothing to ingest: pass --benchmark and/or --service-logs".into(),
         ));
     }
+    // Patterns first: one that matches nothing fails before anything is written.
+    let log_dirs = service_logs::expand_dirs("--service-logs", &input.service_logs)?;
+    let mut writer = TableWriter::create(out)?;
+    let mut report = IngestReport::default();
     let join = service_logs::JoinOptions {
         budget_bytes: input.join_budget_mb.max(1) << 20,
         temp_parent: None,
@@ -157,17 +163,25 @@ fn ingest(input: &IngestArgs, out: &Path) -> Result<IngestReport, TrainError> {
             &bar,
         )?;
     }
-    for dir in &input.service_logs {
+    if !log_dirs.is_empty() {
         // One step per log segment (spend summaries beside them are not read).
-        let segments = ["decisions-", "outcomes-"]
-            .iter()
-            .map(|kind| {
-                signalbox_train::ingest::list_files(dir, kind, ".jsonl")
-                    .map_or(0, |f| f.len() as u64)
-            })
-            .sum();
-        bar.inc_length(segments);
-        service_logs::ingest_dir_with(dir, &mut writer, &mut report, input.bad_rows, &bar, &join)?;
+        for dir in &log_dirs {
+            let segments: u64 = ["decisions", "outcomes"]
+                .iter()
+                .map(|kind| {
+                    signalbox_train::ingest::segment_files(dir, kind).map_or(0, |f| f.len() as u64)
+                })
+                .sum();
+            bar.inc_length(segments);
+        }
+        service_logs::ingest_dirs_with(
+            &log_dirs,
+            &mut writer,
+            &mut report,
+            input.bad_rows,
+            &bar,
+            &join,
+        )?;
     }
     bar.finish_and_clear();
     let n = writer.finish()?;
@@ -366,7 +380,7 @@ fn run(cli: Cli) -> Result<(), TrainError> {
             );
         }
         Command::Shadow { logs, report_json } => {
-            let r = shadow::run(&logs)?;
+            let r = shadow::run_dirs(&service_logs::expand_dirs("--logs", &logs)?)?;
             print!("{}", shadow::render(&r));
             if let Some(p) = report_json {
                 std::fs::write(&p, serde_json::to_string_pretty(&r)? + "\n")

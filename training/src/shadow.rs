@@ -11,13 +11,14 @@
 //! version of it).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use signalbox_features::log_schema::{DecisionRouting, OutcomeLabel};
+use signalbox_features::log_segments::sort_segments;
 
 use crate::error::TrainError;
-use crate::ingest::list_files;
+use crate::ingest::segment_files;
 use crate::lines::for_each_line;
 
 /// Per-router estimate.
@@ -43,12 +44,27 @@ pub struct ShadowReport {
     pub malformed: Vec<String>,
 }
 
+/// The report of one log directory.
 pub fn run(dir: &Path) -> Result<ShadowReport, TrainError> {
+    run_dirs(std::slice::from_ref(&dir.to_path_buf()))
+}
+
+/// The report of the logs in `dirs` (those of several replicas, say), read as one log: every
+/// directory's segments, oldest first.
+pub fn run_dirs(dirs: &[PathBuf]) -> Result<ShadowReport, TrainError> {
+    let files = |kind: &str| -> Result<Vec<PathBuf>, TrainError> {
+        let mut all = Vec::new();
+        for dir in dirs {
+            all.extend(segment_files(dir, kind)?);
+        }
+        sort_segments(&mut all, kind);
+        Ok(all)
+    };
     let mut decisions = Vec::new();
     // decision_id -> task of every decision (for the per-task means).
     let mut task_of: HashMap<String, Option<String>> = HashMap::new();
     let mut malformed: Vec<String> = Vec::new();
-    for p in list_files(dir, "decisions-", ".jsonl")? {
+    for p in files("decisions")? {
         for_each_line(&p, |line_no, line| {
             match serde_json::from_str::<DecisionRouting>(line) {
                 Ok(d) => {
@@ -65,7 +81,7 @@ pub fn run(dir: &Path) -> Result<ShadowReport, TrainError> {
     let mut outcomes: HashMap<String, Vec<OutcomeLabel>> = HashMap::new();
     let mut task_model: HashMap<(String, String), (f64, f64, usize, usize)> = HashMap::new();
     let mut model_mean: HashMap<String, (f64, f64, usize, usize)> = HashMap::new();
-    for p in list_files(dir, "outcomes-", ".jsonl")? {
+    for p in files("outcomes")? {
         for_each_line(&p, |line_no, line| {
             let o = match serde_json::from_str::<OutcomeLabel>(line) {
                 Ok(o) => o,

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use signalbox_features::log_schema::{DecisionRecord, OutcomeRecord, SCHEMA_VERSION};
+use signalbox_features::log_segments::segment_file_name;
 
 use crate::dataset::SplitMix64;
 use crate::error::TrainError;
@@ -54,7 +55,7 @@ const WORDS: [&str; 24] = [
 ];
 
 /// Writes `rows` outcome rows (one decision per `models` outcomes) into `dir`, in
-/// segments of `segment_rows` lines. Returns (decisions, outcomes) written.
+/// segments of `segment_rows` lines named as replica `synth` names them. Returns (decisions, outcomes) written.
 pub fn generate(
     dir: &Path,
     rows: usize,
@@ -67,7 +68,12 @@ pub fn generate(
     let mut written = 0usize;
     let mut seg = 0usize;
     let open = |kind: &str, seg: usize| -> Result<std::io::BufWriter<std::fs::File>, TrainError> {
-        let p = dir.join(format!("{kind}-20250101T000000-{seg:06}.jsonl"));
+        let p = dir.join(segment_file_name(
+            kind,
+            "synth",
+            "20250101T000000",
+            seg as u64,
+        ));
         let f = std::fs::File::create(&p).map_err(TrainError::io(&p))?;
         Ok(std::io::BufWriter::with_capacity(1 << 20, f))
     };

@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::process::Command;
 
 use signalbox_train::dataset::Dataset;
 use signalbox_train::ingest::routellm::ingest_csv;
@@ -686,4 +687,238 @@ fn shadow_report_matches_the_hand_computation(predicted_quality: &str) {
         text.contains("outcomes-20250101T000000-000001.jsonl:6: outcome:"),
         "{text}"
     );
+}
+
+/// Writes `lines` into `dir` as `replica` would: segments of `per_segment` lines named
+/// `{kind}-{replica}-{start}-{seq}.jsonl`, one second apart.
+fn write_replica_segments(
+    dir: &std::path::Path,
+    replica: &str,
+    kind: &str,
+    lines: &[&str],
+    per_segment: usize,
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (seq, chunk) in lines.chunks(per_segment).enumerate() {
+        let stamp = format!("20250101T0000{:02}", seq % 60);
+        let name = signalbox_features::log_segments::segment_file_name(
+            kind,
+            replica,
+            &stamp,
+            seq as u64 + 1,
+        );
+        std::fs::write(dir.join(name), chunk.join("\n") + "\n").unwrap();
+    }
+}
+
+/// The table as JSON Lines, its rows sorted (by decision id first: `prompt_id` leads each row).
+fn sorted_rows(path: &std::path::Path) -> Vec<String> {
+    let mut rows: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// One stream of traffic (the synthetic generator's decisions and outcomes) logged by one
+/// replica, and by three replicas where each decision's outcomes were reported to another
+/// replica than the one that made it (round robin): ingesting the three replicas' logs (a
+/// directory each, or all in one shared directory) gives the same table as the one replica's,
+/// with one join partition or many, through the library and through the CLI with a glob
+/// pattern (a directory also named on its own is read once). Each replica's directory alone
+/// does not join: its outcomes' decisions are elsewhere.
+#[test]
+fn three_replicas_logs_give_the_same_table_as_one_replicas_log() {
+    use signalbox_train::ingest::segment_files;
+    let tmp = tempfile::tempdir().unwrap();
+    let generated = tmp.path().join("generated");
+    // 200 decisions, 3 outcomes each.
+    signalbox_train::synth::generate(&generated, 600, 40, 7).unwrap();
+    let read = |kind: &str| -> String {
+        segment_files(&generated, kind)
+            .unwrap()
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    };
+    let (decision_text, outcome_text) = (read("decisions"), read("outcomes"));
+    let decisions: Vec<&str> = decision_text.lines().collect();
+    let outcomes: Vec<&str> = outcome_text.lines().collect();
+    assert_eq!((decisions.len(), outcomes.len()), (200, 600));
+    let id_of = |line: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["decision_id"].as_str().unwrap().to_string()
+    };
+
+    // One replica.
+    let one = tmp.path().join("one");
+    write_replica_segments(&one, "node-a-50051", "decisions", &decisions, 70);
+    write_replica_segments(&one, "node-a-50051", "outcomes", &outcomes, 110);
+
+    // Three replicas: decision i made by replica i % 3, its outcomes reported to the next.
+    let made_by: std::collections::HashMap<String, usize> = decisions
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (id_of(d), i % 3))
+        .collect();
+    let mut replica_decisions: [Vec<&str>; 3] = Default::default();
+    let mut replica_outcomes: [Vec<&str>; 3] = Default::default();
+    for (i, d) in decisions.iter().enumerate() {
+        replica_decisions[i % 3].push(d);
+    }
+    for o in &outcomes {
+        let maker = made_by[&id_of(o)];
+        replica_outcomes[(maker + 1) % 3].push(o);
+    }
+    let logs = tmp.path().join("logs");
+    let shared = tmp.path().join("shared");
+    for r in 0..3 {
+        let replica = format!("replica-{r}.example-50051");
+        for dir in [logs.join(format!("replica-{r}")), shared.clone()] {
+            write_replica_segments(&dir, &replica, "decisions", &replica_decisions[r], 20);
+            write_replica_segments(&dir, &replica, "outcomes", &replica_outcomes[r], 45);
+        }
+    }
+    // A file beside the replicas' directories is not one of them.
+    std::fs::write(logs.join("replica-notes.txt"), "not a log").unwrap();
+    let replica_dirs: Vec<std::path::PathBuf> =
+        (0..3).map(|r| logs.join(format!("replica-{r}"))).collect();
+
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let ingest = |dirs: &[std::path::PathBuf], name: &str, budget_bytes: u64| {
+        let path = out.join(name);
+        let mut w = TableWriter::create(&path).unwrap();
+        let mut rep = IngestReport::default();
+        let opts = service_logs::JoinOptions {
+            budget_bytes,
+            temp_parent: None,
+        };
+        service_logs::ingest_dirs_with(
+            dirs,
+            &mut w,
+            &mut rep,
+            BadRowPolicy::Skip,
+            &hidden(),
+            &opts,
+        )
+        .unwrap();
+        w.finish().unwrap();
+        (sorted_rows(&path), rep)
+    };
+    let (expected, rep) = ingest(std::slice::from_ref(&one), "one.jsonl", u64::MAX);
+    assert_eq!(expected.len(), 600);
+    assert!(rep.bad_rows.is_empty(), "{:?}", rep.bad_rows);
+    assert!(
+        expected[0].starts_with("{\"prompt_id\":\"service:"),
+        "{}",
+        expected[0]
+    );
+    // A directory given twice is read once.
+    let twice: Vec<std::path::PathBuf> = replica_dirs
+        .iter()
+        .cloned()
+        .chain([logs.join("replica-1").join("..").join("replica-1")])
+        .collect();
+    for (dirs, name, budget) in [
+        (&replica_dirs, "three.jsonl", u64::MAX),
+        (&twice, "three-twice.jsonl", u64::MAX),
+        (&replica_dirs, "three-partitioned.jsonl", 2_000),
+        (&vec![shared.clone()], "shared.jsonl", u64::MAX),
+        (&vec![shared.clone()], "shared-partitioned.jsonl", 2_000),
+    ] {
+        let (rows, rep) = ingest(dirs, name, budget);
+        assert!(rep.bad_rows.is_empty(), "{name}: {:?}", rep.bad_rows);
+        assert!(rep.no_prompt_skipped.is_empty(), "{name}");
+        assert_eq!(rep.rows_written, 600, "{name}");
+        assert_eq!(rows, expected, "{name}");
+        if budget < u64::MAX {
+            assert!(rep.join_partitions > 1, "{name}: {}", rep.join_partitions);
+        }
+    }
+    // One replica's directory on its own: each of its outcomes' decisions is in another one.
+    let (rows, rep) = ingest(&replica_dirs[..1], "alone.jsonl", u64::MAX);
+    assert!(rows.is_empty(), "{rows:?}");
+    assert_eq!(rep.bad_rows.len(), replica_outcomes[0].len());
+    assert!(rep.bad_rows[0].reason.contains("unknown decision_id"));
+
+    // The CLI: a glob pattern of the replicas' directories, and one of them named again.
+    let cli_out = out.join("cli.jsonl");
+    let run = Command::new(env!("CARGO_BIN_EXE_signalbox-train"))
+        .arg("ingest")
+        .arg("--service-logs")
+        .arg(logs.join("replica-*"))
+        .arg("--service-logs")
+        .arg(&replica_dirs[1])
+        .arg("--out")
+        .arg(&cli_out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(sorted_rows(&cli_out), expected);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("600 rows written"), "{stderr}");
+
+    // A pattern that matches no directory is an error naming it; nothing is written.
+    let missing = logs.join("replica-?x*");
+    let nothing = out.join("nothing.jsonl");
+    let run = Command::new(env!("CARGO_BIN_EXE_signalbox-train"))
+        .args(["ingest", "--service-logs"])
+        .arg(&missing)
+        .arg("--out")
+        .arg(&nothing)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("--service-logs") && stderr.contains(&*missing.to_string_lossy()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("matches no directory"), "{stderr}");
+    assert!(!nothing.exists());
+}
+
+/// `expand_dirs`: directories as given, patterns expanded in name order (directories only, no
+/// hidden ones), each directory once, and clear errors for a bad or empty pattern.
+#[test]
+fn service_log_patterns_expand_to_directories_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    for d in ["r-b", "r-a", ".r-hidden", "other"] {
+        std::fs::create_dir(base.join(d)).unwrap();
+    }
+    std::fs::write(base.join("r-file"), "").unwrap();
+    let expand =
+        |values: &[std::path::PathBuf]| service_logs::expand_dirs("--service-logs", values);
+    let got = expand(&[
+        base.join("other"),
+        base.join("*r-*"),
+        base.join("r-b"),
+        base.join(".").join("other"),
+    ])
+    .unwrap();
+    assert_eq!(
+        got,
+        vec![base.join("other"), base.join("r-a"), base.join("r-b")]
+    );
+    // A missing directory is taken as given (reading it reports it).
+    assert_eq!(
+        expand(&[base.join("missing")]).unwrap(),
+        vec![base.join("missing")]
+    );
+    let err = expand(&[base.join("nope-*")]).unwrap_err().to_string();
+    assert!(
+        err.contains("--service-logs") && err.contains("nope-*"),
+        "{err}"
+    );
+    assert!(err.contains("matches no directory"), "{err}");
+    let err = expand(&[base.join("r-[")]).unwrap_err().to_string();
+    assert!(err.contains("not a valid pattern"), "{err}");
 }

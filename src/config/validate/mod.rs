@@ -172,6 +172,8 @@ fn log_policy(log: raw::Log, base: &Path) -> Result<LogPolicy, ConfigError> {
         buffer_records,
         flush_interval_ms: flush_interval_ms.max(1),
         ack,
+        // Given on the command line (`serve --replica-id`), not in the file.
+        replica_id: None,
     })
 }
 

@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use signalbox_features::log_segments;
 
 use crate::error::TrainError;
 
@@ -48,7 +49,7 @@ pub struct IngestReport {
     /// Outcome rows skipped because their decision stored no prompt.
     pub no_prompt_skipped: Vec<BadRow>,
     pub files_read: usize,
-    /// Partitions of the service-log join (largest over the directories; 0: none read).
+    /// Partitions of the service-log join (one join over every directory; 0: none read).
     pub join_partitions: usize,
 }
 
@@ -115,6 +116,23 @@ pub fn prompt_id(source: &str, prompt: &str) -> String {
         hex += &format!("{b:02x}");
     }
     format!("{source}:{hex}")
+}
+
+/// The segment files of one kind (`decisions` or `outcomes`) of a service log directory: every
+/// replica's (`{kind}-{replica}-{start}-{seq}.jsonl`) and those named before replica ids existed
+/// (`{kind}-{start}-{seq}.jsonl`), oldest first
+/// ([`signalbox_features::log_segments::segment_order`]).
+pub fn segment_files(dir: &Path, kind: &str) -> Result<Vec<PathBuf>, TrainError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(TrainError::io(dir))? {
+        let entry = entry.map_err(TrainError::io(dir))?;
+        let name = entry.file_name();
+        if log_segments::is_segment_of(&name.to_string_lossy(), kind) {
+            out.push(entry.path());
+        }
+    }
+    log_segments::sort_segments(&mut out, kind);
+    Ok(out)
 }
 
 /// Files in `dir` whose names start with `prefix` and end with `suffix`, sorted by name.

@@ -5,17 +5,24 @@
 //! service's log schema ([`signalbox_features::log_schema`]; every version of it): unknown
 //! extra fields are ignored (the log schema may grow). The join is a grace hash
 //! join through temporary partition files, so memory does not grow with the log
-//! (see [`ingest_dir_with`]).
+//! (see [`ingest_dirs_with`]).
+//!
+//! Several replicas each write their own segments (`decisions-<replica>-<start>-<seq>.jsonl`),
+//! in one directory or one each, and an outcome is logged by the replica it was reported to,
+//! not always the one that made the decision: the logs of all replicas are joined as one log
+//! (every directory's decisions and outcomes go into the same partitions), which gives the
+//! same table as one replica's log of the same traffic.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use signalbox_features::log_schema::{DecisionPrompt, OutcomeLabel};
+use signalbox_features::log_segments::sort_segments;
 
 use super::spill::{SpillReader, SpillWriter, hash64};
-use super::{BadRow, BadRowPolicy, IngestReport, list_files};
+use super::{BadRow, BadRowPolicy, IngestReport, segment_files};
 use crate::error::TrainError;
 use crate::lines::{for_each_line, try_for_each_line};
 use crate::table::{OutcomeRow, TableWriter};
@@ -155,6 +162,61 @@ impl Tagged {
     }
 }
 
+/// The directories that `--service-logs` values name, in order, each once: a value that is
+/// an existing path, or has no glob character (`*`, `?`, `[`), is one directory (a missing one
+/// is reported when it is read); otherwise it is a glob pattern (e.g. `logs/replica-*`), and
+/// the directories it matches are taken in name order (files and hidden entries are not). A
+/// pattern that matches no directory is an error naming it (`flag` names the option). A
+/// directory named twice (also through a pattern or another spelling of its path) is read once.
+pub fn expand_dirs(flag: &str, values: &[PathBuf]) -> Result<Vec<PathBuf>, TrainError> {
+    let pattern_error = |value: &Path, message: String| {
+        TrainError::Argument(format!(
+            "{flag} {:?}: {message}",
+            value.display().to_string()
+        ))
+    };
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for value in values {
+        let text = value.to_string_lossy();
+        let is_pattern = text.contains(['*', '?', '[']);
+        let matched = if value.exists() || !is_pattern {
+            vec![value.clone()]
+        } else {
+            let text = value
+                .to_str()
+                .ok_or_else(|| pattern_error(value, "a pattern must be UTF-8".into()))?;
+            let options = glob::MatchOptions {
+                require_literal_leading_dot: true,
+                ..glob::MatchOptions::new()
+            };
+            let paths = glob::glob_with(text, options)
+                .map_err(|e| pattern_error(value, format!("not a valid pattern: {e}")))?;
+            let mut dirs = Vec::new();
+            for path in paths {
+                let path = path.map_err(|e| TrainError::Io {
+                    path: e.path().to_path_buf(),
+                    source: e.into(),
+                })?;
+                if path.is_dir() {
+                    dirs.push(path);
+                }
+            }
+            if dirs.is_empty() {
+                return Err(pattern_error(value, "matches no directory".into()));
+            }
+            dirs
+        };
+        for dir in matched {
+            let key = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+            if seen.insert(key) {
+                out.push(dir);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Ingests every decision/outcome segment in `dir` with the default [`JoinOptions`].
 pub fn ingest_dir(
     dir: &Path,
@@ -173,8 +235,28 @@ pub fn ingest_dir(
     )
 }
 
-/// Ingests every decision/outcome segment in `dir` with a grace hash join whose memory is
-/// bounded by `opts.budget_bytes` of decisions:
+/// [`ingest_dirs_with`] of one directory.
+pub fn ingest_dir_with(
+    dir: &Path,
+    writer: &mut TableWriter,
+    report: &mut IngestReport,
+    policy: BadRowPolicy,
+    progress: &indicatif::ProgressBar,
+    opts: &JoinOptions,
+) -> Result<(), TrainError> {
+    ingest_dirs_with(
+        std::slice::from_ref(&dir.to_path_buf()),
+        writer,
+        report,
+        policy,
+        progress,
+        opts,
+    )
+}
+
+/// Ingests every decision/outcome segment in `dirs` (the directories of one or more replicas,
+/// as [`expand_dirs`] lists them) as one log, with a grace hash join whose memory is bounded
+/// by `opts.budget_bytes` of decisions:
 ///
 /// 1. decision lines are parsed and spilled as (decision_id, prompt, task) into K
 ///    temporary partition files by hash of decision_id;
@@ -185,22 +267,55 @@ pub fn ingest_dir(
 ///    rows, bad rows and skipped rows come out exactly as a one-pass in-memory join
 ///    would produce them, whatever K is.
 ///
+/// Every directory's decisions and outcomes go into the same K partitions, so an outcome finds
+/// its decision whichever replica logged either. "File order" is the order of the segments of
+/// all directories together: by start time, then sequence number, then replica id, then path
+/// ([`signalbox_features::log_segments::segment_order`]). A decision_id logged more than once
+/// (only a corrupted or copied log has that, e.g. a copy of a replica's directory given beside
+/// it) keeps its last record in that order, as within one directory; every outcome line is one
+/// row, as it always was. A directory or segment given twice (also under another spelling of its
+/// path) is read once.
+///
 /// With [`BadRowPolicy::Fail`] the outcome scan stops at the first malformed line, and
 /// the merge fails at the first bad row in file order (a malformed line, or an outcome
 /// whose decision_id is unknown).
-pub fn ingest_dir_with(
-    dir: &Path,
+///
+/// A directory without segments adds nothing; none of them having any is an error.
+pub fn ingest_dirs_with(
+    dirs: &[PathBuf],
     writer: &mut TableWriter,
     report: &mut IngestReport,
     policy: BadRowPolicy,
     progress: &indicatif::ProgressBar,
     opts: &JoinOptions,
 ) -> Result<(), TrainError> {
-    let decision_files = list_files(dir, "decisions-", ".jsonl")?;
-    let outcome_files = list_files(dir, "outcomes-", ".jsonl")?;
+    if dirs.is_empty() {
+        return Err(TrainError::Argument(
+            "no service-log directory to read".into(),
+        ));
+    }
+    let mut decision_files = Vec::new();
+    let mut outcome_files = Vec::new();
+    let mut seen = HashSet::new();
+    for dir in dirs {
+        for (kind, files) in [
+            ("decisions", &mut decision_files),
+            ("outcomes", &mut outcome_files),
+        ] {
+            for path in segment_files(dir, kind)? {
+                let key = std::fs::canonicalize(&path).map_err(TrainError::io(&path))?;
+                if seen.insert(key) {
+                    files.push(path);
+                }
+            }
+        }
+    }
+    sort_segments(&mut decision_files, "decisions");
+    sort_segments(&mut outcome_files, "outcomes");
     if decision_files.is_empty() && outcome_files.is_empty() {
+        let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
         return Err(TrainError::BadInput {
-            path: dir.to_path_buf(),
+            path: PathBuf::from(names.join(", ")),
             message: "no decisions-*.jsonl or outcomes-*.jsonl segment files".into(),
         });
     }

@@ -16,18 +16,10 @@ pub fn routellm() -> PathBuf {
     repo().join("../shared/datasets/routellm")
 }
 
-/// The last decision record of a service log directory.
+/// The last decision record of a service log directory (its newest segment, whichever replica
+/// wrote it).
 pub fn last_decision(dir: &std::path::Path) -> serde_json::Value {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("decisions-"))
-        })
-        .collect();
-    files.sort();
+    let files = signalbox_train::ingest::segment_files(dir, "decisions").unwrap();
     let text = std::fs::read_to_string(files.last().expect("a decision segment")).unwrap();
     serde_json::from_str(text.lines().last().expect("a decision line")).unwrap()
 }
