@@ -139,6 +139,8 @@ const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
 /// decisions are swept.
 const HEALTH_AND_SWEEP_EVERY: Duration = Duration::from_millis(100);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often the named tenants' spend is read back from Redis (for the metrics).
+const BUDGET_REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// How often free heap memory is handed back to the OS ([`release_free_memory`]).
 const TRIM_EVERY: Duration = Duration::from_secs(10);
 
@@ -343,6 +345,7 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(fleet.policy.circuit_refresh);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut budgets_read: Option<Instant> = None;
             loop {
                 tick.tick().await;
                 let Some(shared) = shared.upgrade() else {
@@ -357,8 +360,12 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
                 if let Err(e) = fleet.refresh_circuits(&shared.circuits, policy).await {
                     tracing::debug!(error = %e, "reading the fleet's circuit breakers failed");
                 }
-                if let Err(e) = fleet.refresh_budgets(policy).await {
-                    tracing::debug!(error = %e, "reading the fleet's budgets failed");
+                // One script per named tenant: every few seconds is enough for the metrics.
+                if budgets_read.is_none_or(|t| t.elapsed() >= BUDGET_REFRESH_EVERY) {
+                    budgets_read = Some(Instant::now());
+                    if let Err(e) = fleet.refresh_budgets(policy).await {
+                        tracing::debug!(error = %e, "reading the fleet's budgets failed");
+                    }
                 }
             }
         })

@@ -313,6 +313,10 @@ impl Fleet {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
+                // The server is gone: nothing left to reconnect for.
+                if Arc::strong_count(&fleet) == 1 {
+                    break;
+                }
                 if fleet.ping(fleet.policy.connect_timeout).await.is_ok() {
                     // Spend booked meanwhile goes to Redis before anything is read from it.
                     match fleet.reconcile().await {

@@ -379,18 +379,43 @@ impl Metrics {
     }
 }
 
+/// Append one gauge family with `rows` (label values, value).
+fn gauge(
+    out: &mut Vec<MetricFamily>,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    rows: &[(Vec<&str>, f64)],
+) -> prometheus::Result<()> {
+    let v = GaugeVec::new(Opts::new(name, help), labels)?;
+    for (values, x) in rows {
+        v.get_metric_with_label_values(values)?.set(*x);
+    }
+    out.extend(v.collect());
+    Ok(())
+}
+
+/// Append one counter family with `rows` (label values, total).
+fn counter(
+    out: &mut Vec<MetricFamily>,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    rows: &[(Vec<&str>, f64)],
+) -> prometheus::Result<()> {
+    let v = CounterVec::new(Opts::new(name, help), labels)?;
+    for (values, x) in rows {
+        v.get_metric_with_label_values(values)?.inc_by(*x);
+    }
+    out.extend(v.collect());
+    Ok(())
+}
+
 /// Gauges (and counters kept elsewhere) built fresh from a snapshot.
 fn scraped(s: &Snapshot) -> prometheus::Result<Vec<MetricFamily>> {
     let mut out = Vec::new();
-    let mut gauge = |name: &str, help: &str, labels: &[&str], rows: &[(Vec<&str>, f64)]| {
-        let v = GaugeVec::new(Opts::new(name, help), labels)?;
-        for (values, x) in rows {
-            v.get_metric_with_label_values(values)?.set(*x);
-        }
-        out.extend(v.collect());
-        Ok::<(), prometheus::Error>(())
-    };
     gauge(
+        &mut out,
         "signalbox_policy_info",
         "The policy serving: 1, labelled with its version.",
         &["version"],
@@ -407,6 +432,7 @@ fn scraped(s: &Snapshot) -> prometheus::Result<Vec<MetricFamily>> {
         })
         .collect();
     gauge(
+        &mut out,
         "signalbox_model_info",
         "The learned bundle loaded: 1, labelled with its name, version and inference backend (absent without one).",
         &["bundle", "version", "backend"],
@@ -418,6 +444,7 @@ fn scraped(s: &Snapshot) -> prometheus::Result<Vec<MetricFamily>> {
         .map(|b| (vec![b.tenant.as_str(), b.period], b.spend_usd))
         .collect();
     gauge(
+        &mut out,
         "signalbox_budget_spend_usd",
         "Spend booked in the current period (day or month, UTC), in US dollars, per tenant with a cap of its own.",
         &["tenant", "period"],
@@ -429,6 +456,7 @@ fn scraped(s: &Snapshot) -> prometheus::Result<Vec<MetricFamily>> {
         .map(|b| (vec![b.tenant.as_str(), b.period], b.cap_usd))
         .collect();
     gauge(
+        &mut out,
         "signalbox_budget_cap_usd",
         "The cap of the period, in US dollars, per tenant with a cap of its own.",
         &["tenant", "period"],
@@ -441,6 +469,7 @@ fn scraped(s: &Snapshot) -> prometheus::Result<Vec<MetricFamily>> {
         .map(|b| (vec![b.tenant.as_str()], b.in_flight_usd))
         .collect();
     gauge(
+        &mut out,
         "signalbox_budget_in_flight_usd",
         "Estimated cost held for decisions awaiting their outcome, in US dollars, per tenant with a cap of its own.",
         &["tenant"],
@@ -452,6 +481,7 @@ fn scraped(s: &Snapshot) -> prometheus::Result<Vec<MetricFamily>> {
         .map(|b| (vec![b.scope, b.name.as_str()], circuit_state_value(b.state)))
         .collect();
     gauge(
+        &mut out,
         "signalbox_circuit_state",
         "Circuit breaker state per model and provider: 0 closed, 1 half-open, 2 open.",
         &["scope", "name"],
@@ -459,38 +489,34 @@ fn scraped(s: &Snapshot) -> prometheus::Result<Vec<MetricFamily>> {
     )?;
     let log = &s.log;
     gauge(
+        &mut out,
         "signalbox_log_queue_depth",
         "Records queued for the decision log writer.",
         &[],
         &[(vec![], log.queue_depth as f64)],
     )?;
     gauge(
+        &mut out,
         "signalbox_log_queue_capacity",
         "The decision log queue's capacity (log.buffer_records).",
         &[],
         &[(vec![], log.queue_capacity as f64)],
     )?;
     gauge(
+        &mut out,
         "signalbox_log_writable",
         "1 while the decision log writes; 0 while it retries a failed write (the service refuses requests and reports NOT_SERVING).",
         &[],
         &[(vec![], if log.writable { 1.0 } else { 0.0 })],
     )?;
     gauge(
+        &mut out,
         "signalbox_tracked_decisions",
         "Decisions held in memory awaiting their outcome.",
         &[],
         &[(vec![], s.tracked_decisions as f64)],
     )?;
 
-    let mut counter = |name: &str, help: &str, labels: &[&str], rows: &[(Vec<&str>, f64)]| {
-        let v = CounterVec::new(Opts::new(name, help), labels)?;
-        for (values, x) in rows {
-            v.get_metric_with_label_values(values)?.inc_by(*x);
-        }
-        out.extend(v.collect());
-        Ok::<(), prometheus::Error>(())
-    };
     let mut transitions = Vec::new();
     let mut probes = Vec::new();
     for b in &s.breakers {
@@ -503,24 +529,28 @@ fn scraped(s: &Snapshot) -> prometheus::Result<Vec<MetricFamily>> {
         probes.push((vec![b.scope, b.name.as_str()], b.probes as f64));
     }
     counter(
+        &mut out,
         "signalbox_circuit_transitions_total",
         "Circuit breaker state changes, by breaker and the state entered.",
         &["scope", "name", "to"],
         &transitions,
     )?;
     counter(
+        &mut out,
         "signalbox_circuit_probes_total",
         "Half-open probes granted (requests routed to a half-open breaker's model).",
         &["scope", "name"],
         &probes,
     )?;
     counter(
+        &mut out,
         "signalbox_log_written_bytes_total",
         "Bytes appended to the decision log's segments.",
         &[],
         &[(vec![], log.bytes_written as f64)],
     )?;
     counter(
+        &mut out,
         "signalbox_log_records_total",
         "Records written to the decision log, by kind.",
         &["kind"],
@@ -530,12 +560,14 @@ fn scraped(s: &Snapshot) -> prometheus::Result<Vec<MetricFamily>> {
         ],
     )?;
     counter(
+        &mut out,
         "signalbox_log_write_errors_total",
         "Failed decision log writes, flushes or fsyncs (each is retried).",
         &[],
         &[(vec![], log.write_errors as f64)],
     )?;
     counter(
+        &mut out,
         "signalbox_reloads_total",
         "Policy and bundle reloads, by result.",
         &["result"],
@@ -545,6 +577,7 @@ fn scraped(s: &Snapshot) -> prometheus::Result<Vec<MetricFamily>> {
         ],
     )?;
     counter(
+        &mut out,
         "signalbox_auth_rejections_total",
         "Calls refused by authentication or authorization, and calls over a rate limit.",
         &["reason"],
@@ -556,6 +589,7 @@ fn scraped(s: &Snapshot) -> prometheus::Result<Vec<MetricFamily>> {
     )?;
     if let Some(t) = s.traces {
         counter(
+            &mut out,
             "signalbox_trace_spans_total",
             "Trace spans by fate: exported to the OTLP collector, dropped (export queue full), failed (export error or timeout).",
             &["result"],
@@ -573,38 +607,35 @@ fn scraped(s: &Snapshot) -> prometheus::Result<Vec<MetricFamily>> {
             .map(|(op, n)| (vec![*op], *n as f64))
             .collect();
         counter(
+            &mut out,
             "signalbox_state_redis_commands_total",
             "Calls to the shared state in Redis (one round trip each), by operation.",
             &["op"],
             &commands,
         )?;
         counter(
+            &mut out,
             "signalbox_state_redis_errors_total",
             "Redis calls that failed (connection, timeout, or an unexpected answer).",
             &[],
             &[(vec![], st.errors as f64)],
         )?;
         counter(
+            &mut out,
             "signalbox_state_redis_outages_total",
             "Times Redis became unreachable.",
             &[],
             &[(vec![], st.outages as f64)],
         )?;
-        let mut gauge = |name: &str, help: &str, labels: &[&str], rows: &[(Vec<&str>, f64)]| {
-            let v = GaugeVec::new(Opts::new(name, help), labels)?;
-            for (values, x) in rows {
-                v.get_metric_with_label_values(values)?.set(*x);
-            }
-            out.extend(v.collect());
-            Ok::<(), prometheus::Error>(())
-        };
         gauge(
+            &mut out,
             "signalbox_state_redis_up",
             "1 while Redis answers; 0 during an outage (then on_unavailable applies).",
             &["on_unavailable"],
             &[(vec![st.on_unavailable], if st.up { 1.0 } else { 0.0 })],
         )?;
         gauge(
+            &mut out,
             "signalbox_state_pending_reconcile_usd",
             "Spend booked locally while Redis was unreachable, not yet added to it.",
             &[],
