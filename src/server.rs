@@ -351,7 +351,9 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
                 let Some(shared) = shared.upgrade() else {
                     break;
                 };
-                fleet.probe_if_down();
+                let ttl = shared.live.load().engine.policy().server.decision_ttl_secs;
+                let tracked = Arc::downgrade(&shared);
+                fleet.probe_if_down(ttl, move |id| tracked.upgrade()?.tracker.reported(id));
                 if !fleet.is_up() {
                     continue;
                 }

@@ -161,6 +161,18 @@ impl DecisionTracker {
             .map(|d| d.payer.clone())
     }
 
+    /// The attempts already reported for a tracked decision (bit `attempt - 1`), and whether an
+    /// outcome took its hold; `None`: unknown or expired.
+    pub fn reported(&self, decision_id: &str) -> Option<u64> {
+        let key = DecisionKey::of(decision_id);
+        let shard = self.shard(&key).lock();
+        shard
+            .by_id
+            .get(&key)
+            .filter(|d| d.created.elapsed() <= self.ttl)
+            .map(|d| d.reported)
+    }
+
     /// Drop expired entries everywhere (called periodically; inserts also evict their shard).
     pub fn sweep(&self, now: Instant) {
         for shard in &self.shards {

@@ -402,6 +402,7 @@ async fn local_mode_keeps_routing_on_a_share_of_the_cap_and_reconciles() {
         |t| t,
     );
     let (server, mut client) = example.start().await;
+    let (other, mut other_client) = example.start().await;
     // $0.40 spent before the outage (reported on the fleet).
     let d = client.route(strong("trial")).await.unwrap().into_inner();
     let ack = client
@@ -443,6 +444,7 @@ async fn local_mode_keeps_routing_on_a_share_of_the_cap_and_reconciles() {
         let ack = client
             .report_outcome(proto::Outcome {
                 cost_usd: Some(d.estimated_cost_usd),
+                attempt: 1,
                 ..outcome(&d.decision_id, GPT4)
             })
             .await
@@ -464,7 +466,36 @@ async fn local_mode_keeps_routing_on_a_share_of_the_cap_and_reconciles() {
         (spent - (0.4 + booked)).abs() < 1e-6
     })
     .await;
+    eventually("back on Redis", || async {
+        server.shared().fleet.as_ref().unwrap().is_up()
+    })
+    .await;
+    // The outage's decisions are in Redis now: their outcomes may go to another replica, and
+    // an attempt reported during the outage is a duplicate there.
+    let repeat = other_client
+        .report_outcome(proto::Outcome {
+            cost_usd: Some(allowed[0].estimated_cost_usd),
+            attempt: 1,
+            ..outcome(&allowed[0].decision_id, GPT4)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(repeat.duplicate, "reported during the outage");
+    let late = other_client
+        .report_outcome(proto::Outcome {
+            cost_usd: Some(0.01),
+            attempt: 1,
+            ..outcome(&allowed[4].decision_id, GPT4)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!late.duplicate);
+    let (spent, _) = spend_in_redis(&redis, "trial").await;
+    assert!((spent - (0.4 + booked + 0.01)).abs() < 1e-6, "{spent}");
     server.shutdown().await.unwrap();
+    other.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -27,6 +27,10 @@ use crate::money::Micros;
 pub const FRESH: Duration = Duration::from_secs(1);
 /// Accounts the mirror remembers; past that it starts again (it is a cache).
 const MIRROR_ACCOUNTS: usize = 100_000;
+/// Decisions made during one outage that are written to Redis when it is back.
+pub const OUTAGE_DECISIONS: usize = 100_000;
+/// Decisions written per pipelined round trip when Redis is back.
+const UPLOAD_BATCH: usize = 256;
 /// Day keys outlive their day, month keys their month (time zones, clock steps, late outcomes).
 const DAY_KEY_TTL_SECS: u64 = 3 * 86_400;
 const MONTH_KEY_TTL_SECS: u64 = 40 * 86_400;
@@ -42,17 +46,20 @@ fn cap_arg(cap: Option<Micros>) -> i64 {
     cap.map_or(-1, |c| i64::try_from(c.0).unwrap_or(i64::MAX))
 }
 
+/// How long a decision's outcome marks (and the hold noted there) are kept.
+fn marks_ttl_ms(policy: &Policy) -> i64 {
+    i64::try_from((policy.server.decision_ttl_secs + 60) * 1000).unwrap_or(i64::MAX)
+}
+
 fn micros(v: i64) -> Micros {
     Micros(u64::try_from(v).unwrap_or(0))
 }
 
-/// An estimate held in Redis for a decision: released by its first outcome, or lapsing at
-/// `expires` (Redis time, seconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// An estimate held in Redis for a decision (noted in its outcome marks): released by its
+/// first outcome, or lapsing at `expires` (Redis time, seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FleetHold {
-    #[serde(rename = "a")]
     pub amount: u64,
-    #[serde(rename = "e")]
     pub expires: u64,
 }
 
@@ -171,6 +178,9 @@ impl BudgetView for MirrorView<'_> {
 /// to be added to Redis.
 pub struct Outage {
     ledger: ArcSwap<BudgetLedger>,
+    /// Decisions made meanwhile (id, payer, when it expires), written to Redis when it is back
+    /// so their outcomes can go to any replica.
+    pub(super) decisions: Mutex<Vec<(String, String, String, Instant)>>,
     /// Cost booked per account (tenant, user: empty for the tenant's own), day and month, not
     /// yet in Redis.
     pending: Mutex<HashMap<(String, String, String, String), Micros>>,
@@ -180,6 +190,7 @@ impl Default for Outage {
     fn default() -> Outage {
         Outage {
             ledger: ArcSwap::from_pointee(BudgetLedger::new()),
+            decisions: Mutex::new(Vec::new()),
             pending: Mutex::new(HashMap::new()),
         }
     }
@@ -197,6 +208,21 @@ impl Outage {
             .iter()
             .filter(|((_, user, _, _), _)| user.is_empty())
             .fold(Micros::ZERO, |a, (_, b)| a + *b)
+    }
+
+    /// Remember a decision made during the outage, to be written to Redis when it is back (at
+    /// most [`OUTAGE_DECISIONS`]; past that, the oldest are known to this replica only).
+    pub fn track(&self, decision_id: &str, payer: &Payer, ttl: Duration) {
+        let mut d = self.decisions.lock();
+        if d.len() >= OUTAGE_DECISIONS {
+            d.remove(0);
+        }
+        d.push((
+            decision_id.to_string(),
+            payer.tenant_id().to_string(),
+            payer.user_id().to_string(),
+            Instant::now() + ttl,
+        ));
     }
 
     /// Book an outcome's cost locally, to be added to Redis when it is back.
@@ -291,41 +317,77 @@ impl Fleet {
     }
 
     /// Hold `amount` on the payer's accounts for `in_flight_ttl_secs`; with `check`, only while
-    /// every cap of the policy is still clear.
+    /// every cap of the policy is still clear. The hold is noted in the decision's outcome
+    /// marks, where its first outcome releases it. With `track`, the decision is stored in the
+    /// same round trip (a pipeline): its payer does not depend on the hold.
+    #[allow(clippy::too_many_arguments)]
     pub async fn hold(
         &self,
         policy: &Policy,
-        tenant: &str,
-        user: &str,
+        (tenant, user): (&str, &str),
+        decision_id: &str,
         amount: Micros,
         check: bool,
+        track: Option<Duration>,
         deadline: Deadline,
     ) -> Result<HoldResult, FleetError> {
         let at = Utc::now();
         let ttl = policy.budgets.in_flight_ttl_secs;
         let n = if user.is_empty() { 1 } else { 2 };
-        let keys = self.account_keys(tenant, user, at);
+        let mut keys = self.account_keys(tenant, user, at);
+        keys.push(self.keys.marks(tenant, decision_id));
+        let mut args: Vec<i64> = vec![
+            n,
+            i64::try_from(amount.0).unwrap_or(i64::MAX),
+            i64::try_from(ttl).unwrap_or(i64::MAX),
+            i64::from(check),
+            i64::try_from((ttl + 60) * 1000).unwrap_or(i64::MAX),
+        ];
         let tenant_caps = policy.budgets.tenant_caps(tenant);
         let user_caps = policy.budgets.user_caps(tenant, user);
+        for caps in [tenant_caps, user_caps].iter().take(n as usize) {
+            args.push(cap_arg(caps.and_then(|c| c.daily)));
+            args.push(cap_arg(caps.and_then(|c| c.monthly)));
+        }
+        args.push(marks_ttl_ms(policy));
+        let stored = track
+            .map(|ttl| self.decision_entry(decision_id, tenant, user, ttl))
+            .transpose()?;
         let script = &self.scripts.hold;
+        let pipeline = || {
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVALSHA")
+                .arg(script.get_hash())
+                .arg(keys.len())
+                .arg(&keys)
+                .arg(&args);
+            if let Some((key, value, ms)) = &stored {
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(*ms)
+                    .ignore();
+            }
+            pipe
+        };
         let reply = self
             .run(Op::Hold, deadline, |mut c| async move {
-                let mut inv = script.prepare_invoke();
-                for k in &keys {
-                    inv.key(k);
+                let first = pipeline().query_async::<(redis::Value,)>(&mut c).await;
+                match first {
+                    // Not yet loaded on this server (a restart, a failover): load, then again.
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        script.load_async(&mut c).await?;
+                        pipeline().query_async::<(redis::Value,)>(&mut c).await
+                    }
+                    other => other,
                 }
-                inv.arg(n)
-                    .arg(amount.0)
-                    .arg(ttl)
-                    .arg(if check { 1 } else { 0 })
-                    .arg((ttl + 60) * 1000);
-                for caps in [tenant_caps, user_caps].iter().take(n) {
-                    inv.arg(cap_arg(caps.and_then(|c| c.daily)))
-                        .arg(cap_arg(caps.and_then(|c| c.monthly)));
-                }
-                inv.invoke_async::<redis::Value>(&mut c).await
             })
-            .await?;
+            .await?
+            .0;
         let v = ints(reply)?;
         let [held, expires, figures @ ..] = v.as_slice() else {
             return Err(FleetError::Protocol(format!("hold answered {v:?}")));
@@ -353,14 +415,13 @@ impl Fleet {
         decision_id: &str,
         attempt: u32,
         cost: Micros,
-        hold: Option<FleetHold>,
         deadline: Deadline,
     ) -> Result<bool, FleetError> {
         let at = Utc::now();
         let n = if user.is_empty() { 1 } else { 2 };
         let mut keys = vec![self.keys.marks(tenant, decision_id)];
         keys.extend(self.account_keys(tenant, user, at));
-        let marks_ttl_ms = (policy.server.decision_ttl_secs + 60) * 1000;
+        let marks_ttl_ms = marks_ttl_ms(policy);
         let script = &self.scripts.settle;
         let reply = self
             .run(Op::Settle, deadline, |mut c| async move {
@@ -371,8 +432,6 @@ impl Fleet {
                 inv.arg(n)
                     .arg(attempt)
                     .arg(cost.0)
-                    .arg(hold.map_or(0, |h| h.amount))
-                    .arg(hold.map_or(0, |h| h.expires))
                     .arg(marks_ttl_ms)
                     .arg(DAY_KEY_TTL_SECS)
                     .arg(MONTH_KEY_TTL_SECS);
@@ -460,6 +519,63 @@ impl Fleet {
         }
         self.outage.ledger.store(Arc::new(BudgetLedger::new()));
         Ok(booked)
+    }
+
+    /// Write the decisions made during the outage to Redis, with the attempts already reported
+    /// for them here (`reported`: the local tracker's bits), so their outcomes may go to any
+    /// replica and a repeat is still a duplicate. What fails stays for the next try.
+    pub(super) async fn upload_outage_decisions(
+        &self,
+        decision_ttl_secs: u64,
+        reported: &(dyn Fn(&str) -> Option<u64> + Send + Sync),
+    ) -> Result<usize, FleetError> {
+        let all: Vec<_> = std::mem::take(&mut *self.outage.decisions.lock());
+        let now = Instant::now();
+        let marks_ttl_ms = (decision_ttl_secs + 60) * 1000;
+        let mut written = 0;
+        let mut batches = all.chunks(UPLOAD_BATCH);
+        while let Some(batch) = batches.next() {
+            let mut pipe = redis::pipe();
+            for (id, tenant, user, expires) in batch {
+                let left = expires.saturating_duration_since(now);
+                let Some(bits) = reported(id) else { continue };
+                if left.is_zero() {
+                    continue;
+                }
+                let (key, value, ms) = self.decision_entry(id, tenant, user, left)?;
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ms)
+                    .ignore();
+                let marks = self.keys.marks(tenant, id);
+                for attempt in (1..=64u32).filter(|a| bits & (1u64 << (a - 1)) != 0) {
+                    pipe.cmd("HSET")
+                        .arg(&marks)
+                        .arg(format!("a{attempt}"))
+                        .arg(1)
+                        .ignore();
+                }
+                if bits != 0 {
+                    pipe.cmd("PEXPIRE").arg(&marks).arg(marks_ttl_ms).ignore();
+                }
+                written += 1;
+            }
+            let deadline = self.deadline(None);
+            let sent = self
+                .exec(Op::Reconcile, deadline, |mut c| async move {
+                    pipe.query_async::<()>(&mut c).await
+                })
+                .await;
+            if let Err(e) = sent {
+                let mut left: Vec<_> = batch.to_vec();
+                left.extend(batches.flatten().cloned());
+                self.outage.decisions.lock().splice(0..0, left);
+                return Err(e);
+            }
+        }
+        Ok(written)
     }
 
     /// Read the figures of every tenant the policy caps by name (for the metrics, and so the

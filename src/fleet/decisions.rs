@@ -1,13 +1,12 @@
 //! What ReportOutcome needs of a decision, kept in Redis for the decision TTL so an outcome may
-//! be reported to any replica: who pays and the estimate it holds. The attempts already
-//! reported and whether the hold was released are the tenant's outcome marks
-//! (`lua/settle.lua`), changed atomically with the spend.
+//! be reported to any replica: who pays. The estimate it holds, the attempts already reported
+//! and whether the hold was released are the decision's outcome marks under its tenant's hash
+//! tag (`lua/hold.lua`, `lua/settle.lua`), changed atomically with the spend.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::budget::FleetHold;
 use super::{Deadline, Fleet, FleetError, Op};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,23 +16,36 @@ pub struct SharedDecision {
     /// Empty: the request named no user.
     #[serde(rename = "u", default)]
     pub user: String,
-    #[serde(rename = "h", default, skip_serializing_if = "Option::is_none")]
-    pub hold: Option<FleetHold>,
 }
 
 impl Fleet {
-    /// Keep a decision for `ttl` (one `SET … PX`).
+    /// The key, value and TTL (ms) a decision is stored with.
+    pub(super) fn decision_entry(
+        &self,
+        decision_id: &str,
+        tenant: &str,
+        user: &str,
+        ttl: Duration,
+    ) -> Result<(String, String, u64), FleetError> {
+        let value = serde_json::to_string(&SharedDecision {
+            tenant: tenant.to_string(),
+            user: user.to_string(),
+        })
+        .map_err(|e| FleetError::Protocol(format!("encoding a decision: {e}")))?;
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        Ok((self.keys.decision(decision_id), value, ms))
+    }
+
+    /// Keep a decision for `ttl` (one `SET … PX`; with a budget hold, [`Fleet::hold`] stores it
+    /// in the same round trip instead).
     pub async fn track(
         &self,
         decision_id: &str,
-        decision: &SharedDecision,
+        (tenant, user): (&str, &str),
         ttl: Duration,
         deadline: Deadline,
     ) -> Result<(), FleetError> {
-        let key = self.keys.decision(decision_id);
-        let value = serde_json::to_string(decision)
-            .map_err(|e| FleetError::Protocol(format!("encoding a decision: {e}")))?;
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let (key, value, ms) = self.decision_entry(decision_id, tenant, user, ttl)?;
         self.run(Op::TrackDecision, deadline, |mut c| async move {
             redis::cmd("SET")
                 .arg(&key)

@@ -305,7 +305,13 @@ impl Fleet {
     }
 
     /// Start probing Redis if it is down and no probe runs (called by the server's ticker).
-    pub fn probe_if_down(self: &Arc<Self>) {
+    /// Once it answers, the spend booked meanwhile and the decisions made meanwhile (with the
+    /// attempts `reported` for them here; `None`: no longer tracked) are written to it, then it
+    /// is used again.
+    pub fn probe_if_down<R>(self: &Arc<Self>, decision_ttl_secs: u64, reported: R)
+    where
+        R: Fn(&str) -> Option<u64> + Send + Sync + 'static,
+    {
         if self.is_up() || self.probing.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -318,18 +324,27 @@ impl Fleet {
                     break;
                 }
                 if fleet.ping(fleet.policy.connect_timeout).await.is_ok() {
-                    // Spend booked meanwhile goes to Redis before anything is read from it.
-                    match fleet.reconcile().await {
-                        Ok(booked) => {
+                    // Spend and decisions of the outage go to Redis before anything is read
+                    // from it.
+                    let reconciled = match fleet.reconcile().await {
+                        Ok(booked) => fleet
+                            .upload_outage_decisions(decision_ttl_secs, &reported)
+                            .await
+                            .map(|decisions| (booked, decisions)),
+                        Err(e) => Err(e),
+                    };
+                    match reconciled {
+                        Ok((booked, decisions)) => {
                             fleet.up.store(true, Ordering::Release);
                             tracing::info!(
                                 reconciled_usd = booked.usd(),
+                                decisions,
                                 "shared state: Redis is back"
                             );
                             break;
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "shared state: reconciling spend failed; retrying")
+                            tracing::warn!(error = %e, "shared state: reconciling the outage failed; retrying")
                         }
                     }
                 }

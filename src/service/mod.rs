@@ -22,7 +22,6 @@ use crate::decision_log::{DecisionRecord, LogError, LogRecord, OutcomeRecord, Sh
 use crate::domain::{ErrorKind, PiiKind, Reason, RouterKind};
 use crate::engine::{DecideError, Decision, DecisionEngine, RouteInput, RuntimeState, TaskSource};
 use crate::fleet::budget::{HoldResult, MirrorView, OutageView};
-use crate::fleet::decisions::SharedDecision;
 use crate::fleet::{Fleet, FleetError, OnUnavailable};
 use crate::money::Micros;
 use crate::state::{LiveState, Shared};
@@ -119,12 +118,6 @@ struct Held {
     reservation: Option<Reservation>,
     /// When the hold was taken: the decision's age counts from here.
     at: Instant,
-}
-
-/// A decision with its estimated cost held in Redis (if its payer has caps).
-struct HeldShared {
-    decision: Decision,
-    hold: Option<crate::fleet::budget::FleetHold>,
 }
 
 fn timestamp() -> String {
@@ -229,19 +222,7 @@ impl Shared {
             deadline,
         };
         let decision = match backend {
-            Backend::Fleet(f) => {
-                let HeldShared { decision, hold } =
-                    self.decide_and_hold_shared(&deciding, phases, f).await?;
-                let tracked = SharedDecision {
-                    tenant: input.tenant_id.clone(),
-                    user: input.user_id.clone(),
-                    hold,
-                };
-                let ttl = Duration::from_secs(policy.server.decision_ttl_secs);
-                f.track(decision_id, &tracked, ttl, f.deadline(deadline))
-                    .await?;
-                decision
-            }
+            Backend::Fleet(f) => self.decide_hold_track(&deciding, phases, f).await?,
             Backend::Local | Backend::Outage(..) => {
                 let Held {
                     decision,
@@ -249,6 +230,10 @@ impl Shared {
                     reservation,
                     at: now,
                 } = self.decide_and_hold(&deciding, phases).await?;
+                if let Backend::Outage(f, _) = backend {
+                    let ttl = Duration::from_secs(policy.server.decision_ttl_secs);
+                    f.outage.track(decision_id, &payer, ttl);
+                }
                 self.tracker.insert(
                     decision_id,
                     TrackedDecision {
@@ -281,33 +266,36 @@ impl Shared {
         Ok((decision, live))
     }
 
-    /// [`Self::decide_and_hold`] on the fleet's shared state: the check-and-hold is one script
-    /// in Redis (only for payers with caps: others hold nothing).
-    async fn decide_and_hold_shared(
+    /// [`Self::decide_and_hold`] on the fleet's shared state, and the decision stored for its
+    /// outcome: one round trip to Redis (the check-and-hold script and the store, pipelined;
+    /// only the store for payers without caps). If concurrent requests reached a cap since the
+    /// decision, the engine decides again under it and holds that decision's estimate.
+    async fn decide_hold_track(
         &self,
         deciding: &Deciding<'_>,
         phases: &mut RoutePhases,
         fleet: &Fleet,
-    ) -> Result<HeldShared, ServiceError> {
+    ) -> Result<Decision, ServiceError> {
         let (input, policy) = (deciding.input, deciding.engine.policy());
         let (decision, probe) = self.decide_claiming_probe(deciding, phases).await?;
-        let (tenant, user) = (input.tenant_id.as_str(), input.user_id.as_str());
-        if !Fleet::needs_hold(policy, tenant, user) {
-            return Ok(HeldShared {
-                decision,
-                hold: None,
-            });
-        }
+        let payer = (input.tenant_id.as_str(), input.user_id.as_str());
+        let id = deciding.decision_id;
+        let ttl = Duration::from_secs(policy.server.decision_ttl_secs);
         let deadline = || fleet.deadline(deciding.deadline);
-        let check = !decision.budget_limited;
-        let cost = decision.estimated_cost;
+        if !Fleet::needs_hold(policy, payer.0, payer.1) {
+            fleet.track(id, payer, ttl, deadline()).await?;
+            return Ok(decision);
+        }
+        let (check, cost) = (!decision.budget_limited, decision.estimated_cost);
         match fleet
-            .hold(policy, tenant, user, cost, check, deadline())
+            .hold(policy, payer, id, cost, check, Some(ttl), deadline())
             .await?
         {
-            HoldResult::Held(hold) => Ok(HeldShared { decision, hold }),
+            HoldResult::Held(_) => Ok(decision),
             HoldResult::CapReached => {
-                // The mirror now has the figures that reached the cap: decide under it.
+                // The mirror now has the figures that reached the cap: decide under it. (The
+                // decision is stored already: its payer is the same. A denial now leaves that
+                // entry unused until it expires.)
                 if probe == ProbeClaim::Spent {
                     let primary = policy.model(decision.primary);
                     fleet
@@ -322,14 +310,10 @@ impl Shared {
                 }
                 let (decision, _) = self.decide_claiming_probe(deciding, phases).await?;
                 let cost = decision.estimated_cost;
-                let hold = match fleet
-                    .hold(policy, tenant, user, cost, false, deadline())
-                    .await?
-                {
-                    HoldResult::Held(hold) => hold,
-                    HoldResult::CapReached => None,
-                };
-                Ok(HeldShared { decision, hold })
+                fleet
+                    .hold(policy, payer, id, cost, false, None, deadline())
+                    .await?;
+                Ok(decision)
             }
         }
     }
@@ -668,13 +652,12 @@ impl Shared {
         let found = fleet
             .decision(&o.decision_id, fleet.deadline(deadline))
             .await?;
-        let (payer_tenant, payer_user, hold) = match found {
-            Some(d) => (d.tenant, d.user, d.hold),
+        let (payer_tenant, payer_user) = match found {
+            Some(d) => (d.tenant, d.user),
             None => match self.tracker.claim_for(&o.decision_id, o.attempt, tenant) {
                 Some(Claim::Book(t)) => (
                     t.payer.tenant_id().to_string(),
                     t.payer.user_id().to_string(),
-                    None,
                 ),
                 Some(Claim::Repeat) => return Ok(None),
                 None => return Err(ServiceError::DecisionNotFound(o.decision_id.clone())),
@@ -692,7 +675,6 @@ impl Shared {
                 &o.decision_id,
                 o.attempt,
                 o.cost,
-                hold,
                 fleet.deadline(deadline),
             )
             .await?;

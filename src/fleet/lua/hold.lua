@@ -1,9 +1,12 @@
 -- Check-and-hold of one decision's estimated cost on its payer's accounts (the tenant's, and the
 -- user's when named), atomically: no other script runs in between, so concurrent requests on
 -- any number of replicas are serialised here.
--- KEYS, 4 per account: day spend, month spend, holds, holdx (one hash tag: the tenant).
+-- KEYS, 4 per account: day spend, month spend, holds, holdx; then the decision's outcome marks
+--       (one hash tag: the tenant).
 -- ARGV: accounts, amount (micros), ttl (s), check (1: only while within every cap), hold TTL
---       of the hash keys (ms), then per account: daily cap, monthly cap (micros; -1: none).
+--       of the hash keys (ms), then per account: daily cap, monthly cap (micros; -1: none);
+--       then the marks' TTL (ms). A hold is noted in the marks (ha = amount, he = expiry
+--       second), where the decision's first outcome finds and releases it.
 -- Returns {held, expiry second, day, month, in flight (per account)...}; held = 0 when a cap
 -- is reached (committed = spend + in flight at or over it) and nothing was held.
 local now = tonumber(redis.call('TIME')[1])
@@ -42,6 +45,9 @@ if not (check and over) then
       redis.call('PEXPIRE', KEYS[k + 4], keep_ms)
       figures[(i - 1) * 3 + 3] = figures[(i - 1) * 3 + 3] + amount
     end
+    local marks = KEYS[n * 4 + 1]
+    redis.call('HSET', marks, 'ha', amount, 'he', expires)
+    redis.call('PEXPIRE', marks, tonumber(ARGV[5 + n * 2 + 1]))
   end
 end
 local out = {held, expires}

@@ -1,24 +1,26 @@
 -- Book one outcome: de-duplicate a numbered attempt, release the decision's hold (once, if it is
 -- still held) and add the reported cost to the day and month spend of each account.
--- KEYS: the decision's outcome marks (hash), then 4 per account: day spend, month spend, holds,
---       holdx (one hash tag: the tenant).
--- ARGV: accounts, attempt (0: not numbered), cost, held amount (0: none), hold expiry second,
---       marks TTL (ms), day key TTL (s), month key TTL (s).
+-- KEYS: the decision's outcome marks (hash: a<n> = attempt n reported, ha/he = the hold's
+--       amount and expiry second, released = the hold was released), then 4 per account: day
+--       spend, month spend, holds, holdx (one hash tag: the tenant).
+-- ARGV: accounts, attempt (0: not numbered), cost, marks TTL (ms), day key TTL (s), month key
+--       TTL (s).
 -- Returns {repeat, day, month, in flight (per account)...}; repeat = 1: nothing booked.
 local now = tonumber(redis.call('TIME')[1])
 local n = tonumber(ARGV[1])
 local attempt = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
-local amount = tonumber(ARGV[4])
-local expires = ARGV[5]
 local marks = KEYS[1]
+local held = redis.call('HMGET', marks, 'ha', 'he')
+local amount = tonumber(held[1] or '0')
+local expires = held[2] or '0'
 if attempt >= 1 and attempt <= 64 then
   if redis.call('HSETNX', marks, 'a' .. attempt, 1) == 0 then
     return {1}
   end
 end
 local release = amount > 0 and redis.call('HSETNX', marks, 'released', 1) == 1
-redis.call('PEXPIRE', marks, tonumber(ARGV[6]))
+redis.call('PEXPIRE', marks, tonumber(ARGV[4]))
 local out = {0}
 for i = 1, n do
   local k = 1 + (i - 1) * 4
@@ -37,9 +39,9 @@ for i = 1, n do
   local month = spend_of(KEYS[k + 2])
   if cost > 0 then
     day = redis.call('INCRBY', KEYS[k + 1], cost)
-    redis.call('EXPIRE', KEYS[k + 1], tonumber(ARGV[7]))
+    redis.call('EXPIRE', KEYS[k + 1], tonumber(ARGV[5]))
     month = redis.call('INCRBY', KEYS[k + 2], cost)
-    redis.call('EXPIRE', KEYS[k + 2], tonumber(ARGV[8]))
+    redis.call('EXPIRE', KEYS[k + 2], tonumber(ARGV[6]))
   end
   out[#out + 1] = day
   out[#out + 1] = month
