@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use signalbox_train::TrainError;
+use signalbox_train::ingest::llmrouter::{self, Split};
 use signalbox_train::ingest::routellm::{Benchmark, ingest_benchmark};
+use signalbox_train::ingest::wide::{WideSpec, ingest_wide};
 use signalbox_train::ingest::{BadRowPolicy, IngestReport, service_logs};
 use signalbox_train::pipeline::{self, DataArgs, ModelArgs, OutputArgs};
 use signalbox_train::table::TableWriter;
@@ -23,14 +25,59 @@ struct Cli {
     command: Command,
 }
 
+/// A public outcome data set (`--benchmark`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchmarkArg {
+    /// RouteLLM MMLU (GPT-4 / Mixtral), from --data.
+    Mmlu,
+    /// RouteLLM GSM8K (GPT-4 / Mixtral), from --data.
+    Gsm8k,
+    /// LLMRouter: 9 models, 14 tasks, from --llmrouter-data; --split picks the publishers' split.
+    Llmrouter,
+}
+
 #[derive(Clone, clap::Args)]
 struct IngestArgs {
     /// RouteLLM data root (holds mmlu/ and gsm8k/).
     #[arg(long = "data", default_value = "../shared/datasets/routellm")]
     routellm: PathBuf,
-    /// RouteLLM benchmarks to read (repeatable); none with --service-logs only.
+    /// LLMRouter data root (holds queries_*.jsonl, scores_*.json, models.json).
+    #[arg(long, default_value = "../shared/datasets/llmrouter")]
+    llmrouter_data: PathBuf,
+    /// Benchmarks to read (repeatable); none with --service-logs or --wide only.
+    /// llmrouter: task = the query's task_name, quality = the score, cost_usd = the default
+    /// token estimate: (input_price x characters / 4 + output_price x 200) / 1e6 with the
+    /// model's prices in USD per 1M tokens from models.json (its 9 models have one price for
+    /// both, so this is price x (characters / 4 + 200) / 1e6).
     #[arg(long = "benchmark", value_enum)]
-    benchmarks: Vec<Benchmark>,
+    benchmarks: Vec<BenchmarkArg>,
+    /// Which of the publishers' splits of --benchmark llmrouter to write: train, test, or all
+    /// (both, as sources llmrouter/train and llmrouter/test). Write one table per split and
+    /// give them to train/eval as --train/--test to keep the publishers' split.
+    #[arg(long, value_enum, default_value_t = Split::All)]
+    split: Split,
+    /// Wide outcome matrix (.csv with a header, or .jsonl/.ndjson): one row per prompt, a
+    /// column per model's quality (number in [0, 1] or boolean) and optionally per model's
+    /// cost. Needs --quality-column; rows come from source wide/<file stem>.
+    #[arg(long, value_name = "FILE")]
+    wide: Option<PathBuf>,
+    /// --wide: column holding the prompt.
+    #[arg(long, default_value = "prompt", requires = "wide")]
+    prompt_column: String,
+    /// --wide: column holding the task (optional; empty cells: no task).
+    #[arg(long, requires = "wide")]
+    task_column: Option<String>,
+    /// --wide: MODEL=COLUMN, the column holding MODEL's quality (repeatable, one per model).
+    #[arg(long, value_name = "MODEL=COLUMN", requires = "wide")]
+    quality_column: Vec<String>,
+    /// --wide: MODEL=COLUMN, the column holding MODEL's cost in USD per call (repeatable).
+    #[arg(long, value_name = "MODEL=COLUMN", requires = "wide")]
+    cost_column: Vec<String>,
+    /// --wide: MODEL=USD_PER_1M, MODEL's price per 1M tokens, for a model without
+    /// --cost-column: cost_usd = price x (prompt characters / 4 + 200) / 1e6 (the default
+    /// token estimate). A model with neither has no cost in the table.
+    #[arg(long, value_name = "MODEL=USD_PER_1M", requires = "wide")]
+    price: Vec<String>,
     /// Directory of service decision/outcome JSONL segments, or a glob pattern naming several
     /// (quoted, e.g. 'logs/replica-*'); repeatable. All the directories are joined as one log
     /// (an outcome finds its decision whichever replica logged either), each read once. A
@@ -136,11 +183,24 @@ enum Command {
 }
 
 fn ingest(input: &IngestArgs, out: &Path) -> Result<IngestReport, TrainError> {
-    if input.benchmarks.is_empty() && input.service_logs.is_empty() {
+    if input.benchmarks.is_empty() && input.service_logs.is_empty() && input.wide.is_none() {
         return Err(TrainError::Argument(
-            "nothing to ingest: pass --benchmark and/or --service-logs".into(),
+            "nothing to ingest: pass --benchmark, --wide and/or --service-logs".into(),
         ));
     }
+    let wide = match &input.wide {
+        Some(path) => Some((
+            path,
+            WideSpec::from_flags(
+                &input.prompt_column,
+                input.task_column.as_deref(),
+                &input.quality_column,
+                &input.cost_column,
+                &input.price,
+            )?,
+        )),
+        None => None,
+    };
     // Patterns first: one that matches nothing fails before anything is written.
     let log_dirs = service_logs::expand_dirs("--service-logs", &input.service_logs)?;
     let mut writer = TableWriter::create(out)?;
@@ -150,7 +210,24 @@ fn ingest(input: &IngestArgs, out: &Path) -> Result<IngestReport, TrainError> {
         temp_parent: None,
     };
     let bar = progress::bar(0, "ingesting");
-    for &b in &input.benchmarks {
+    for &arg in &input.benchmarks {
+        let b = match arg {
+            BenchmarkArg::Mmlu => Benchmark::Mmlu,
+            BenchmarkArg::Gsm8k => Benchmark::Gsm8k,
+            BenchmarkArg::Llmrouter => {
+                let files = input.split.names().len() as u64 * llmrouter::FILES_PER_SPLIT;
+                bar.inc_length(files);
+                llmrouter::ingest(
+                    &input.llmrouter_data,
+                    input.split,
+                    &mut writer,
+                    &mut report,
+                    input.bad_rows,
+                    &bar,
+                )?;
+                continue;
+            }
+        };
         bar.inc_length(
             signalbox_train::ingest::routellm::benchmark_files(&input.routellm, b)?.len() as u64,
         );
@@ -162,6 +239,10 @@ fn ingest(input: &IngestArgs, out: &Path) -> Result<IngestReport, TrainError> {
             input.bad_rows,
             &bar,
         )?;
+    }
+    if let Some((path, spec)) = &wide {
+        bar.set_message(format!("{}", path.display()));
+        ingest_wide(path, spec, &mut writer, &mut report, input.bad_rows)?;
     }
     if !log_dirs.is_empty() {
         // One step per log segment (spend summaries beside them are not read).

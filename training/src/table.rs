@@ -7,13 +7,13 @@
 //! |--------------|---------------|----------------------------------------------------|
 //! | `prompt_id`  | utf8          | stable prompt id (`<source>:<sha256-16>` or decision id) |
 //! | `prompt`     | utf8, null    | prompt text (null: not stored)                     |
-//! | `task`       | utf8, null    | task / category (MMLU subject, service task)       |
+//! | `task`       | utf8, null    | task / category (MMLU subject, LLMRouter task, service task) |
 //! | `model_id`   | utf8          | model that answered                                |
 //! | `quality`    | f64           | quality in [0, 1] (RouteLLM: 1 correct, 0 wrong)   |
-//! | `cost_usd`   | f64, null     | cost of the call                                   |
+//! | `cost_usd`   | f64, null     | cost of the call (this prompt x model)             |
 //! | `latency_ms` | f64, null     | latency of the call                                |
 //! | `timestamp`  | utf8, null    | RFC 3339 UTC time of the outcome                   |
-//! | `source`     | utf8          | `routellm/mmlu`, `routellm/gsm8k`, `service`, ...  |
+//! | `source`     | utf8          | `routellm/mmlu`, `llmrouter/train`, `service`, ... |
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -922,3 +922,538 @@ fn service_log_patterns_expand_to_directories_once() {
     let err = expand(&[base.join("r-[")]).unwrap_err().to_string();
     assert!(err.contains("not a valid pattern"), "{err}");
 }
+
+// ---- LLMRouter data and wide outcome matrices ----
+
+use signalbox_train::ingest::llmrouter::{self, Split};
+use signalbox_train::ingest::wide::{WideSpec, ingest_wide};
+use signalbox_train::table::OutcomeRow;
+
+/// The canonical rows of a JSON Lines table, in file order.
+fn rows_of(path: &std::path::Path) -> Vec<OutcomeRow> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The issue's cost rule: price per 1M tokens x (prompt characters / 4 + 200) / 1e6.
+fn rule(price: f64, prompt: &str) -> f64 {
+    price * (prompt.chars().count() as f64 / 4.0 + 200.0) / 1e6
+}
+
+const LR_TRAIN_Q1: &str = "What is 2 + 2?\nAnswer:";
+const LR_TRAIN_Q2: &str = "Write a function, \"add\", in Python — née \\ ok";
+const LR_TEST_Q1: &str = "Which planet is red?";
+
+/// A tiny data set in the LLMRouter layout: 2 train prompts and 1 test prompt x 3 models;
+/// `models.json` lists a 4th model without outcomes; `queries_train.jsonl` holds a query without
+/// outcomes. `big` has different input and output prices.
+fn write_llmrouter_fixture(dir: &std::path::Path) {
+    let models = serde_json::json!({
+        "small": {"size": "7B", "feature": "x", "input_price": 0.2, "output_price": 0.2, "model": "a/small"},
+        "mid": {"size": "9B", "feature": "y", "input_price": 0.1, "output_price": 0.1, "model": "a/mid"},
+        "big": {"size": "70B", "feature": "z", "input_price": 0.9, "output_price": 1.5, "model": "a/big"},
+        "unused": {"size": "1B", "feature": "w", "input_price": 5.0, "output_price": 5.0, "model": "a/unused"}
+    });
+    std::fs::write(
+        dir.join("models.json"),
+        serde_json::to_string_pretty(&models).unwrap(),
+    )
+    .unwrap();
+    let query = |task: &str, q: &str| {
+        serde_json::json!({"task_name": task, "query": q, "ground_truth": "g", "metric": "em",
+            "choices": null, "task_id": 1})
+        .to_string()
+    };
+    std::fs::write(
+        dir.join("queries_train.jsonl"),
+        [
+            query("gsm8k", LR_TRAIN_Q1),
+            query("mbpp", "never scored"),
+            query("mbpp", LR_TRAIN_Q2),
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("queries_test.jsonl"),
+        query("arc_challenge", LR_TEST_Q1) + "\n",
+    )
+    .unwrap();
+    let train = serde_json::json!([
+        {"question": LR_TRAIN_Q1, "scores": {"small": 1.0, "mid": 0.0, "big": 1.0}, "cluster_id": 3},
+        {"question": LR_TRAIN_Q2, "scores": {"small": 0.0, "mid": 0.5, "big": 1.0}, "cluster_id": 1}
+    ]);
+    let test = serde_json::json!([
+        {"question": LR_TEST_Q1, "scores": {"small": 0.0, "mid": 1.0, "big": 0.25}}
+    ]);
+    std::fs::write(
+        dir.join("scores_train.json"),
+        serde_json::to_string_pretty(&train).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("scores_test.json"),
+        serde_json::to_string_pretty(&test).unwrap(),
+    )
+    .unwrap();
+}
+
+fn ingest_llmrouter(
+    root: &std::path::Path,
+    split: Split,
+    out: &std::path::Path,
+    policy: BadRowPolicy,
+) -> Result<IngestReport, signalbox_train::TrainError> {
+    let mut w = TableWriter::create(out)?;
+    let mut rep = IngestReport::default();
+    llmrouter::ingest(root, split, &mut w, &mut rep, policy, &hidden())?;
+    w.finish()?;
+    Ok(rep)
+}
+
+#[test]
+fn llmrouter_rows_tasks_quality_and_cost_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    write_llmrouter_fixture(dir.path());
+    let out = dir.path().join("all.jsonl");
+    let rep = ingest_llmrouter(dir.path(), Split::All, &out, BadRowPolicy::Fail).unwrap();
+    assert!(rep.bad_rows.is_empty(), "{:?}", rep.bad_rows);
+    assert_eq!(
+        rep.rows_per_source,
+        vec![
+            ("llmrouter/train".to_string(), 6),
+            ("llmrouter/test".to_string(), 3)
+        ]
+    );
+    let rows = rows_of(&out);
+    assert_eq!(rows.len(), 9);
+    let price = |m: &str| match m {
+        "small" => (0.2, 0.2),
+        "mid" => (0.1, 0.1),
+        _ => (0.9, 1.5),
+    };
+    let expect = [
+        (LR_TRAIN_Q1, "gsm8k", "llmrouter/train", [1.0, 0.0, 1.0]),
+        (LR_TRAIN_Q2, "mbpp", "llmrouter/train", [0.0, 0.5, 1.0]),
+        (
+            LR_TEST_Q1,
+            "arc_challenge",
+            "llmrouter/test",
+            [0.0, 1.0, 0.25],
+        ),
+    ];
+    for (prompt, task, source, qualities) in expect {
+        for (model, q) in ["small", "mid", "big"].into_iter().zip(qualities) {
+            let r = rows
+                .iter()
+                .find(|r| r.prompt.as_deref() == Some(prompt) && r.model_id == model)
+                .unwrap_or_else(|| panic!("no row for {prompt:?} x {model}"));
+            assert_eq!(r.task.as_deref(), Some(task));
+            assert_eq!(r.source, source);
+            assert_eq!(r.quality, q);
+            assert_eq!(
+                r.prompt_id,
+                signalbox_train::ingest::prompt_id(source, prompt)
+            );
+            let (input, output) = price(model);
+            let chars = prompt.chars().count() as f64;
+            let cost = r.cost_usd.unwrap();
+            assert!(
+                (cost - (input * chars / 4.0 + output * 200.0) / 1e6).abs() < 1e-15,
+                "{model} {prompt:?}: {cost}"
+            );
+            if input == output {
+                // The issue's rule, exactly.
+                assert!((cost - rule(input, prompt)).abs() < 1e-15);
+            }
+        }
+    }
+    // Characters, not bytes: the em dash and the accented letter count once.
+    assert!(LR_TRAIN_Q2.len() > LR_TRAIN_Q2.chars().count());
+
+    // The publishers' split, one table each.
+    for (split, n) in [(Split::Train, 2), (Split::Test, 1)] {
+        let out = dir.path().join(format!("{split:?}.parquet"));
+        ingest_llmrouter(dir.path(), split, &out, BadRowPolicy::Fail).unwrap();
+        let ds = Dataset::load(&out).unwrap();
+        assert_eq!(ds.len(), n, "{split:?}");
+        assert_eq!(ds.models, vec!["big", "mid", "small"]);
+    }
+}
+
+#[test]
+fn llmrouter_bad_rows_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    write_llmrouter_fixture(dir.path());
+    // Line 2: score out of range; line 3: question not in the query file; line 4: no price.
+    let scores = "[\n\
+        {\"question\": \"What is 2 + 2?\\nAnswer:\", \"scores\": {\"small\": 1.5, \"mid\": 0.0}},\n\
+        {\"question\": \"unknown\", \"scores\": {\"small\": 1.0}},\n\
+        {\"question\": \"Which planet is red?\", \"scores\": {\"nobody\": 1.0}},\n\
+        {\"question\": \"never scored\", \"scores\": {\"small\": 1.0, \"mid\": 0.0}}\n]\n";
+    std::fs::write(dir.path().join("scores_train.json"), scores).unwrap();
+    std::fs::write(
+        dir.path().join("queries_train.jsonl"),
+        std::fs::read_to_string(dir.path().join("queries_train.jsonl")).unwrap()
+            + "{\"query\": \"Which planet is red?\", \"task_name\": \"x\"}\n{not json\n",
+    )
+    .unwrap();
+    let out = dir.path().join("t.jsonl");
+    let rep = ingest_llmrouter(dir.path(), Split::Train, &out, BadRowPolicy::Skip).unwrap();
+    let found: Vec<(String, usize)> = rep
+        .bad_rows
+        .iter()
+        .map(|b| {
+            (
+                b.file.file_name().unwrap().to_string_lossy().to_string(),
+                b.line,
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("queries_train.jsonl".to_string(), 5),
+            ("scores_train.json".to_string(), 2),
+            ("scores_train.json".to_string(), 3),
+            ("scores_train.json".to_string(), 4),
+        ],
+        "{:#?}",
+        rep.bad_rows
+    );
+    assert!(rep.bad_rows[0].reason.contains("invalid JSON"));
+    assert!(
+        rep.bad_rows[1].reason.contains("scores.small"),
+        "{}",
+        rep.bad_rows[1]
+    );
+    assert!(rep.bad_rows[2].reason.contains("not found as a query"));
+    assert!(rep.bad_rows[3].reason.contains("scores.nobody"));
+    assert!(rep.bad_rows[3].reason.contains("models.json"));
+    assert_eq!(rows_of(&out).len(), 2);
+
+    let err = ingest_llmrouter(dir.path(), Split::Train, &out, BadRowPolicy::Fail).unwrap_err();
+    assert!(err.to_string().contains("queries_train.jsonl:5:"), "{err}");
+    // A missing file names itself.
+    std::fs::remove_file(dir.path().join("scores_test.json")).unwrap();
+    let err = ingest_llmrouter(dir.path(), Split::Test, &out, BadRowPolicy::Skip).unwrap_err();
+    assert!(err.to_string().contains("scores_test.json"), "{err}");
+}
+
+/// The real LLMRouter data beside the repository: the counts its README states.
+#[test]
+fn llmrouter_real_data_counts() {
+    let root = common::repo().join("../shared/datasets/llmrouter");
+    if !root.join("scores_train.json").exists() {
+        eprintln!(
+            "skipped: LLMRouter data not found at {} (../shared/datasets/llmrouter)",
+            root.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // 14 tasks in all; the test split holds 10 of them.
+    for (split, prompts, n_tasks) in [(Split::Train, 5608, 14), (Split::Test, 500, 10)] {
+        let out = dir.path().join(format!("{split:?}.parquet"));
+        let rep = ingest_llmrouter(&root, split, &out, BadRowPolicy::Fail).unwrap();
+        assert_eq!(rep.rows_written, prompts * 9);
+        let ds = Dataset::load(&out).unwrap();
+        assert_eq!(ds.len(), prompts, "{split:?}");
+        assert_eq!(ds.models.len(), 9, "{:?}", ds.models);
+        assert!(
+            ds.models
+                .iter()
+                .any(|m| m == "llama-3.1-nemotron-51b-instruct")
+        );
+        let tasks: HashSet<&str> = ds.tasks.iter().map(|t| t.as_deref().unwrap()).collect();
+        assert_eq!(tasks.len(), n_tasks, "{split:?}: {tasks:?}");
+        assert!(ds.quality.iter().flatten().all(Option::is_some));
+        assert!(ds.observed_cost.iter().all(Option::is_some));
+    }
+}
+
+fn wide_spec(quality: &[&str], cost: &[&str], price: &[&str]) -> WideSpec {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    WideSpec::from_flags("text", Some("kind"), &s(quality), &s(cost), &s(price)).unwrap()
+}
+
+fn ingest_wide_file(
+    path: &std::path::Path,
+    spec: &WideSpec,
+    policy: BadRowPolicy,
+) -> Result<(IngestReport, Vec<OutcomeRow>), signalbox_train::TrainError> {
+    let out = path.with_extension("out.jsonl");
+    let mut w = TableWriter::create(&out)?;
+    let mut rep = IngestReport::default();
+    ingest_wide(path, spec, &mut w, &mut rep, policy)?;
+    w.finish()?;
+    Ok((rep, rows_of(&out)))
+}
+
+#[test]
+fn wide_csv_with_cost_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("matrix.csv");
+    std::fs::write(
+        &csv,
+        "id,text,kind,q_a,q_b,c_a,c_b\n\
+         1,\"first, prompt\nwith two lines\",math,1,0.5,0.002,0.0001\n\
+         2,second prompt,,True,false,0.003,0\n",
+    )
+    .unwrap();
+    let spec = wide_spec(&["a=q_a", "b=q_b"], &["a=c_a", "b=c_b"], &[]);
+    let (rep, rows) = ingest_wide_file(&csv, &spec, BadRowPolicy::Fail).unwrap();
+    assert_eq!(rep.rows_per_source, vec![("wide/matrix".to_string(), 4)]);
+    type Cells<'a> = (&'a str, Option<&'a str>, &'a str, f64, Option<f64>);
+    let got: Vec<Cells> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.prompt.as_deref().unwrap(),
+                r.task.as_deref(),
+                r.model_id.as_str(),
+                r.quality,
+                r.cost_usd,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "first, prompt\nwith two lines",
+                Some("math"),
+                "a",
+                1.0,
+                Some(0.002)
+            ),
+            (
+                "first, prompt\nwith two lines",
+                Some("math"),
+                "b",
+                0.5,
+                Some(0.0001)
+            ),
+            ("second prompt", None, "a", 1.0, Some(0.003)),
+            ("second prompt", None, "b", 0.0, Some(0.0)),
+        ]
+    );
+    assert_eq!(
+        rows[0].prompt_id,
+        signalbox_train::ingest::prompt_id("wide/matrix", "first, prompt\nwith two lines")
+    );
+}
+
+#[test]
+fn wide_csv_and_json_lines_with_prices() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("p.csv");
+    std::fs::write(
+        &csv,
+        "text,kind,q_a,q_b\nhello there,chat,1,0\nnaïve?,,0.25,1\n",
+    )
+    .unwrap();
+    let spec = wide_spec(&["a=q_a", "b=q_b"], &[], &["a=0.9"]);
+    let (_, rows) = ingest_wide_file(&csv, &spec, BadRowPolicy::Fail).unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in &rows {
+        let p = r.prompt.as_deref().unwrap();
+        match r.model_id.as_str() {
+            "a" => assert!((r.cost_usd.unwrap() - rule(0.9, p)).abs() < 1e-15),
+            _ => assert_eq!(r.cost_usd, None, "b has neither a cost column nor a price"),
+        }
+    }
+    assert!((rows[2].cost_usd.unwrap() - 0.9 * (6.0 / 4.0 + 200.0) / 1e6).abs() < 1e-15);
+
+    // The same matrix as JSON Lines (numbers, booleans, null task) gives the same rows.
+    let jsonl = dir.path().join("p.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"text\": \"hello there\", \"kind\": \"chat\", \"q_a\": true, \"q_b\": 0}\n\n\
+         {\"text\": \"naïve?\", \"kind\": null, \"q_a\": 0.25, \"q_b\": 1.0}\n",
+    )
+    .unwrap();
+    let (_, json_rows) = ingest_wide_file(&jsonl, &spec, BadRowPolicy::Fail).unwrap();
+    type Cells = (Option<String>, Option<String>, String, f64, Option<f64>);
+    let strip = |rows: &[OutcomeRow]| -> Vec<Cells> {
+        rows.iter()
+            .map(|r| {
+                (
+                    r.prompt.clone(),
+                    r.task.clone(),
+                    r.model_id.clone(),
+                    r.quality,
+                    r.cost_usd,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(strip(&json_rows), strip(&rows));
+}
+
+#[test]
+fn wide_bad_rows_name_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("bad.csv");
+    std::fs::write(
+        &csv,
+        "text,kind,q_a,q_b,c_a\n\
+         ok prompt,t,1,0,0.1\n\
+         ,t,1,0,0.1\n\
+         \"multi\nline\",t,maybe,0,0.1\n\
+         fine,t,1,,-2\n\
+         last,t,0,1,0.2\n",
+    )
+    .unwrap();
+    let spec = wide_spec(&["a=q_a", "b=q_b"], &["a=c_a"], &["b=0.1"]);
+    let (rep, rows) = ingest_wide_file(&csv, &spec, BadRowPolicy::Skip).unwrap();
+    assert_eq!(rows.len(), 4, "two good prompts x two models");
+    let lines: Vec<usize> = rep.bad_rows.iter().map(|b| b.line).collect();
+    assert_eq!(lines, vec![3, 4, 6], "{:#?}", rep.bad_rows);
+    assert!(
+        rep.bad_rows[0]
+            .reason
+            .contains("column \"text\": empty prompt")
+    );
+    assert!(
+        rep.bad_rows[1].reason.contains("column \"q_a\"")
+            && rep.bad_rows[1].reason.contains("\"maybe\""),
+        "{}",
+        rep.bad_rows[1]
+    );
+    assert!(
+        rep.bad_rows[2]
+            .reason
+            .contains("column \"q_b\": missing value")
+    );
+    assert!(
+        rep.bad_rows[2]
+            .reason
+            .contains("column \"c_a\": cost \"-2\""),
+        "{}",
+        rep.bad_rows[2]
+    );
+    let err = ingest_wide_file(&csv, &spec, BadRowPolicy::Fail).unwrap_err();
+    assert!(
+        err.to_string().contains("bad.csv:3: column \"text\""),
+        "{err}"
+    );
+
+    // JSON Lines: an invalid line and a missing key.
+    let jsonl = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"text\": \"a\", \"kind\": \"t\", \"q_a\": 1, \"q_b\": 0, \"c_a\": 0.1}\n\
+         {\"text\": \"b\", \"kind\": \"t\", \"q_a\": 1}\n\
+         not json\n\
+         {\"text\": \"c\", \"kind\": [1], \"q_a\": 2, \"q_b\": 0, \"c_a\": \"x\"}\n",
+    )
+    .unwrap();
+    let (rep, rows) = ingest_wide_file(&jsonl, &spec, BadRowPolicy::Skip).unwrap();
+    assert_eq!(rows.len(), 2);
+    let found: Vec<usize> = rep.bad_rows.iter().map(|b| b.line).collect();
+    assert_eq!(found, vec![3, 2, 4], "{:#?}", rep.bad_rows);
+    assert!(rep.bad_rows[0].reason.contains("not a JSON object"));
+    assert!(
+        rep.bad_rows[1]
+            .reason
+            .contains("column \"q_b\": missing value")
+    );
+    assert!(
+        rep.bad_rows[1]
+            .reason
+            .contains("column \"c_a\": missing value")
+    );
+    let r = &rep.bad_rows[2].reason;
+    assert!(
+        r.contains("column \"kind\"")
+            && r.contains("column \"q_a\"")
+            && r.contains("column \"c_a\""),
+        "{r}"
+    );
+}
+
+#[test]
+fn wide_flags_naming_missing_columns_or_models_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("m.csv");
+    std::fs::write(&csv, "text,kind,q_a\nhi,t,1\n").unwrap();
+    let spec = wide_spec(&["a=q_a", "b=q_missing"], &[], &[]);
+    let err = ingest_wide_file(&csv, &spec, BadRowPolicy::Skip)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("m.csv")
+            && err.contains("--quality-column b=q_missing")
+            && err.contains("\"q_missing\""),
+        "{err}"
+    );
+    let jsonl = dir.path().join("m.jsonl");
+    std::fs::write(&jsonl, "{\"text\": \"hi\", \"q_a\": 1}\n").unwrap();
+    let err = ingest_wide_file(&jsonl, &wide_spec(&["a=q_a"], &[], &[]), BadRowPolicy::Skip)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("m.jsonl") && err.contains("--task-column") && err.contains("\"kind\""),
+        "{err}"
+    );
+
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let flags = |q: &[&str], c: &[&str], p: &[&str]| {
+        WideSpec::from_flags("text", None, &s(q), &s(c), &s(p))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(flags(&[], &[], &[]).contains("--quality-column"));
+    assert!(flags(&["a"], &[], &[]).contains("--quality-column \"a\": expected MODEL=VALUE"));
+    assert!(flags(&["a=x", "a=y"], &[], &[]).contains("given twice"));
+    assert!(
+        flags(&["a=x"], &["b=c"], &[])
+            .contains("--cost-column: model \"b\" has no --quality-column")
+    );
+    assert!(flags(&["a=x"], &[], &["a=cheap"]).contains("--price a=cheap"));
+    assert!(flags(&["a=x"], &["a=c"], &["a=1"]).contains("already has a cost"));
+
+    // Through the CLI: the error names the file, the flag and the column.
+    let run = Command::new(env!("CARGO_BIN_EXE_signalbox-train"))
+        .args(["ingest", "--wide"])
+        .arg(&csv)
+        .args([
+            "--prompt-column",
+            "text",
+            "--quality-column",
+            "a=nope",
+            "--out",
+        ])
+        .arg(dir.path().join("cli.jsonl"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("m.csv")
+            && stderr.contains("--quality-column a=nope")
+            && stderr.contains("\"nope\""),
+        "{stderr}"
+    );
+    let run = Command::new(env!("CARGO_BIN_EXE_signalbox-train"))
+        .args(["ingest", "--wide"])
+        .arg(&csv)
+        .args(["--prompt-column", "text", "--task-column", "kind"])
+        .args(["--quality-column", "a=q_a", "--price", "a=0.5", "--out"])
+        .arg(dir.path().join("cli.jsonl"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let rows = rows_of(&dir.path().join("cli.jsonl"));
+    assert_eq!(rows.len(), 1);
+    assert!((rows[0].cost_usd.unwrap() - rule(0.5, "hi")).abs() < 1e-15);
+}

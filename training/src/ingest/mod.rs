@@ -1,9 +1,12 @@
-//! `ingest`: normalise RouteLLM CSVs and service logs into the canonical table.
+//! `ingest`: normalise RouteLLM CSVs, LLMRouter outcome data, wide outcome matrices and service
+//! logs into the canonical table.
 
 pub mod csv_lines;
+pub mod llmrouter;
 pub mod routellm;
 pub mod service_logs;
 pub mod spill;
+pub mod wide;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -51,6 +54,8 @@ pub struct IngestReport {
     pub files_read: usize,
     /// Partitions of the service-log join (one join over every directory; 0: none read).
     pub join_partitions: usize,
+    /// LLMRouter prompts listed under more than one task (the first listed task was used).
+    pub ambiguous_tasks: usize,
 }
 
 impl IngestReport {
@@ -89,6 +94,12 @@ impl IngestReport {
             self.no_prompt_skipped.len(),
             self.bad_rows.len()
         );
+        if self.ambiguous_tasks > 0 {
+            s += &format!(
+                "  prompts listed under several tasks (first task used): {}\n",
+                self.ambiguous_tasks
+            );
+        }
         if self.join_partitions > 1 {
             s += &format!("  service-log join: {} partitions\n", self.join_partitions);
         }
@@ -106,6 +117,28 @@ impl IngestReport {
         }
         s
     }
+}
+
+/// Characters per token of the default token estimate.
+pub const CHARS_PER_TOKEN: f64 = 4.0;
+/// Output tokens per call of the default token estimate.
+pub const OUTPUT_TOKENS: f64 = 200.0;
+
+/// Estimated tokens of a call on `prompt`: (input, output) = (characters / 4, 200), characters
+/// counted as Unicode scalar values.
+pub fn estimated_tokens(prompt: &str) -> (f64, f64) {
+    (
+        prompt.chars().count() as f64 / CHARS_PER_TOKEN,
+        OUTPUT_TOKENS,
+    )
+}
+
+/// Estimated cost in USD of a call on `prompt`, from prices in USD per 1M tokens:
+/// `(input_price × characters / 4 + output_price × 200) / 1e6`. With one price for both, this is
+/// `price × (characters / 4 + 200) / 1e6`.
+pub fn estimated_cost_usd(input_price_per_m: f64, output_price_per_m: f64, prompt: &str) -> f64 {
+    let (input, output) = estimated_tokens(prompt);
+    (input_price_per_m * input + output_price_per_m * output) / 1e6
 }
 
 /// Stable prompt id: `<source>:<first 16 hex chars of sha256(prompt)>`.
