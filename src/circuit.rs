@@ -326,7 +326,9 @@ impl CircuitBreakers {
         let b = map.entry(key).or_default();
         b.state = match shared.state {
             2 => State::Open {
-                until: now + Duration::from_millis(shared.remaining_ms),
+                until: now
+                    .checked_add(Duration::from_millis(shared.remaining_ms))
+                    .unwrap_or(now + Duration::from_secs(86_400)),
             },
             1 => State::HalfOpen {
                 probes_left: shared.probes_left,

@@ -359,6 +359,12 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
                 }
                 let live = shared.live.load_full();
                 let policy = live.engine.policy();
+                let tracked = Arc::downgrade(&shared);
+                fleet
+                    .drain_outage_leftovers(policy.server.decision_ttl_secs, move |id| {
+                        tracked.upgrade()?.tracker.reported(id)
+                    })
+                    .await;
                 if let Err(e) = fleet.refresh_circuits(&shared.circuits, policy).await {
                     tracing::debug!(error = %e, "reading the fleet's circuit breakers failed");
                 }

@@ -161,6 +161,18 @@ impl DecisionTracker {
             .map(|d| d.payer.clone())
     }
 
+    /// Take back a numbered attempt claimed by [`Self::claim_for`] whose booking failed, so a
+    /// retry books it.
+    pub fn unclaim(&self, decision_id: &str, attempt: u32) {
+        if !(1..=MAX_ATTEMPT).contains(&attempt) {
+            return;
+        }
+        let key = DecisionKey::of(decision_id);
+        if let Some(d) = self.shard(&key).lock().by_id.get_mut(&key) {
+            d.reported &= !(1u64 << (attempt - 1));
+        }
+    }
+
     /// The attempts already reported for a tracked decision (bit `attempt - 1`), and whether an
     /// outcome took its hold; `None`: unknown or expired.
     pub fn reported(&self, decision_id: &str) -> Option<u64> {

@@ -815,3 +815,128 @@ async fn a_replica_shut_down_mid_load_leaves_the_others_serving() {
         s.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_users_deny_cap_holds_while_its_tenant_is_downgraded() {
+    let redis = RedisServer::start();
+    // The tenant's own cap (downgrade) is reached at once; its user's (deny) must still hold
+    // across replicas, although every decision is a downgrade by then.
+    let example = fleet_policy(&redis.url(), "", |t| {
+        format!(
+            "{t}\n[[budgets.tenants]]\ntenant = \"t2\"\ndaily_usd = 0.001\non_exceeded = \"downgrade\"\n\n[[budgets.users]]\ntenant = \"t2\"\nuser = \"u2\"\ndaily_usd = 0.05\non_exceeded = \"deny\"\n"
+        )
+    });
+    let servers = replicas(&example, 3).await;
+    let clients: Vec<_> = servers.iter().map(|(_, c)| c.clone()).collect();
+    let mut tasks = Vec::new();
+    for caller in 0..16usize {
+        let clients = clients.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut costs = Vec::new();
+            for i in caller.. {
+                let mut c = clients[i % 3].clone();
+                let req = proto::RouteRequest {
+                    user_id: "u2".into(),
+                    ..strong("t2")
+                };
+                match c.route(req).await {
+                    Ok(d) => {
+                        let d = d.into_inner();
+                        let mut to = clients[(i + 1) % 3].clone();
+                        to.report_outcome(proto::Outcome {
+                            cost_usd: Some(d.estimated_cost_usd),
+                            attempt: 1,
+                            ..outcome(&d.decision_id, common::primary_id(&d))
+                        })
+                        .await
+                        .unwrap();
+                        costs.push(d.estimated_cost_usd);
+                    }
+                    Err(s) => {
+                        assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+                        assert!(s.message().contains("u2"), "{}", s.message());
+                        return costs;
+                    }
+                }
+            }
+            costs
+        }));
+    }
+    let mut costs = Vec::new();
+    for t in tasks {
+        costs.extend(t.await.unwrap());
+    }
+    let total: f64 = costs.iter().sum();
+    let max = costs.iter().cloned().fold(0.0, f64::max);
+    assert!(total >= 0.05, "refused early: {total}");
+    assert!(
+        total < 0.05 + max,
+        "the user's deny cap was passed: {total} (max estimate {max})"
+    );
+    for (s, _) in servers {
+        s.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hold_script_checks_every_cap_or_only_the_deny_caps_of_a_downgraded_decision() {
+    use signalbox::fleet::budget::{HoldCheck, HoldResult};
+    use signalbox::money::Micros;
+    let redis = RedisServer::start();
+    let example = fleet_policy(&redis.url(), "", |t| {
+        format!(
+            "{t}\n[[budgets.tenants]]\ntenant = \"t2\"\ndaily_usd = 0.04\non_exceeded = \"downgrade\"\n\n[[budgets.users]]\ntenant = \"t2\"\nuser = \"u2\"\ndaily_usd = 0.05\non_exceeded = \"deny\"\n"
+        )
+    });
+    let (server, _client) = example.start().await;
+    let fleet = server.shared().fleet.clone().unwrap();
+    let live = server.shared().live.load_full();
+    let policy = live.engine.policy();
+    let deadline = || fleet.deadline(None);
+    let hold = |user: &'static str, check: HoldCheck| {
+        let fleet = fleet.clone();
+        let live = live.clone();
+        async move {
+            fleet
+                .hold(
+                    live.engine.policy(),
+                    ("t2", user),
+                    "d-probe",
+                    Micros(1_000),
+                    check,
+                    None,
+                    fleet.deadline(None),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    // $0.045 booked for u2: the tenant's downgrade cap ($0.04) is reached, u2's deny cap
+    // ($0.05) is not.
+    let booked = fleet
+        .settle(policy, "t2", "u2", "d-0", 1, Micros(45_000), deadline())
+        .await
+        .unwrap();
+    assert!(!booked);
+    assert_eq!(hold("u2", HoldCheck::AllCaps).await, HoldResult::CapReached);
+    assert!(matches!(
+        hold("u2", HoldCheck::DenyCaps).await,
+        HoldResult::Held(Some(_))
+    ));
+    // $0.005 more: u2's deny cap is reached too; a downgraded decision may not hold past it.
+    fleet
+        .settle(policy, "t2", "u2", "d-1", 1, Micros(5_000), deadline())
+        .await
+        .unwrap();
+    assert_eq!(
+        hold("u2", HoldCheck::DenyCaps).await,
+        HoldResult::CapReached
+    );
+    // Another user of the tenant, without caps of its own: only the tenant's downgrade cap.
+    assert_eq!(hold("u3", HoldCheck::AllCaps).await, HoldResult::CapReached);
+    assert!(matches!(
+        hold("u3", HoldCheck::DenyCaps).await,
+        HoldResult::Held(Some(_))
+    ));
+    server.shutdown().await.unwrap();
+}

@@ -63,6 +63,15 @@ pub struct FleetHold {
     pub expires: u64,
 }
 
+/// Which caps [`Fleet::hold`] checks before it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldCheck {
+    /// Every cap: the decision was made within them.
+    AllCaps,
+    /// Only caps that deny: the decision is already a downgrade under a reached cap.
+    DenyCaps,
+}
+
 /// What [`Fleet::hold`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldResult {
@@ -180,7 +189,7 @@ pub struct Outage {
     ledger: ArcSwap<BudgetLedger>,
     /// Decisions made meanwhile (id, payer, when it expires), written to Redis when it is back
     /// so their outcomes can go to any replica.
-    pub(super) decisions: Mutex<Vec<(String, String, String, Instant)>>,
+    pub(super) decisions: Mutex<std::collections::VecDeque<(String, String, String, Instant)>>,
     /// Cost booked per account (tenant, user: empty for the tenant's own), day and month, not
     /// yet in Redis.
     pending: Mutex<HashMap<(String, String, String, String), Micros>>,
@@ -190,7 +199,7 @@ impl Default for Outage {
     fn default() -> Outage {
         Outage {
             ledger: ArcSwap::from_pointee(BudgetLedger::new()),
-            decisions: Mutex::new(Vec::new()),
+            decisions: Mutex::new(std::collections::VecDeque::new()),
             pending: Mutex::new(HashMap::new()),
         }
     }
@@ -199,6 +208,11 @@ impl Default for Outage {
 impl Outage {
     pub fn ledger(&self) -> Arc<BudgetLedger> {
         self.ledger.load_full()
+    }
+
+    /// Spend or decisions of an outage not yet written to Redis.
+    pub fn has_leftovers(&self) -> bool {
+        !self.pending.lock().is_empty() || !self.decisions.lock().is_empty()
     }
 
     pub fn pending_total(&self) -> Micros {
@@ -215,9 +229,9 @@ impl Outage {
     pub fn track(&self, decision_id: &str, payer: &Payer, ttl: Duration) {
         let mut d = self.decisions.lock();
         if d.len() >= OUTAGE_DECISIONS {
-            d.remove(0);
+            d.pop_front();
         }
-        d.push((
+        d.push_back((
             decision_id.to_string(),
             payer.tenant_id().to_string(),
             payer.user_id().to_string(),
@@ -327,7 +341,7 @@ impl Fleet {
         (tenant, user): (&str, &str),
         decision_id: &str,
         amount: Micros,
-        check: bool,
+        check: HoldCheck,
         track: Option<Duration>,
         deadline: Deadline,
     ) -> Result<HoldResult, FleetError> {
@@ -340,7 +354,10 @@ impl Fleet {
             n,
             i64::try_from(amount.0).unwrap_or(i64::MAX),
             i64::try_from(ttl).unwrap_or(i64::MAX),
-            i64::from(check),
+            match check {
+                HoldCheck::AllCaps => 1,
+                HoldCheck::DenyCaps => 2,
+            },
             i64::try_from((ttl + 60) * 1000).unwrap_or(i64::MAX),
         ];
         let tenant_caps = policy.budgets.tenant_caps(tenant);
@@ -348,6 +365,9 @@ impl Fleet {
         for caps in [tenant_caps, user_caps].iter().take(n as usize) {
             args.push(cap_arg(caps.and_then(|c| c.daily)));
             args.push(cap_arg(caps.and_then(|c| c.monthly)));
+            args.push(i64::from(caps.is_some_and(|c| {
+                c.on_exceeded == crate::config::OnExceeded::Deny
+            })));
         }
         args.push(marks_ttl_ms(policy));
         let stored = track
@@ -500,8 +520,15 @@ impl Fleet {
                     .book(&tenant, &user, (&day, &month), cost, Op::Reconcile)
                     .await
                 {
-                    Ok(_) if user.is_empty() => booked += cost,
-                    Ok(_) => {}
+                    Ok(f) => {
+                        // The next outage's shares start from these figures.
+                        if day == day_month(Utc::now()).0 {
+                            self.mirror.put(&tenant, &user, Utc::now(), f);
+                        }
+                        if user.is_empty() {
+                            booked += cost;
+                        }
+                    }
                     Err(e) => failure = Some(e),
                 }
                 if failure.is_none() {
@@ -517,8 +544,12 @@ impl Fleet {
             }
             return Err(e);
         }
-        self.outage.ledger.store(Arc::new(BudgetLedger::new()));
         Ok(booked)
+    }
+
+    /// Start the next outage's ledger afresh (Redis is up and has this one's spend).
+    pub(super) fn reset_outage_ledger(&self) {
+        self.outage.ledger.store(Arc::new(BudgetLedger::new()));
     }
 
     /// Write the decisions made during the outage to Redis, with the attempts already reported
@@ -529,7 +560,7 @@ impl Fleet {
         decision_ttl_secs: u64,
         reported: &(dyn Fn(&str) -> Option<u64> + Send + Sync),
     ) -> Result<usize, FleetError> {
-        let all: Vec<_> = std::mem::take(&mut *self.outage.decisions.lock());
+        let all: Vec<_> = std::mem::take(&mut *self.outage.decisions.lock()).into();
         let now = Instant::now();
         let marks_ttl_ms = (decision_ttl_secs + 60) * 1000;
         let mut written = 0;
@@ -569,9 +600,10 @@ impl Fleet {
                 })
                 .await;
             if let Err(e) = sent {
-                let mut left: Vec<_> = batch.to_vec();
-                left.extend(batches.flatten().cloned());
-                self.outage.decisions.lock().splice(0..0, left);
+                let mut queue = self.outage.decisions.lock();
+                for d in batch.iter().chain(batches.flatten()).rev() {
+                    queue.push_front(d.clone());
+                }
                 return Err(e);
             }
         }

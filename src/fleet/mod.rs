@@ -336,6 +336,7 @@ impl Fleet {
                     match reconciled {
                         Ok((booked, decisions)) => {
                             fleet.up.store(true, Ordering::Release);
+                            fleet.reset_outage_ledger();
                             tracing::info!(
                                 reconciled_usd = booked.usd(),
                                 decisions,
@@ -353,6 +354,27 @@ impl Fleet {
             }
             fleet.probing.store(false, Ordering::Release);
         });
+    }
+
+    /// Spend and decisions that requests still on the outage path added after the probe had
+    /// drained them: written now (called by the server's ticker while Redis is up).
+    pub async fn drain_outage_leftovers<R>(&self, decision_ttl_secs: u64, reported: R)
+    where
+        R: Fn(&str) -> Option<u64> + Send + Sync,
+    {
+        if !self.is_up() || !self.outage.has_leftovers() {
+            return;
+        }
+        let done = match self.reconcile().await {
+            Ok(_) => self
+                .upload_outage_decisions(decision_ttl_secs, &reported)
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "shared state: writing the outage's leftovers failed; retrying");
+        }
     }
 
     pub fn gauges(&self) -> FleetGauges {
@@ -390,7 +412,13 @@ fn is_outage(e: &RedisError) -> bool {
         || matches!(
             e.kind(),
             redis::ErrorKind::AuthenticationFailed
-                | redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                | redis::ErrorKind::Server(
+                    redis::ServerErrorKind::BusyLoading
+                        | redis::ServerErrorKind::ReadOnly
+                        | redis::ServerErrorKind::MasterDown
+                        | redis::ServerErrorKind::TryAgain
+                        | redis::ServerErrorKind::ClusterDown
+                )
         )
 }
 

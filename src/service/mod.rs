@@ -21,7 +21,7 @@ use crate::config::Policy;
 use crate::decision_log::{DecisionRecord, LogError, LogRecord, OutcomeRecord, ShadowRecord};
 use crate::domain::{ErrorKind, PiiKind, Reason, RouterKind};
 use crate::engine::{DecideError, Decision, DecisionEngine, RouteInput, RuntimeState, TaskSource};
-use crate::fleet::budget::{HoldResult, MirrorView, OutageView};
+use crate::fleet::budget::{HoldCheck, HoldResult, MirrorView, OutageView};
 use crate::fleet::{Fleet, FleetError, OnUnavailable};
 use crate::money::Micros;
 use crate::state::{LiveState, Shared};
@@ -35,6 +35,8 @@ use observe::{ReportPhases, ReportSeen};
 
 /// How often a request that lost a half-open probe to a concurrent one decides again.
 const PROBE_RETRIES: usize = 3;
+/// How often a request whose hold found a cap reached since its decision decides again.
+const HOLD_RETRIES: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -130,7 +132,7 @@ impl Shared {
     pub async fn route(&self, input: RouteInput, call: &Call) -> Result<Routed, ServiceError> {
         // Refuse before holding budget or tracking a decision the log could not keep.
         self.ensure_log_writable()?;
-        let decision_id = uuid::Uuid::now_v7().to_string();
+        let decision_id = self.mint_decision_id();
         let mut phases = RoutePhases::default();
         let span = tracing::info_span!("route", decision_id = %decision_id);
         let result = self
@@ -144,6 +146,23 @@ impl Shared {
             decision,
             live,
         })
+    }
+
+    /// A new decision id (UUIDv7). With a shared state, its last bit says whether it was made
+    /// during a Redis outage, so another replica can tell such a decision, not shared yet, from
+    /// an unknown one ([`minted_in_outage`]).
+    fn mint_decision_id(&self) -> String {
+        let id = uuid::Uuid::now_v7();
+        let Some(fleet) = &self.fleet else {
+            return id.to_string();
+        };
+        let mut bytes = *id.as_bytes();
+        if fleet.is_up() {
+            bytes[15] &= !1;
+        } else {
+            bytes[15] |= 1;
+        }
+        uuid::Uuid::from_bytes(bytes).to_string()
     }
 
     /// Where this request's state lives now.
@@ -286,36 +305,51 @@ impl Shared {
             fleet.track(id, payer, ttl, deadline()).await?;
             return Ok(decision);
         }
-        let (check, cost) = (!decision.budget_limited, decision.estimated_cost);
-        match fleet
-            .hold(policy, payer, id, cost, check, Some(ttl), deadline())
-            .await?
-        {
-            HoldResult::Held(_) => Ok(decision),
-            HoldResult::CapReached => {
-                // The mirror now has the figures that reached the cap: decide under it. (The
-                // decision is stored already: its payer is the same. A denial now leaves that
-                // entry unused until it expires.)
-                if probe == ProbeClaim::Spent {
-                    let primary = policy.model(decision.primary);
-                    fleet
-                        .claim_probe(
-                            &self.circuits,
-                            &policy.circuit,
-                            (&primary.id, &primary.provider),
-                            true,
-                            deadline(),
-                        )
-                        .await?;
+        let check = |d: &Decision| {
+            if d.budget_limited {
+                HoldCheck::DenyCaps
+            } else {
+                HoldCheck::AllCaps
+            }
+        };
+        let (mut decision, mut probe) = (decision, probe);
+        let mut track = Some(ttl);
+        for _ in 0..=HOLD_RETRIES {
+            let (mode, cost) = (check(&decision), decision.estimated_cost);
+            match fleet
+                .hold(policy, payer, id, cost, mode, track.take(), deadline())
+                .await?
+            {
+                HoldResult::Held(_) => return Ok(decision),
+                // A cap was reached since the decision (the mirror now has the figures that
+                // reached it): give back the probe and decide again under it. (The decision is
+                // stored already: its payer is the same; a denial leaves that entry unused
+                // until it expires.)
+                HoldResult::CapReached => {
+                    if probe == ProbeClaim::Spent {
+                        let primary = policy.model(decision.primary);
+                        fleet
+                            .claim_probe(
+                                &self.circuits,
+                                &policy.circuit,
+                                (&primary.id, &primary.provider),
+                                true,
+                                deadline(),
+                            )
+                            .await?;
+                    }
+                    (decision, probe) = self.decide_claiming_probe(deciding, phases).await?;
                 }
-                let (decision, _) = self.decide_claiming_probe(deciding, phases).await?;
-                let cost = decision.estimated_cost;
-                fleet
-                    .hold(policy, payer, id, cost, false, None, deadline())
-                    .await?;
-                Ok(decision)
             }
         }
+        // Caps keep being reached between the decision and its hold: refuse.
+        Err(ServiceError::Decide(DecideError::BudgetDenied {
+            policy_id: "budget".into(),
+            message: format!(
+                "tenant {}: a budget cap was reached by concurrent requests while deciding; retry",
+                payer.0
+            ),
+        }))
     }
 
     /// Decide, then hold the decision's estimated cost on its payer's accounts for
@@ -652,14 +686,27 @@ impl Shared {
         let found = fleet
             .decision(&o.decision_id, fleet.deadline(deadline))
             .await?;
+        let mut claimed_here = false;
         let (payer_tenant, payer_user) = match found {
             Some(d) => (d.tenant, d.user),
             None => match self.tracker.claim_for(&o.decision_id, o.attempt, tenant) {
-                Some(Claim::Book(t)) => (
-                    t.payer.tenant_id().to_string(),
-                    t.payer.user_id().to_string(),
-                ),
+                Some(Claim::Book(t)) => {
+                    claimed_here = true;
+                    (
+                        t.payer.tenant_id().to_string(),
+                        t.payer.user_id().to_string(),
+                    )
+                }
                 Some(Claim::Repeat) => return Ok(None),
+                // Made during an outage by another replica that has not written it to Redis
+                // yet: report it again later.
+                None if minted_in_outage(&o.decision_id, policy.server.decision_ttl_secs) => {
+                    return Err(FleetError::Unavailable(format!(
+                        "decision {:?} was made during a Redis outage by another replica and is not shared yet; report it again later",
+                        o.decision_id
+                    ))
+                    .into());
+                }
                 None => return Err(ServiceError::DecisionNotFound(o.decision_id.clone())),
             },
         };
@@ -667,7 +714,7 @@ impl Shared {
         if tenant.is_some_and(|t| t != payer_tenant) {
             return Err(ServiceError::DecisionNotFound(o.decision_id.clone()));
         }
-        let repeat = fleet
+        let settled = fleet
             .settle(
                 policy,
                 &payer_tenant,
@@ -677,9 +724,33 @@ impl Shared {
                 o.cost,
                 fleet.deadline(deadline),
             )
-            .await?;
+            .await;
+        let repeat = match settled {
+            Ok(repeat) => repeat,
+            Err(e) => {
+                // Not booked: a retry must not find the attempt taken here.
+                if claimed_here {
+                    self.tracker.unclaim(&o.decision_id, o.attempt);
+                }
+                return Err(e.into());
+            }
+        };
         Ok((!repeat).then_some((payer_tenant, payer_user)))
     }
+}
+
+/// Whether `decision_id` was minted during a Redis outage ([`Shared::mint_decision_id`]) within
+/// the last `ttl_secs`.
+fn minted_in_outage(decision_id: &str, ttl_secs: u64) -> bool {
+    let Ok(id) = uuid::Uuid::try_parse(decision_id) else {
+        return false;
+    };
+    let Some(ts) = id.get_timestamp() else {
+        return false;
+    };
+    let (secs, _) = ts.to_unix();
+    let now = Utc::now().timestamp().max(0) as u64;
+    id.get_version_num() == 7 && id.as_bytes()[15] & 1 == 1 && now.saturating_sub(secs) <= ttl_secs
 }
 
 fn base_record(decision_id: &str, input: &RouteInput, policy: &Policy) -> DecisionRecord {
@@ -804,4 +875,34 @@ fn decision_record(
     r.model_version = d.model_version.clone();
     r.reasons = d.reasons.clone();
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::minted_in_outage;
+
+    #[test]
+    fn outage_minted_ids_are_told_apart_by_their_last_bit_and_age() {
+        let fresh = *uuid::Uuid::now_v7().as_bytes();
+        let with_bit = |set: bool| {
+            let mut b = fresh;
+            if set {
+                b[15] |= 1;
+            } else {
+                b[15] &= !1;
+            }
+            uuid::Uuid::from_bytes(b).to_string()
+        };
+        assert!(minted_in_outage(&with_bit(true), 3600));
+        assert!(!minted_in_outage(&with_bit(false), 3600));
+        // Older than the decision TTL: unknown, not pending.
+        let old = uuid::Uuid::parse_str("01890000-0000-7000-8000-000000000001").unwrap();
+        assert!(!minted_in_outage(&old.to_string(), 3600));
+        assert!(!minted_in_outage("not-a-uuid", 3600));
+        // A v4 id with the bit set is not ours.
+        assert!(!minted_in_outage(
+            "9a7f0c4e-1d2b-4c3a-8e5f-6a7b8c9d0e1f",
+            u64::MAX
+        ));
+    }
 }
