@@ -182,3 +182,31 @@ pub fn list_files(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<PathBuf>
     out.sort();
     Ok(out)
 }
+
+/// A CSV file with a header, every column read as text (empty cells null), and its column
+/// names: the outcome matrices of RouteLLM and `--wide`.
+pub(crate) fn read_csv_text(
+    path: &Path,
+) -> Result<(polars::prelude::DataFrame, Vec<String>), TrainError> {
+    use polars::prelude::*;
+    let text_path = path.to_str().ok_or_else(|| TrainError::BadInput {
+        path: path.to_path_buf(),
+        message: "path is not UTF-8".into(),
+    })?;
+    let df = LazyCsvReader::new(PlRefPath::from(text_path))
+        .with_has_header(true)
+        .with_infer_schema_length(Some(0))
+        .with_missing_is_null(true)
+        .finish()
+        .and_then(|lf| lf.collect())
+        .map_err(|e| TrainError::BadInput {
+            path: path.to_path_buf(),
+            message: format!("unreadable CSV: {e}"),
+        })?;
+    let names = df
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    Ok((df, names))
+}

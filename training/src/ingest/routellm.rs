@@ -3,8 +3,6 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use polars::prelude::*;
-
 use super::csv_lines::record_start_lines;
 use super::{BadRow, BadRowPolicy, IngestReport, list_files, prompt_id};
 use crate::error::TrainError;
@@ -120,10 +118,6 @@ pub fn ingest_csv(
     report: &mut IngestReport,
     policy: BadRowPolicy,
 ) -> Result<(), TrainError> {
-    let text_path = path.to_str().ok_or_else(|| TrainError::BadInput {
-        path: path.to_path_buf(),
-        message: "path is not UTF-8".into(),
-    })?;
     if !path.is_file() {
         return Err(TrainError::Io {
             path: path.to_path_buf(),
@@ -131,21 +125,7 @@ pub fn ingest_csv(
         });
     }
     report.files_read += 1;
-    let df = LazyCsvReader::new(PlRefPath::from(text_path))
-        .with_has_header(true)
-        .with_infer_schema_length(Some(0))
-        .with_missing_is_null(true)
-        .finish()
-        .and_then(|lf| lf.collect())
-        .map_err(|e| TrainError::BadInput {
-            path: path.to_path_buf(),
-            message: format!("unreadable CSV: {e}"),
-        })?;
-    let names: Vec<String> = df
-        .get_column_names()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let (df, names) = super::read_csv_text(path)?;
     let models: Vec<&String> = names
         .iter()
         .filter(|n| n.as_str() != "prompt" && !n.ends_with("_response"))

@@ -13,8 +13,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use polars::prelude::*;
-
 use super::csv_lines::record_start_lines;
 use super::{BadRow, BadRowPolicy, IngestReport, estimated_cost_usd, prompt_id};
 use crate::error::TrainError;
@@ -211,25 +209,7 @@ fn missing_column(
 }
 
 fn read_csv(path: &Path, spec: &WideSpec) -> Result<Vec<Row>, TrainError> {
-    let text_path = path.to_str().ok_or_else(|| TrainError::BadInput {
-        path: path.to_path_buf(),
-        message: "path is not UTF-8".into(),
-    })?;
-    let df = LazyCsvReader::new(PlRefPath::from(text_path))
-        .with_has_header(true)
-        .with_infer_schema_length(Some(0))
-        .with_missing_is_null(true)
-        .finish()
-        .and_then(|lf| lf.collect())
-        .map_err(|e| TrainError::BadInput {
-            path: path.to_path_buf(),
-            message: format!("unreadable CSV: {e}"),
-        })?;
-    let have: Vec<String> = df
-        .get_column_names()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let (df, have) = super::read_csv_text(path)?;
     let mut cols = Vec::new();
     for (flag, c) in spec.columns() {
         if !have.iter().any(|h| h == c) {
