@@ -940,3 +940,47 @@ async fn the_hold_script_checks_every_cap_or_only_the_deny_caps_of_a_downgraded_
     ));
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployment_example_policy_is_valid_and_serves_on_redis() {
+    // deploy/fleet/policy.toml with its container paths moved into a temp dir.
+    let redis = RedisServer::start_with(&["--requirepass", "fleet-pw"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(repo.join("deploy/fleet/policy.toml")).unwrap();
+    let replaced = [
+        ("\"/var/lib/signalbox/log\"", tmp.path().join("log")),
+        (
+            "\"/etc/signalbox/keys/keys.toml\"",
+            tmp.path().join("keys.toml"),
+        ),
+        ("\"/run/secrets/redis_password\"", tmp.path().join("pw")),
+        (
+            "\"/opt/signalbox/models/routellm-mmlu\"",
+            repo.join("models/routellm-mmlu"),
+        ),
+    ];
+    let mut text = text.replace("\"redis://redis:6379/0\"", &format!("{:?}", redis.url()));
+    for (from, to) in replaced {
+        assert!(
+            text.contains(from),
+            "deploy/fleet/policy.toml no longer names {from}"
+        );
+        text = text.replace(from, &format!("{:?}", to.display().to_string()));
+    }
+    std::fs::write(tmp.path().join("keys.toml"), "").unwrap();
+    std::fs::write(tmp.path().join("pw"), "fleet-pw\n").unwrap();
+    let policy = common::policy_from(&text, tmp.path());
+    assert!(matches!(
+        policy.state,
+        signalbox::fleet::StatePolicy::Redis(_)
+    ));
+    let server = signalbox::server::start(policy, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("the deployment policy serves");
+    assert!(
+        server.shared().fleet.as_ref().unwrap().is_up(),
+        "connected with the password file"
+    );
+    server.shutdown().await.unwrap();
+}

@@ -123,8 +123,9 @@ impl RedisServer {
         if s.write_all(b"PING\r\n").is_err() {
             return false;
         }
+        // `+PONG`, or `-NOAUTH …` from a server with a password: either way it is up.
         let mut buf = [0u8; 7];
-        s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+        s.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
     }
 
     /// Stop the server (SIGTERM; it finishes its append-only file) and wait for it.
