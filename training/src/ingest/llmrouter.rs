@@ -16,9 +16,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{BadRow, BadRowPolicy, IngestReport, estimated_cost_usd, prompt_id};
+use super::{BadRow, BadRowPolicy, IngestReport, estimated_cost_usd, push_prompt_rows};
 use crate::error::TrainError;
-use crate::table::{OutcomeRow, TableWriter};
+use crate::table::TableWriter;
 
 /// Which of the publishers' splits to ingest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -295,21 +295,19 @@ fn ingest_scores(
             )?;
             continue;
         };
-        let id = prompt_id(source, question);
-        for (model, q, price) in values {
-            writer.push(OutcomeRow {
-                prompt_id: id.clone(),
-                prompt: Some(question.to_string()),
-                task: Some(task.clone()),
-                model_id: model.to_string(),
-                quality: q,
-                cost_usd: Some(estimated_cost_usd(price.input, price.output, question)),
-                latency_ms: None,
-                timestamp: None,
-                source: source.to_string(),
-            })?;
-            written += 1;
-        }
+        written += push_prompt_rows(
+            writer,
+            source,
+            question,
+            Some(task.as_str()),
+            values.into_iter().map(|(model, q, price)| {
+                (
+                    model,
+                    q,
+                    Some(estimated_cost_usd(price.input, price.output, question)),
+                )
+            }),
+        )?;
     }
     report.rows_written += written;
     report.count_source(source, written);

@@ -183,6 +183,35 @@ pub fn list_files(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<PathBuf>
     Ok(out)
 }
 
+/// Writes one prompt's outcomes, a row per (model, quality, cost), under `prompt_id(source,
+/// prompt)`; returns how many rows were written. The outcome-matrix ingests (RouteLLM,
+/// LLMRouter, `--wide`) all write their rows this way.
+pub(crate) fn push_prompt_rows<'m>(
+    writer: &mut crate::table::TableWriter,
+    source: &str,
+    prompt: &str,
+    task: Option<&str>,
+    outcomes: impl IntoIterator<Item = (&'m str, f64, Option<f64>)>,
+) -> Result<usize, TrainError> {
+    let id = prompt_id(source, prompt);
+    let mut written = 0;
+    for (model, quality, cost_usd) in outcomes {
+        writer.push(crate::table::OutcomeRow {
+            prompt_id: id.clone(),
+            prompt: Some(prompt.to_string()),
+            task: task.map(str::to_string),
+            model_id: model.to_string(),
+            quality,
+            cost_usd,
+            latency_ms: None,
+            timestamp: None,
+            source: source.to_string(),
+        })?;
+        written += 1;
+    }
+    Ok(written)
+}
+
 /// A CSV file with a header, every column read as text (empty cells null), and its column
 /// names: the outcome matrices of RouteLLM and `--wide`.
 pub(crate) fn read_csv_text(

@@ -4,9 +4,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::csv_lines::record_start_lines;
-use super::{BadRow, BadRowPolicy, IngestReport, list_files, prompt_id};
+use super::{BadRow, BadRowPolicy, IngestReport, list_files, push_prompt_rows};
 use crate::error::TrainError;
-use crate::table::{OutcomeRow, TableWriter};
+use crate::table::TableWriter;
 
 /// Which RouteLLM benchmark to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -187,21 +187,11 @@ pub fn ingest_csv(
             report.contaminated_dropped += 1;
             continue;
         }
-        let id = prompt_id(source, prompt);
-        for (m, ok) in models.iter().zip(values) {
-            writer.push(OutcomeRow {
-                prompt_id: id.clone(),
-                prompt: Some(prompt.to_string()),
-                task: task.map(str::to_string),
-                model_id: m.to_string(),
-                quality: if ok { 1.0 } else { 0.0 },
-                cost_usd: None,
-                latency_ms: None,
-                timestamp: None,
-                source: source.to_string(),
-            })?;
-            written += 1;
-        }
+        let outcomes = models
+            .iter()
+            .zip(values)
+            .map(|(m, ok)| (m.as_str(), if ok { 1.0 } else { 0.0 }, None));
+        written += push_prompt_rows(writer, source, prompt, task, outcomes)?;
     }
     report.rows_written += written;
     report.count_source(source, written);

@@ -14,9 +14,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use super::csv_lines::record_start_lines;
-use super::{BadRow, BadRowPolicy, IngestReport, estimated_cost_usd, prompt_id};
+use super::{BadRow, BadRowPolicy, IngestReport, estimated_cost_usd, push_prompt_rows};
 use crate::error::TrainError;
-use crate::table::{OutcomeRow, TableWriter};
+use crate::table::TableWriter;
 
 /// How the columns of a wide file map to prompts, tasks and models.
 #[derive(Debug, Clone, PartialEq)]
@@ -383,21 +383,8 @@ pub fn ingest_wide(
             )?;
             continue;
         };
-        let id = prompt_id(&source, &prompt);
-        for (model, q, c) in values {
-            writer.push(OutcomeRow {
-                prompt_id: id.clone(),
-                prompt: Some(prompt.clone()),
-                task: task.clone(),
-                model_id: model.clone(),
-                quality: q,
-                cost_usd: c,
-                latency_ms: None,
-                timestamp: None,
-                source: source.clone(),
-            })?;
-            written += 1;
-        }
+        let outcomes = values.iter().map(|(model, q, c)| (model.as_str(), *q, *c));
+        written += push_prompt_rows(writer, &source, &prompt, task.as_deref(), outcomes)?;
     }
     report.rows_written += written;
     report.count_source(&source, written);
