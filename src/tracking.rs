@@ -152,13 +152,18 @@ impl DecisionTracker {
     /// The payer of a tracked decision, without claiming anything (for the rate limit of an
     /// outcome's tenant).
     pub fn payer_of(&self, decision_id: &str) -> Option<Payer> {
+        self.read(decision_id, |d| d.payer.clone())
+    }
+
+    /// `f` of a tracked decision that has not expired, without claiming anything.
+    fn read<R>(&self, decision_id: &str, f: impl FnOnce(&TrackedDecision) -> R) -> Option<R> {
         let key = DecisionKey::of(decision_id);
         let shard = self.shard(&key).lock();
         shard
             .by_id
             .get(&key)
             .filter(|d| d.created.elapsed() <= self.ttl)
-            .map(|d| d.payer.clone())
+            .map(f)
     }
 
     /// Take back a numbered attempt claimed by [`Self::claim_for`] whose booking failed, so a
@@ -173,16 +178,10 @@ impl DecisionTracker {
         }
     }
 
-    /// The attempts already reported for a tracked decision (bit `attempt - 1`), and whether an
-    /// outcome took its hold; `None`: unknown or expired.
+    /// The attempts already reported for a tracked decision (bit `attempt - 1`); `None`:
+    /// unknown or expired.
     pub fn reported(&self, decision_id: &str) -> Option<u64> {
-        let key = DecisionKey::of(decision_id);
-        let shard = self.shard(&key).lock();
-        shard
-            .by_id
-            .get(&key)
-            .filter(|d| d.created.elapsed() <= self.ttl)
-            .map(|d| d.reported)
+        self.read(decision_id, |d| d.reported)
     }
 
     /// Drop expired entries everywhere (called periodically; inserts also evict their shard).
