@@ -29,11 +29,11 @@ struct Spend {
     month_total: Micros,
 }
 
-fn day_of(t: DateTime<Utc>) -> i32 {
+pub(crate) fn day_of(t: DateTime<Utc>) -> i32 {
     t.date_naive().num_days_from_ce()
 }
 
-fn month_of(t: DateTime<Utc>) -> i32 {
+pub(crate) fn month_of(t: DateTime<Utc>) -> i32 {
     t.year() * 12 + t.month0() as i32
 }
 

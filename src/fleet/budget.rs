@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use super::{Deadline, Fleet, FleetError, Op, ints};
 use crate::budget::{
-    BudgetLedger, BudgetVerdict, BudgetView, Figures, Payer, Reservation, verdict,
+    BudgetLedger, BudgetVerdict, BudgetView, Figures, Payer, Reservation, day_of, month_of, verdict,
 };
 use crate::config::{BudgetCaps, Policy};
 use crate::money::Micros;
@@ -46,9 +46,10 @@ fn cap_arg(cap: Option<Micros>) -> i64 {
     cap.map_or(-1, |c| i64::try_from(c.0).unwrap_or(i64::MAX))
 }
 
-/// How long a decision's outcome marks (and the hold noted there) are kept.
-fn marks_ttl_ms(policy: &Policy) -> i64 {
-    i64::try_from((policy.server.decision_ttl_secs + 60) * 1000).unwrap_or(i64::MAX)
+/// How long a decision's outcome marks (and the hold noted there) are kept: a minute longer
+/// than the decision.
+fn marks_ttl_ms(decision_ttl_secs: u64) -> i64 {
+    i64::try_from((decision_ttl_secs + 60) * 1000).unwrap_or(i64::MAX)
 }
 
 fn micros(v: i64) -> Micros {
@@ -84,36 +85,42 @@ pub enum HoldResult {
 #[derive(Debug, Clone)]
 struct Seen {
     at: Instant,
-    day: String,
-    month: String,
+    /// The UTC day and month the figures are of ([`day_of`], [`month_of`]).
+    day: i32,
+    month: i32,
     figures: Figures,
 }
 
-/// An account: (tenant, user), the user empty for the tenant's own.
-type AccountId = (Box<str>, Box<str>);
+#[derive(Debug, Default)]
+struct Accounts {
+    /// By tenant, then user (empty for the tenant's own account): looked up without copying
+    /// the names.
+    by_tenant: HashMap<Box<str>, HashMap<Box<str>, Seen>>,
+    len: usize,
+}
 
 /// What Redis last said of each account's spend and holds.
 #[derive(Debug, Default)]
 pub struct Mirror {
-    accounts: Mutex<HashMap<AccountId, Seen>>,
+    accounts: Mutex<Accounts>,
 }
 
 impl Mirror {
     fn put(&self, tenant: &str, user: &str, at: DateTime<Utc>, figures: Figures) {
-        let (day, month) = day_month(at);
         let mut map = self.accounts.lock();
-        if map.len() >= MIRROR_ACCOUNTS {
-            map.clear();
+        if map.len >= MIRROR_ACCOUNTS {
+            *map = Accounts::default();
         }
-        map.insert(
-            (tenant.into(), user.into()),
-            Seen {
-                at: Instant::now(),
-                day,
-                month,
-                figures,
-            },
-        );
+        let seen = Seen {
+            at: Instant::now(),
+            day: day_of(at),
+            month: month_of(at),
+            figures,
+        };
+        let users = map.by_tenant.entry(tenant.into()).or_default();
+        if users.insert(user.into(), seen).is_none() {
+            map.len += 1;
+        }
     }
 
     /// The account's figures for `at`'s day and month, if seen within `fresh` (any age: `None`).
@@ -124,17 +131,16 @@ impl Mirror {
         at: DateTime<Utc>,
         fresh: Option<Duration>,
     ) -> Option<Figures> {
-        let (day, month) = day_month(at);
         let map = self.accounts.lock();
-        let seen = map.get(&(Box::from(tenant), Box::from(user)))?;
+        let seen = map.by_tenant.get(tenant)?.get(user)?;
         if fresh.is_some_and(|f| seen.at.elapsed() > f) {
             return None;
         }
         let mut f = seen.figures;
-        if seen.month != month {
+        if seen.month != month_of(at) {
             return Some(Figures::default());
         }
-        if seen.day != day {
+        if seen.day != day_of(at) {
             f.day = Micros::ZERO;
         }
         Some(f)
@@ -369,7 +375,7 @@ impl Fleet {
                 c.on_exceeded == crate::config::OnExceeded::Deny
             })));
         }
-        args.push(marks_ttl_ms(policy));
+        args.push(marks_ttl_ms(policy.server.decision_ttl_secs));
         let stored = track
             .map(|ttl| self.decision_entry(decision_id, tenant, user, ttl))
             .transpose()?;
@@ -441,7 +447,7 @@ impl Fleet {
         let n = if user.is_empty() { 1 } else { 2 };
         let mut keys = vec![self.keys.marks(tenant, decision_id)];
         keys.extend(self.account_keys(tenant, user, at));
-        let marks_ttl_ms = marks_ttl_ms(policy);
+        let marks_ttl_ms = marks_ttl_ms(policy.server.decision_ttl_secs);
         let script = &self.scripts.settle;
         let reply = self
             .run(Op::Settle, deadline, |mut c| async move {
@@ -562,7 +568,7 @@ impl Fleet {
     ) -> Result<usize, FleetError> {
         let all: Vec<_> = std::mem::take(&mut *self.outage.decisions.lock()).into();
         let now = Instant::now();
-        let marks_ttl_ms = (decision_ttl_secs + 60) * 1000;
+        let marks_ttl_ms = marks_ttl_ms(decision_ttl_secs);
         let mut written = 0;
         let mut batches = all.chunks(UPLOAD_BATCH);
         while let Some(batch) = batches.next() {

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, RedisError};
 
+use crate::money::Micros;
+
 pub mod budget;
 pub mod circuits;
 pub mod decisions;
@@ -326,14 +328,7 @@ impl Fleet {
                 if fleet.ping(fleet.policy.connect_timeout).await.is_ok() {
                     // Spend and decisions of the outage go to Redis before anything is read
                     // from it.
-                    let reconciled = match fleet.reconcile().await {
-                        Ok(booked) => fleet
-                            .upload_outage_decisions(decision_ttl_secs, &reported)
-                            .await
-                            .map(|decisions| (booked, decisions)),
-                        Err(e) => Err(e),
-                    };
-                    match reconciled {
+                    match fleet.write_outage(decision_ttl_secs, &reported).await {
                         Ok((booked, decisions)) => {
                             fleet.up.store(true, Ordering::Release);
                             fleet.reset_outage_ledger();
@@ -365,16 +360,23 @@ impl Fleet {
         if !self.is_up() || !self.outage.has_leftovers() {
             return;
         }
-        let done = match self.reconcile().await {
-            Ok(_) => self
-                .upload_outage_decisions(decision_ttl_secs, &reported)
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = done {
+        if let Err(e) = self.write_outage(decision_ttl_secs, &reported).await {
             tracing::warn!(error = %e, "shared state: writing the outage's leftovers failed; retrying");
         }
+    }
+
+    /// Write an outage to Redis: the spend booked meanwhile, then the decisions made meanwhile
+    /// (with the attempts `reported` for them here). The USD added and the decisions written.
+    async fn write_outage(
+        &self,
+        decision_ttl_secs: u64,
+        reported: &(dyn Fn(&str) -> Option<u64> + Send + Sync),
+    ) -> Result<(Micros, usize), FleetError> {
+        let booked = self.reconcile().await?;
+        let decisions = self
+            .upload_outage_decisions(decision_ttl_secs, reported)
+            .await?;
+        Ok((booked, decisions))
     }
 
     pub fn gauges(&self) -> FleetGauges {
