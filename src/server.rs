@@ -328,10 +328,11 @@ async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<RunningServer,
                     release_free_memory();
                     last_trim = now;
                 }
-                let writable =
+                // The log can write, and the shared state (if any) is reachable or not needed.
+                let ready =
                     shared.log.writable() && shared.fleet.as_ref().is_none_or(|f| f.serving());
-                if writable != serving && !draining.load(std::sync::atomic::Ordering::Relaxed) {
-                    serving = writable;
+                if ready != serving && !draining.load(std::sync::atomic::Ordering::Relaxed) {
+                    serving = ready;
                     set_health(&health, serving).await;
                 }
             }
