@@ -15,12 +15,19 @@ use signalbox::server::RunningServer;
 use tonic::Code;
 use tonic::transport::Channel;
 
-/// The example policy on Redis at `url` with `state` added to `[state]`.
+/// The example policy on Redis at `url` with `state` added to `[state]`. Unless `state` sets
+/// its own, the command timeout is 2 s: the suite runs many replicas and Redis servers at once
+/// on two cores, and a slow answer must not read as an outage except in the tests of outages.
 fn fleet_policy(url: &str, state: &str, edit: impl FnOnce(String) -> String) -> ExampleLog {
+    let timeout = if state.contains("command_timeout_ms") {
+        ""
+    } else {
+        "command_timeout_ms = 2000\n"
+    };
     ExampleLog::new(|text| {
         let text = edit(text);
         format!(
-            "{text}\n[state]\nbackend = \"redis\"\nurl = \"{url}\"\ncircuit_refresh_ms = 50\n{state}\n"
+            "{text}\n[state]\nbackend = \"redis\"\nurl = \"{url}\"\ncircuit_refresh_ms = 50\n{timeout}{state}\n"
         )
     })
 }
