@@ -12,16 +12,15 @@ use common::*;
 const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
 
 #[test]
-fn check_config_accepts_the_example() {
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/config/signalbox.toml"
-        ))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+fn check_config_accepts_the_examples() {
+    for config in ["config/signalbox.toml", "config/examples/llmrouter.toml"] {
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(config))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{config}: {out:?}");
+    }
 }
 
 #[test]

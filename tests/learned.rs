@@ -132,6 +132,7 @@ fn write_bundle_full(
             classifier: "hand-set weights".into(),
             l2_alpha: 0.0,
             tokenizer_vocab_size: 200,
+            selection: None,
             signalbox_train_version: "test".into(),
         },
         metrics: Default::default(),

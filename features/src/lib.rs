@@ -29,7 +29,7 @@ pub mod vocab;
 pub use error::FeatureError;
 pub use featurizer::Featurizer;
 pub use manifest::{
-    BundleManifest, FeatureConfig, MANIFEST_FILE, MANIFEST_VERSION, ModelEntry, OnnxSpec,
-    QualityTarget, TrainingInfo,
+    BundleManifest, CvCandidate, CvSelection, CvSettings, FeatureConfig, MANIFEST_FILE,
+    MANIFEST_VERSION, ModelEntry, OnnxSpec, QualityTarget, TrainingInfo,
 };
 pub use meta::MetaFeature;

@@ -237,6 +237,57 @@ pub struct TrainingInfo {
     pub l2_alpha: f64,
     pub tokenizer_vocab_size: usize,
     pub signalbox_train_version: String,
+    /// How the classifier's settings were chosen, when they were chosen by cross-validation
+    /// on the training split (bundles written before this field have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<CvSelection>,
+}
+
+/// Hyperparameters chosen by seeded k-fold cross-validation on the training prompts only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CvSelection {
+    pub folds: usize,
+    pub seed: u64,
+    /// What the candidates were scored by (lower is better).
+    pub criterion: String,
+    pub chosen: CvCandidate,
+    /// Every candidate of the grid with its score.
+    pub candidates: Vec<CvCandidate>,
+}
+
+/// One candidate of a [`CvSelection`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CvCandidate {
+    pub settings: CvSettings,
+    /// The criterion on the pooled out-of-fold predictions.
+    pub score: f64,
+    /// The criterion on each fold's held-out prompts.
+    pub fold_scores: Vec<f64>,
+}
+
+/// The classifier settings one candidate tries.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CvSettings {
+    pub epochs: usize,
+    pub learning_rate: f64,
+    pub l1: f64,
+    pub l2: f64,
+    /// Hashed n-gram columns kept before fitting.
+    pub columns: usize,
+    pub task_lambda: f64,
+}
+
+impl std::fmt::Display for CvSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} epochs, learning rate {}, L1 {}, L2 {}, {} n-gram columns, task λ {}",
+            self.epochs, self.learning_rate, self.l1, self.l2, self.columns, self.task_lambda
+        )
+    }
 }
 
 /// RouteLLM metrics of one router on the held-out split (fractions, not percent).

@@ -14,9 +14,7 @@ use signalbox_features::{
 use crate::error::TrainError;
 use crate::evaluate::EvalReport;
 use crate::onnx;
-use crate::pipeline::{
-    Experiment, ModelArgs, ensure_dir, files_sha256, prompt_only_targets, targets,
-};
+use crate::pipeline::{Experiment, ensure_dir, files_sha256};
 
 /// Reference prompts with the in-Rust model's scores, for serving parity tests.
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -34,11 +32,8 @@ pub const PARITY_FILE: &str = "parity.json";
 const PARITY_SAMPLES: usize = 32;
 
 /// Builds the manifest of an experiment.
-pub fn manifest(
-    name: &str,
-    exp: &Experiment,
-    margs: &ModelArgs,
-) -> Result<BundleManifest, TrainError> {
+pub fn manifest(name: &str, exp: &Experiment) -> Result<BundleManifest, TrainError> {
+    let margs = &exp.model_args;
     let metrics: BTreeMap<String, RouterMetrics> = exp
         .report
         .routers
@@ -80,17 +75,17 @@ pub fn manifest(
         features: selected_features(exp),
         onnx: onnx::spec(),
         routing_rule: RULE_CHEAPEST_WITHIN_MARGIN.to_string(),
-        quality_targets: targets(exp),
-        quality_targets_prompt_only: prompt_only_targets(exp),
+        quality_targets: exp.targets.clone(),
+        quality_targets_prompt_only: exp.prompt_only_targets.clone(),
         training: TrainingInfo {
             data_sha256: files_sha256(&exp.data_files)?,
             data_sources: sources,
             train_prompts: exp.train.len(),
             test_prompts: exp.test.len(),
             split: exp.split.clone(),
-            calibration_split: "test (held-out) split".into(),
+            calibration_split: exp.calibration_split.clone(),
             classifier: format!(
-                "linfa-ftrl 0.8 FTRL-Proximal logistic regression, one per model (alpha {}, beta {}, l1 {}, l2 {}, {} epochs of {}-prompt batches){}",
+                "linfa-ftrl 0.8 FTRL-Proximal logistic regression, one per model (alpha {}, beta {}, l1 {}, l2 {}, {} epochs of {}-prompt batches){}{}",
                 margs.learning_rate,
                 margs.beta,
                 margs.l1,
@@ -104,11 +99,23 @@ pub fn manifest(
                         "; then per-task logit offsets on the text logits (ridge {})",
                         margs.task_lambda
                     )
+                },
+                match &exp.platt {
+                    Some(p) => format!(
+                        "; then Platt scaling sigmoid(a * logit + c) per model, fitted on the cross-validation's out-of-fold logits and folded into the weights: {}",
+                        p.iter()
+                            .zip(&exp.model.models)
+                            .map(|((a, c), m)| format!("{m} a {a:.3} c {c:+.3}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None => String::new(),
                 }
             ),
             l2_alpha: margs.l2,
             tokenizer_vocab_size: exp.featurizer.tokenizer().get_vocab_size(true),
             signalbox_train_version: env!("CARGO_PKG_VERSION").into(),
+            selection: exp.selection.clone(),
         },
         metrics,
     })
@@ -132,14 +139,9 @@ fn selected_features(exp: &Experiment) -> FeatureConfig {
 }
 
 /// Writes the complete bundle into `dir`.
-pub fn write(
-    dir: &Path,
-    name: &str,
-    exp: &Experiment,
-    margs: &ModelArgs,
-) -> Result<BundleManifest, TrainError> {
+pub fn write(dir: &Path, name: &str, exp: &Experiment) -> Result<BundleManifest, TrainError> {
     ensure_dir(dir)?;
-    let m = manifest(name, exp, margs)?;
+    let m = manifest(name, exp)?;
     let cfg = &m.features;
     let tok = dir.join(&cfg.tokenizer_file);
     exp.featurizer
@@ -197,11 +199,13 @@ fn task_list(tasks: &[String]) -> String {
 }
 
 fn model_card(m: &BundleManifest, r: &EvalReport) -> String {
-    let routellm = m
-        .training
-        .data_sources
-        .iter()
-        .any(|s| s.starts_with("routellm"));
+    let from = |prefix: &str| {
+        m.training
+            .data_sources
+            .iter()
+            .any(|s| s.starts_with(prefix))
+    };
+    let (routellm, llmrouter) = (from("routellm"), from("llmrouter"));
     let mut s = format!("# Model card: {}\n\n", m.name);
     s += "Routing classifier of signalbox: for each model it predicts the probability that the model answers a prompt acceptably ";
     s += &format!(
@@ -222,6 +226,21 @@ fn model_card(m: &BundleManifest, r: &EvalReport) -> String {
     );
     if routellm {
         s += "Outcome logs from RouteLLM (LMSYS, repository lm-sys/RouteLLM, folder routellm/evals/, Apache License 2.0): per-prompt correctness of `gpt-4-1106-preview` and `mistralai/Mixtral-8x7B-Instruct-v0.1` on MMLU (Hendrycks et al., MIT license) and GSM8K (Cobbe et al., MIT license). Prompts RouteLLM lists as contaminated were dropped. Costs are the RouteLLM paper's prices in USD per 1M tokens (24.7 vs 0.24), used only to order the models.\n\n";
+    }
+    if llmrouter {
+        s += "Outcomes from LLMRouter (U Lab @ UIUC, repository ulab-uiuc/LLMRouter, commit 4e7a796942ce, MIT License): per-prompt scores of nine open-weight models on 14 tasks (the publishers' train / test split), with the tasks from its query files and the models' prices (USD per 1M tokens) from its `models.json`. A call's cost is estimated as price x (prompt characters / 4 + 200) / 1e6 (no token counts are published).\n\n";
+    }
+    if let Some(sel) = &m.training.selection {
+        let c = &sel.chosen;
+        s += &format!(
+            "Settings chosen by {}-fold cross-validation on the training prompts only (seed {}, {} candidates, by {}): {} (out-of-fold score {:.4}).\n\n",
+            sel.folds,
+            sel.seed,
+            sel.candidates.len(),
+            sel.criterion,
+            c.settings,
+            c.score
+        );
     }
     s += "## Model\n\n";
     s += &format!(
@@ -263,7 +282,20 @@ fn model_card(m: &BundleManifest, r: &EvalReport) -> String {
         s += "- Learned from the text and the training table's tasks; it has never seen the service's tenants or hints. A task helps only when callers send it as the request's `category` with the same spelling; prompts unlike the training data (other languages, code, chat) get uninformative scores.\n";
     }
     s += "- Only the models listed in the manifest are scored; catalog models the bundle does not know must be routed by rules.\n";
-    s += "- RouteLLM outcomes are multiple-choice / math correctness of two 2023-era models; quality on open-ended tasks is not measured.\n";
-    s += "- Quality targets were calibrated on the held-out split, so their achieved ratios are in-sample for that split.\n";
+    if routellm {
+        s += "- RouteLLM outcomes are multiple-choice / math correctness of two 2023-era models; quality on open-ended tasks is not measured.\n";
+    }
+    if llmrouter {
+        s += "- LLMRouter's scores are benchmark answers of nine 7B-70B open-weight models (mostly right / wrong; partial credit for commongen); costs are estimates from prompt length, not billed tokens. The test split has 10 of the 14 tasks, and 119 of its questions also appear in the train split.\n";
+    }
+    s += &format!(
+        "- Quality targets were calibrated on the {}{}.\n",
+        m.training.calibration_split,
+        if m.training.calibration_split.starts_with("test") {
+            ", so their achieved ratios are in-sample for that split"
+        } else {
+            "; the held-out results above are out of sample"
+        }
+    );
     s
 }

@@ -18,6 +18,9 @@ pub struct Dataset {
     pub models: Vec<String>,
     /// `quality[p][m]`, mean over duplicate rows.
     pub quality: Vec<Vec<Option<f32>>>,
+    /// `cost[p][m]`: the prompt's own observed cost of a call to the model (`cost_usd`, mean
+    /// over duplicate rows; None: no row of that pair had a cost).
+    pub cost: Vec<Vec<Option<f64>>>,
     /// Mean observed cost per model (None: no row had a cost).
     pub observed_cost: Vec<Option<f64>>,
     pub sources: Vec<String>,
@@ -82,6 +85,7 @@ impl Dataset {
         };
         let mut p_index: HashMap<String, usize> = HashMap::new();
         let mut sums: Vec<Vec<(f32, u32)>> = Vec::new();
+        let mut cost_sums: Vec<Vec<(f64, u32)>> = Vec::new();
         let mut cost_sum = vec![(0.0f64, 0usize); nm];
         for i in 0..df.height() {
             let (Some(id), Some(model), Some(q)) = (ids.get(i), models.get(i), quality.get(i))
@@ -104,6 +108,7 @@ impl Dataset {
                     ds.prompts.push(prompt.to_string());
                     ds.tasks.push(tasks.get(i).map(str::to_string));
                     sums.push(vec![(0.0, 0); nm]);
+                    cost_sums.push(vec![(0.0, 0); nm]);
                     p
                 }
             };
@@ -112,6 +117,8 @@ impl Dataset {
             if let Some(c) = cost.get(i) {
                 cost_sum[m].0 += c;
                 cost_sum[m].1 += 1;
+                cost_sums[p][m].0 += c;
+                cost_sums[p][m].1 += 1;
             }
             if let Some(s) = sources.get(i)
                 && !ds.sources.iter().any(|x| x == s)
@@ -124,6 +131,14 @@ impl Dataset {
             .map(|row| {
                 row.into_iter()
                     .map(|(s, n)| (n > 0).then(|| s / n as f32))
+                    .collect()
+            })
+            .collect();
+        ds.cost = cost_sums
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|(s, n)| (n > 0).then(|| s / f64::from(n)))
                     .collect()
             })
             .collect();
@@ -142,6 +157,7 @@ impl Dataset {
             tasks: idx.iter().map(|&i| self.tasks[i].clone()).collect(),
             models: self.models.clone(),
             quality: idx.iter().map(|&i| self.quality[i].clone()).collect(),
+            cost: idx.iter().map(|&i| self.cost[i].clone()).collect(),
             observed_cost: self.observed_cost.clone(),
             sources: self.sources.clone(),
             rows_without_prompt: 0,
@@ -153,6 +169,11 @@ impl Dataset {
         let map: Vec<Option<usize>> = models.iter().map(|m| self.model_index(m)).collect();
         self.quality = self
             .quality
+            .iter()
+            .map(|row| map.iter().map(|j| j.and_then(|j| row[j])).collect())
+            .collect();
+        self.cost = self
+            .cost
             .iter()
             .map(|row| map.iter().map(|j| j.and_then(|j| row[j])).collect())
             .collect();

@@ -13,9 +13,11 @@ pub mod model;
 pub mod onnx;
 pub mod pipeline;
 pub mod progress;
+pub mod reliability;
 pub mod report;
 #[cfg(feature = "rules-baseline")]
 pub mod rules;
+pub mod select;
 pub mod shadow;
 pub mod synth;
 pub mod table;

@@ -290,7 +290,7 @@ fn train_and_bundle(
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "bundle".into());
-    let m = bundle::write(bundle_dir, &name, &exp, model)?;
+    let m = bundle::write(bundle_dir, &name, &exp)?;
     let mut timings = exp.timings.clone();
     timings.push(("write bundle".into(), t.elapsed().as_secs_f64()));
     pipeline::emit_reports(&[&exp.report], output)?;
@@ -327,8 +327,9 @@ fn eval_bundle(
     let probs = linear.predict_sparse(&x);
     let prompt_only_probs = pipeline::prompt_only_predictions(&featurizer, &linear, &x);
     let costs: Vec<f64> = manifest.models.iter().map(|m| m.cost).collect();
+    let (strong, weak) = model.pair(&test, &costs);
     let rules = match &model.rules_config {
-        Some(p) => Some(pipeline::rules_decisions(p, &test, &model.weak)?),
+        Some(p) => Some(pipeline::rules_decisions(p, &test, &weak)?),
         None => None,
     };
     let report = signalbox_train::evaluate::evaluate(&signalbox_train::evaluate::EvalInput {
@@ -337,8 +338,9 @@ fn eval_bundle(
         probs: &probs,
         prompt_only_probs: prompt_only_probs.as_deref(),
         costs: &costs,
-        strong: &model.strong,
-        weak: &model.weak,
+        prompt_costs: signalbox_train::pipeline::prompt_costs(&test, &costs, &[]).as_deref(),
+        strong: &strong,
+        weak: &weak,
         rules: rules.as_deref(),
         quality_threshold: manifest.quality_threshold,
         seed: data.seed,

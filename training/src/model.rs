@@ -127,6 +127,23 @@ pub fn fit(
     labels: &[Vec<Option<bool>>],
     opts: FitOptions,
 ) -> Result<LinearModel, TrainError> {
+    fit_epochs(x, models, labels, opts, &[opts.epochs.max(1)])?
+        .pop()
+        .ok_or_else(|| TrainError::Fit("no model fitted".into()))
+}
+
+/// [`fit`] over the rows `rows` of `x` only, keeping the model after each pass count in
+/// `epochs` (ascending; the last is the number of passes made): one training run gives the
+/// models of several epoch settings, as cross-validation needs. Returns one model per entry of
+/// `epochs`.
+pub fn fit_epochs_on(
+    x: &SparseRows,
+    rows: &[usize],
+    models: &[String],
+    labels: &[Vec<Option<bool>>],
+    opts: FitOptions,
+    epochs: &[usize],
+) -> Result<Vec<LinearModel>, TrainError> {
     if labels.len() != models.len() || labels.iter().any(|l| l.len() != x.len()) {
         return Err(TrainError::Fit(format!(
             "{} label columns of {:?} rows for {} models and {} rows",
@@ -136,10 +153,15 @@ pub fn fit(
             x.len()
         )));
     }
-    let fitted: Vec<Result<(Vec<f64>, f64), TrainError>> = std::thread::scope(|scope| {
+    if epochs.is_empty() || epochs.windows(2).any(|w| w[0] >= w[1]) || epochs[0] == 0 {
+        return Err(TrainError::Fit(format!(
+            "epoch counts {epochs:?} must be ascending and positive"
+        )));
+    }
+    let fitted: Vec<Result<Vec<Fitted>, TrainError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = labels
             .iter()
-            .map(|lab| scope.spawn(move || fit_one(x, lab, opts)))
+            .map(|lab| scope.spawn(move || fit_one(x, rows, lab, opts, epochs)))
             .collect();
         handles
             .into_iter()
@@ -149,33 +171,62 @@ pub fn fit(
             })
             .collect()
     });
-    let mut weights = Vec::new();
-    let mut bias = Vec::new();
+    let mut out: Vec<LinearModel> = epochs
+        .iter()
+        .map(|_| LinearModel {
+            models: models.to_vec(),
+            dim: x.dim,
+            weights: Vec::new(),
+            bias: Vec::new(),
+        })
+        .collect();
     for r in fitted {
-        let (w, b) = r?;
-        weights.push(w);
-        bias.push(b);
+        for (model, (w, b)) in out.iter_mut().zip(r?) {
+            model.weights.push(w);
+            model.bias.push(b);
+        }
     }
-    Ok(LinearModel {
-        models: models.to_vec(),
-        dim: x.dim,
-        weights,
-        bias,
-    })
+    Ok(out)
 }
 
+/// [`fit_epochs_on`] over every row.
+pub fn fit_epochs(
+    x: &SparseRows,
+    models: &[String],
+    labels: &[Vec<Option<bool>>],
+    opts: FitOptions,
+    epochs: &[usize],
+) -> Result<Vec<LinearModel>, TrainError> {
+    let rows: Vec<usize> = (0..x.len()).collect();
+    fit_epochs_on(x, &rows, models, labels, opts, epochs)
+}
+
+/// One model's fitted (weights, bias).
+type Fitted = (Vec<f64>, f64);
+
+/// One model's fit over `rows` (those with a label), one (weights, bias) per entry of
+/// `epochs` (ascending pass counts).
 fn fit_one(
     x: &SparseRows,
+    rows: &[usize],
     labels: &[Option<bool>],
     opts: FitOptions,
-) -> Result<(Vec<f64>, f64), TrainError> {
-    let mut rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].is_some()).collect();
+    epochs: &[usize],
+) -> Result<Vec<Fitted>, TrainError> {
+    let mut rows: Vec<usize> = rows
+        .iter()
+        .copied()
+        .filter(|&i| labels.get(i).copied().flatten().is_some())
+        .collect();
     let pos = rows.iter().filter(|&&i| labels[i] == Some(true)).count();
     let dim = x.dim;
     if rows.is_empty() || pos == 0 || pos == rows.len() {
         // One class only: constant (smoothed) probability, no weights.
         let p = (pos as f64 + 1.0) / (rows.len() as f64 + 2.0);
-        return Ok((vec![0.0; dim], (p / (1.0 - p)).ln()));
+        return Ok(epochs
+            .iter()
+            .map(|_| (vec![0.0; dim], (p / (1.0 - p)).ln()))
+            .collect());
     }
     let params = Ftrl::<f64>::params()
         .alpha(opts.alpha)
@@ -190,7 +241,9 @@ fn fit_one(
     let mut dense = Array2::<f64>::zeros((batch, width));
     let mut rng = SplitMix64::new(opts.seed);
     let mut model: Option<Ftrl<f64>> = None;
-    for _ in 0..opts.epochs.max(1) {
+    let mut out = Vec::with_capacity(epochs.len());
+    let last = epochs.last().copied().unwrap_or(1);
+    for epoch in 1..=last {
         rng.shuffle(&mut rows);
         for chunk in rows.chunks(batch) {
             for (r, &i) in chunk.iter().enumerate() {
@@ -213,11 +266,15 @@ fn fit_one(
                 }
             }
         }
+        if epochs.contains(&epoch) {
+            let w = model
+                .as_ref()
+                .ok_or_else(|| TrainError::Fit("no training batch".into()))?
+                .get_weights();
+            out.push((w.iter().take(dim).copied().collect(), w[dim]));
+        }
     }
-    let w = model
-        .ok_or_else(|| TrainError::Fit("no training batch".into()))?
-        .get_weights();
-    Ok((w.iter().take(dim).copied().collect(), w[dim]))
+    Ok(out)
 }
 
 /// Per-task logit offsets fitted on top of a fitted text model (a second stage, so the text
@@ -290,6 +347,75 @@ fn task_offset(rows: &[(f64, bool)], lambda: f64) -> f64 {
         };
     }
     b
+}
+
+/// Platt scaling of one model's logits `z` against its labels: the `(a, c)` maximising the
+/// log-likelihood of the labels under `sigmoid(a * z + c)`, with a small ridge pulling towards
+/// the identity `(1, 0)` (Newton's method with step halving). Fitted on out-of-fold logits, it
+/// corrects predictions that run too confident or too timid; folded into the weights
+/// ([`LinearModel::rescale`]) it changes neither the ONNX graph nor the service.
+pub fn fit_platt(z: &[f64], labels: &[bool]) -> (f64, f64) {
+    const RIDGE: f64 = 1e-3;
+    let loss = |a: f64, c: f64| -> f64 {
+        let nll: f64 = z
+            .iter()
+            .zip(labels)
+            .map(|(&z, &y)| {
+                let t = a * z + c;
+                // -log sigmoid(t) = softplus(-t); -log(1 - sigmoid(t)) = softplus(t).
+                let softplus = |x: f64| if x > 30.0 { x } else { x.exp().ln_1p() };
+                if y { softplus(-t) } else { softplus(t) }
+            })
+            .sum();
+        nll + RIDGE / 2.0 * ((a - 1.0).powi(2) + c * c)
+    };
+    let (mut a, mut c) = (1.0f64, 0.0f64);
+    let mut current = loss(a, c);
+    for _ in 0..100 {
+        let (mut ga, mut gc) = (RIDGE * (a - 1.0), RIDGE * c);
+        let (mut haa, mut hac, mut hcc) = (RIDGE, 0.0, RIDGE);
+        for (&z, &y) in z.iter().zip(labels) {
+            let p = sigmoid(a * z + c);
+            let r = p - f64::from(u8::from(y));
+            ga += r * z;
+            gc += r;
+            let w = p * (1.0 - p);
+            haa += w * z * z;
+            hac += w * z;
+            hcc += w;
+        }
+        let det = haa * hcc - hac * hac;
+        if det.abs() < 1e-300 {
+            break;
+        }
+        let (da, dc) = ((hcc * ga - hac * gc) / det, (haa * gc - hac * ga) / det);
+        let mut step = 1.0;
+        let mut improved = false;
+        while step > 1e-8 {
+            let (na, nc) = (a - step * da, c - step * dc);
+            let l = loss(na, nc);
+            if l <= current {
+                improved = current - l > 1e-12 * current.abs().max(1.0);
+                (a, c, current) = (na, nc, l);
+                break;
+            }
+            step /= 2.0;
+        }
+        if !improved {
+            break;
+        }
+    }
+    (a, c)
+}
+
+impl LinearModel {
+    /// Model `m`'s logit becomes `a * logit + c` (Platt scaling folded into its weights).
+    pub fn rescale(&mut self, m: usize, a: f64, c: f64) {
+        if let (Some(w), Some(b)) = (self.weights.get_mut(m), self.bias.get_mut(m)) {
+            w.iter_mut().for_each(|v| *v *= a);
+            *b = a * *b + c;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -404,6 +530,33 @@ mod tests {
                 - 2.0 * b;
             assert!(g.abs() < 1e-6, "offset {b}, score {g}");
         }
+    }
+
+    #[test]
+    fn platt_scaling_recovers_a_known_distortion() {
+        // Labels drawn with P = sigmoid(2 z - 1): the fit on the raw logits z is near (2, -1).
+        let mut rng = SplitMix64::new(5);
+        let z: Vec<f64> = (0..20_000).map(|_| 6.0 * rng.next_f64() - 3.0).collect();
+        let y: Vec<bool> = z
+            .iter()
+            .map(|&z| rng.next_f64() < sigmoid(2.0 * z - 1.0))
+            .collect();
+        let (a, c) = fit_platt(&z, &y);
+        assert!((a - 2.0).abs() < 0.1 && (c + 1.0).abs() < 0.1, "{a} {c}");
+        // Already calibrated logits stay near the identity.
+        let y1: Vec<bool> = z.iter().map(|&z| rng.next_f64() < sigmoid(z)).collect();
+        let (a1, c1) = fit_platt(&z, &y1);
+        assert!((a1 - 1.0).abs() < 0.06 && c1.abs() < 0.06, "{a1} {c1}");
+        // Folded into a model, the prediction is sigmoid(a z + c).
+        let mut m = LinearModel {
+            models: vec!["m".into()],
+            dim: 1,
+            weights: vec![vec![0.5]],
+            bias: vec![0.25],
+        };
+        m.rescale(0, a, c);
+        let p = m.predict_row(&[2.0])[0];
+        assert!((p - sigmoid(a * 1.25 + c)).abs() < 1e-12);
     }
 
     #[test]

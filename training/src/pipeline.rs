@@ -7,11 +7,12 @@ use signalbox_features::Featurizer;
 
 use crate::dataset::{Dataset, SplitMix64, random_split};
 use crate::error::TrainError;
-use crate::evaluate::{EvalInput, EvalReport, calibrate, evaluate};
+use crate::evaluate::{EvalInput, EvalReport, calibrate, evaluate, preference_table};
 use crate::featurize::{FeatureSettings, SparseRows, build_featurizer, featurize_all};
 use crate::model::{FitOptions, LinearModel, fit, fit_task_offsets};
 use crate::progress;
 use crate::report;
+use crate::select::{Criterion, Grid, OutOfFold, SelectInput, Selection, Settings, select};
 
 /// Default relative costs (USD per 1M tokens, as used by the RouteLLM paper) of
 /// the two models in the RouteLLM logs, used when the data has no costs.
@@ -19,6 +20,9 @@ pub const ROUTELLM_DEFAULT_COSTS: [(&str, f64); 2] = [
     ("gpt-4-1106-preview", 24.7),
     ("mistralai/Mixtral-8x7B-Instruct-v0.1", 0.24),
 ];
+
+/// The quality_preference values of the report's preference table.
+pub const PREFERENCES: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
 
 /// Quality targets (fractions of the best model's quality) calibrated into bundles.
 pub const QUALITY_TARGETS: [f64; 9] = [0.8, 0.85, 0.9, 0.925, 0.95, 0.97, 0.98, 0.99, 1.0];
@@ -44,12 +48,14 @@ pub struct DataArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
-    /// Strong model id (RouteLLM metrics).
-    #[arg(long, default_value = "gpt-4-1106-preview")]
-    pub strong: String,
-    /// Weak model id (RouteLLM metrics).
-    #[arg(long, default_value = "mistralai/Mixtral-8x7B-Instruct-v0.1")]
-    pub weak: String,
+    /// Strong model id (RouteLLM's two-model metrics). Default: RouteLLM's GPT-4 when the data
+    /// has it, else the model with the best training quality.
+    #[arg(long)]
+    pub strong: Option<String>,
+    /// Weak model id (RouteLLM's two-model metrics). Default: RouteLLM's Mixtral when the data
+    /// has it, else the cheapest model.
+    #[arg(long)]
+    pub weak: Option<String>,
     /// Quality at or above which an answer counts as acceptable (the label).
     #[arg(long, default_value_t = 0.5)]
     pub quality_threshold: f64,
@@ -90,9 +96,146 @@ pub struct ModelArgs {
     pub rules_config: Option<PathBuf>,
     #[command(flatten)]
     pub features: FeatureSettings,
+    #[command(flatten)]
+    pub cv: CvArgs,
+    /// The service's `min_quality_target` and `max_quality_target` (quality targets at
+    /// quality_preference 0 and 1), for the report's table of quality and cost per preference.
+    #[arg(long, default_value_t = 0.9)]
+    pub min_quality_target: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub max_quality_target: f64,
+}
+
+/// Hyperparameters chosen by cross-validation on the training split (`--cv-folds`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CvArgs {
+    /// Choose the settings by seeded k-fold cross-validation on the training prompts (0: use
+    /// the flags as given). Every combination of the --grid-* lists is tried; a list not given
+    /// is the single value of its flag (--epochs, --learning-rate, ...).
+    #[arg(long, default_value_t = 0)]
+    pub cv_folds: usize,
+    /// Seed of the folds.
+    #[arg(long, default_value_t = 7)]
+    pub cv_seed: u64,
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    pub grid_epochs: Vec<usize>,
+    #[arg(long, value_delimiter = ',', value_name = "X,X,...")]
+    pub grid_learning_rate: Vec<f64>,
+    #[arg(long, value_delimiter = ',', value_name = "X,X,...")]
+    pub grid_l1: Vec<f64>,
+    #[arg(long, value_delimiter = ',', value_name = "X,X,...")]
+    pub grid_l2: Vec<f64>,
+    /// Values of --max-fit-features.
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    pub grid_columns: Vec<usize>,
+    #[arg(long, value_delimiter = ',', value_name = "X,X,...")]
+    pub grid_task_lambda: Vec<f64>,
+    /// With --cv-folds: Platt-scale each model's probabilities (sigmoid(a * logit + c), fitted
+    /// on the out-of-fold logits of the training prompts and folded into the weights), so the
+    /// probabilities the router compares across models are calibrated.
+    #[arg(long)]
+    pub platt: bool,
+}
+
+/// The values of `given`, or the single `flag` value when none were given.
+fn or_flag<T: Copy>(given: &[T], flag: T) -> Vec<T> {
+    if given.is_empty() {
+        vec![flag]
+    } else {
+        given.to_vec()
+    }
+}
+
+/// `ModelArgs` on their own command line (for [`ModelArgs::defaults`]).
+#[derive(clap::Parser)]
+struct ModelArgsOnly {
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 impl ModelArgs {
+    /// The flags' defaults: what `train` and `eval` use when none is given.
+    pub fn defaults() -> Result<ModelArgs, TrainError> {
+        use clap::Parser;
+        ModelArgsOnly::try_parse_from(["signalbox-train"])
+            .map(|a| a.model)
+            .map_err(|e| TrainError::Argument(e.to_string()))
+    }
+
+    /// The cross-validation grid of these flags.
+    pub fn grid(&self) -> Grid {
+        let cv = &self.cv;
+        Grid {
+            epochs: or_flag(&cv.grid_epochs, self.epochs),
+            learning_rates: or_flag(&cv.grid_learning_rate, self.learning_rate),
+            l1: or_flag(&cv.grid_l1, self.l1),
+            l2: or_flag(&cv.grid_l2, self.l2),
+            columns: or_flag(&cv.grid_columns, self.max_fit_features),
+            task_lambdas: or_flag(&cv.grid_task_lambda, self.task_lambda),
+        }
+    }
+
+    /// These flags with the settings chosen by cross-validation.
+    pub fn with_settings(&self, s: &Settings) -> ModelArgs {
+        ModelArgs {
+            epochs: s.epochs,
+            learning_rate: s.learning_rate,
+            l1: s.l1,
+            l2: s.l2,
+            max_fit_features: s.columns,
+            task_lambda: s.task_lambda,
+            ..self.clone()
+        }
+    }
+
+    /// The strong and weak model of the two-model metrics (see `--strong`, `--weak`).
+    pub fn pair(&self, train: &Dataset, costs: &[f64]) -> (String, String) {
+        let has = |m: &str| train.model_index(m).is_some();
+        let [(routellm_strong, _), (routellm_weak, _)] = ROUTELLM_DEFAULT_COSTS;
+        let routellm = has(routellm_strong) && has(routellm_weak);
+        let mean_q = |m: usize| -> f64 {
+            let (s, n) = train
+                .quality
+                .iter()
+                .filter_map(|r| r[m])
+                .fold((0.0, 0usize), |(s, n), q| (s + f64::from(q), n + 1));
+            if n == 0 {
+                f64::NEG_INFINITY
+            } else {
+                s / n as f64
+            }
+        };
+        let nm = train.models.len();
+        let strong = self.strong.clone().unwrap_or_else(|| {
+            if routellm {
+                routellm_strong.to_string()
+            } else {
+                (0..nm)
+                    .max_by(|&a, &b| {
+                        mean_q(a)
+                            .total_cmp(&mean_q(b))
+                            .then(costs[b].total_cmp(&costs[a]))
+                    })
+                    .map_or_else(String::new, |m| train.models[m].clone())
+            }
+        });
+        let weak = self.weak.clone().unwrap_or_else(|| {
+            if routellm {
+                routellm_weak.to_string()
+            } else {
+                (0..nm)
+                    .filter(|&m| train.models[m] != strong)
+                    .min_by(|&a, &b| {
+                        costs[a]
+                            .total_cmp(&costs[b])
+                            .then(mean_q(b).total_cmp(&mean_q(a)))
+                    })
+                    .map_or_else(String::new, |m| train.models[m].clone())
+            }
+        });
+        (strong, weak)
+    }
+
     /// The classifier options of these flags (mini-batch order seeded by `seed`).
     pub fn fit_options(&self, seed: u64) -> FitOptions {
         FitOptions {
@@ -135,13 +278,48 @@ pub struct Experiment {
     /// columns and knows a test prompt's task).
     pub prompt_only_probs: Option<Vec<Vec<f64>>>,
     pub costs: Vec<f64>,
+    /// The flags the final model was fitted with (the chosen settings after cross-validation).
+    pub model_args: ModelArgs,
+    /// The cross-validation that chose them, if any.
+    pub selection: Option<Selection>,
+    /// The Platt scaling `(a, c)` per model folded into the weights (`--platt`), if any.
+    pub platt: Option<Vec<(f64, f64)>>,
+    /// The calibrated margins (with and without tasks) and the split they were calibrated on.
+    pub targets: Vec<signalbox_features::QualityTarget>,
+    pub prompt_only_targets: Vec<signalbox_features::QualityTarget>,
+    pub calibration_split: String,
     pub report: EvalReport,
     pub split: String,
     pub data_files: Vec<PathBuf>,
     pub timings: Vec<(String, f64)>,
 }
 
-fn parse_costs(models: &[String], ds: &Dataset, flags: &[String]) -> Result<Vec<f64>, TrainError> {
+/// Each prompt's own cost per model (`cost_usd` of its rows; the model's `costs` entry where a
+/// pair has none), for the evaluation's curves. None when `--cost` flags set the costs (they
+/// are in their own unit) or no row has a cost.
+pub fn prompt_costs(ds: &Dataset, costs: &[f64], flags: &[String]) -> Option<Vec<Vec<f64>>> {
+    let any = ds.cost.iter().flatten().any(Option::is_some);
+    (flags.is_empty() && any).then(|| {
+        ds.cost
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .zip(costs)
+                    .map(|(c, &mean)| c.unwrap_or(mean))
+                    .collect()
+            })
+            .collect()
+    })
+}
+
+/// The relative cost per call of each model: its `--cost` flag, else the mean `cost_usd` of
+/// its training rows, else of its test rows, else the RouteLLM paper's price.
+fn parse_costs(
+    models: &[String],
+    train: &Dataset,
+    test: &Dataset,
+    flags: &[String],
+) -> Result<Vec<f64>, TrainError> {
     let mut out = Vec::with_capacity(models.len());
     for (m, model) in models.iter().enumerate() {
         let flag = flags.iter().find_map(|f| {
@@ -152,7 +330,13 @@ fn parse_costs(models: &[String], ds: &Dataset, flags: &[String]) -> Result<Vec<
             Some(v) => v
                 .parse::<f64>()
                 .map_err(|_| TrainError::Argument(format!("bad cost {v:?} for {model}")))?,
-            None => match ds.observed_cost.get(m).copied().flatten() {
+            None => match train
+                .observed_cost
+                .get(m)
+                .copied()
+                .flatten()
+                .or_else(|| test.observed_cost.get(m).copied().flatten())
+            {
                 Some(c) => c,
                 None => ROUTELLM_DEFAULT_COSTS
                     .iter()
@@ -205,7 +389,11 @@ pub fn load_split(args: &DataArgs) -> Result<(Dataset, Dataset, String, Vec<Path
             let te = Dataset::load(test)?;
             let mut models = tr.models.clone();
             models.extend(te.models.iter().filter(|m| !tr.models.contains(m)).cloned());
-            let split = format!("explicit files {} / {}", train.display(), test.display());
+            let name = |p: &Path| {
+                p.file_name()
+                    .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+            };
+            let split = format!("explicit files {} / {}", name(train), name(test));
             Ok((
                 tr.with_models(&models),
                 te.with_models(&models),
@@ -219,7 +407,8 @@ pub fn load_split(args: &DataArgs) -> Result<(Dataset, Dataset, String, Vec<Path
     }
 }
 
-/// Runs split -> featurize -> fit -> predict -> evaluate.
+/// Runs split -> featurize -> (choose settings by cross-validation) -> fit -> predict ->
+/// calibrate -> evaluate.
 pub fn run_experiment(
     data: &DataArgs,
     margs: &ModelArgs,
@@ -243,34 +432,89 @@ pub fn run_experiment(
             test.len()
         )));
     }
-    let t = Instant::now();
-    let spinner = progress::spinner("training tokenizer + IDF");
+    let costs = parse_costs(&test.models, &train, &test, &margs.costs)?;
+    let train_costs = prompt_costs(&train, &costs, &margs.costs);
     let train_prompts: Vec<&str> = train.prompts.iter().map(String::as_str).collect();
     let train_tasks: Vec<Option<&str>> = train.tasks.iter().map(Option::as_deref).collect();
-    let featurizer = build_featurizer(
-        &train_prompts,
-        &train_tasks,
-        &margs.features,
-        margs.max_fit_features,
-    )?;
-    spinner.finish_and_clear();
-    timings.push(("tokenizer + IDF".to_string(), t.elapsed().as_secs_f64()));
+    let train_labels = labels(&train, margs.quality_threshold);
+    let (strong, weak) = margs.pair(&train, &costs);
 
-    let t = Instant::now();
-    let bar = progress::bar(train.len() as u64, "featurizing train");
-    // The text weights are fitted without the tasks; the task offsets come second, on top.
-    let x_train = featurize_all(&featurizer, &train_prompts, &[], &bar)?;
-    bar.finish_and_clear();
-    timings.push(("featurize train".to_string(), t.elapsed().as_secs_f64()));
+    // Settings: the flags, or those chosen by cross-validation on the training prompts.
+    let mut built: Option<(Featurizer, SparseRows)> = None;
+    let (chosen, selection, out_of_fold) = if margs.cv.cv_folds > 0 {
+        let grid = margs.grid();
+        grid.validate()?;
+        let widest = grid
+            .columns
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(margs.max_fit_features);
+        let (featurizer, x) =
+            featurize_training(&train_prompts, &train_tasks, margs, widest, &mut timings)?;
+        let t = Instant::now();
+        let criterion = match (
+            train.models.len(),
+            train.model_index(&strong),
+            train.model_index(&weak),
+        ) {
+            (2, Some(s), Some(w)) => Criterion::NegativeApgr { strong: s, weak: w },
+            _ => Criterion::CostAt95,
+        };
+        let candidates = grid.candidates().len();
+        let bar = progress::bar(
+            crate::select::fits(&grid, margs.cv.cv_folds) as u64,
+            &format!(
+                "{}-fold cross-validation of {candidates} settings (fits)",
+                margs.cv.cv_folds
+            ),
+        );
+        let (selection, oof) = select(&SelectInput {
+            train: &train,
+            featurizer: &featurizer,
+            x: &x,
+            labels: &train_labels,
+            costs: &costs,
+            prompt_costs: train_costs.as_deref(),
+            criterion,
+            grid: &grid,
+            base: margs.fit_options(data.seed),
+            folds: margs.cv.cv_folds,
+            seed: margs.cv.cv_seed,
+            platt: margs.cv.platt,
+            progress: &bar,
+        })?;
+        bar.finish_and_clear();
+        timings.push((
+            format!("cross-validation ({candidates} settings)"),
+            t.elapsed().as_secs_f64(),
+        ));
+        let chosen = margs.with_settings(&selection.chosen.settings);
+        if chosen.max_fit_features == widest {
+            built = Some((featurizer, x));
+        }
+        (chosen, Some(selection), Some(oof))
+    } else {
+        (margs.clone(), None, None)
+    };
+    let (featurizer, x_train) = match built {
+        Some(b) => b,
+        None => featurize_training(
+            &train_prompts,
+            &train_tasks,
+            &chosen,
+            chosen.max_fit_features,
+            &mut timings,
+        )?,
+    };
 
     let t = Instant::now();
     let spinner = progress::spinner("fitting linfa FTRL logistic regressions");
-    let train_labels = labels(&train, margs.quality_threshold);
     let mut model = fit(
         &x_train,
         &train.models,
         &train_labels,
-        margs.fit_options(data.seed),
+        chosen.fit_options(data.seed),
     )?;
     add_task_offsets(
         &mut model,
@@ -278,8 +522,13 @@ pub fn run_experiment(
         &x_train,
         &train_tasks,
         &train_labels,
-        margs.task_lambda,
+        chosen.task_lambda,
     )?;
+    if let Some(platt) = out_of_fold.as_ref().and_then(|o| o.platt.as_ref()) {
+        for (m, &(a, c)) in platt.iter().enumerate() {
+            model.rescale(m, a, c);
+        }
+    }
     drop(x_train);
     spinner.finish_and_clear();
     timings.push(("fit".to_string(), t.elapsed().as_secs_f64()));
@@ -292,23 +541,74 @@ pub fn run_experiment(
     bar.finish_and_clear();
     let probs = model.predict_sparse(&test_features);
     let prompt_only_probs = prompt_only_predictions(&featurizer, &model, &test_features);
-    let costs = parse_costs(&test.models, &test, &margs.costs)?;
+    let per_prompt = prompt_costs(&test, &costs, &margs.costs);
     let rules = match &margs.rules_config {
-        Some(path) => Some(rules_decisions(path, &test, &margs.weak)?),
+        Some(path) => Some(rules_decisions(path, &test, &weak)?),
         None => None,
     };
-    let report = evaluate(&EvalInput {
+    let mut report = evaluate(&EvalInput {
         title: title.to_string(),
         test: &test,
         probs: &probs,
         prompt_only_probs: prompt_only_probs.as_deref(),
         costs: &costs,
-        strong: &margs.strong,
-        weak: &margs.weak,
+        prompt_costs: per_prompt.as_deref(),
+        strong: &strong,
+        weak: &weak,
         rules: rules.as_deref(),
         quality_threshold: margs.quality_threshold,
         seed: data.seed,
     })?;
+    // Margins: calibrated on the out-of-fold predictions of the training prompts when
+    // cross-validation ran (the test split stays unseen), else on the test split.
+    let (targets, prompt_only_targets, calibration_split) = match &out_of_fold {
+        Some(OutOfFold {
+            probs: oof,
+            prompt_only_probs: oof_prompt_only,
+            ..
+        }) => (
+            calibrate(
+                &train,
+                oof,
+                &costs,
+                train_costs.as_deref(),
+                &QUALITY_TARGETS,
+            ),
+            oof_prompt_only
+                .as_ref()
+                .map(|p| calibrate(&train, p, &costs, train_costs.as_deref(), &QUALITY_TARGETS))
+                .unwrap_or_default(),
+            format!(
+                "out-of-fold predictions of the {}-fold cross-validation on the training split",
+                margs.cv.cv_folds
+            ),
+        ),
+        None => (
+            calibrate(
+                &test,
+                &probs,
+                &costs,
+                per_prompt.as_deref(),
+                &QUALITY_TARGETS,
+            ),
+            prompt_only_probs
+                .as_ref()
+                .map(|p| calibrate(&test, p, &costs, per_prompt.as_deref(), &QUALITY_TARGETS))
+                .unwrap_or_default(),
+            "test (held-out) split".to_string(),
+        ),
+    };
+    report.preference = preference_table(
+        &test,
+        &probs,
+        &costs,
+        per_prompt.as_deref(),
+        &targets,
+        (margs.min_quality_target, margs.max_quality_target),
+        &PREFERENCES,
+    );
+    report.preference_calibration = Some(calibration_split.clone());
+    report.selection.clone_from(&selection);
     timings.push(("predict + evaluate".to_string(), t.elapsed().as_secs_f64()));
     Ok(Experiment {
         featurizer,
@@ -319,11 +619,40 @@ pub fn run_experiment(
         probs,
         prompt_only_probs,
         costs,
+        model_args: chosen,
+        platt: out_of_fold.as_ref().and_then(|o| o.platt.clone()),
+        selection,
+        targets,
+        prompt_only_targets,
+        calibration_split,
         report,
         split,
         data_files,
         timings,
     })
+}
+
+/// Trains the tokenizer and IDF on the training prompts (keeping `columns` n-gram columns) and
+/// featurizes them without their tasks (the text weights are fitted without the tasks; the
+/// task offsets come second, on top).
+fn featurize_training(
+    prompts: &[&str],
+    tasks: &[Option<&str>],
+    margs: &ModelArgs,
+    columns: usize,
+    timings: &mut Vec<(String, f64)>,
+) -> Result<(Featurizer, SparseRows), TrainError> {
+    let t = Instant::now();
+    let spinner = progress::spinner("training tokenizer + IDF");
+    let featurizer = build_featurizer(prompts, tasks, &margs.features, columns)?;
+    spinner.finish_and_clear();
+    timings.push(("tokenizer + IDF".to_string(), t.elapsed().as_secs_f64()));
+    let t = Instant::now();
+    let bar = progress::bar(prompts.len() as u64, "featurizing train");
+    let x = featurize_all(&featurizer, prompts, &[], &bar)?;
+    bar.finish_and_clear();
+    timings.push(("featurize train".to_string(), t.elapsed().as_secs_f64()));
+    Ok((featurizer, x))
 }
 
 /// The predictions of `model` for the rows of `x` (featurized with their tasks) without their
@@ -406,20 +735,6 @@ pub fn emit_reports(reports: &[&EvalReport], out: &OutputArgs) -> Result<(), Tra
         println!("plot: {}", p.display());
     }
     Ok(())
-}
-
-/// Calibrated quality targets of an experiment (on its test split).
-pub fn targets(exp: &Experiment) -> Vec<signalbox_features::QualityTarget> {
-    calibrate(&exp.test, &exp.probs, &exp.costs, &QUALITY_TARGETS)
-}
-
-/// The calibration of the prompt-only predictions, for requests without a known task (empty
-/// when the model has no task columns).
-pub fn prompt_only_targets(exp: &Experiment) -> Vec<signalbox_features::QualityTarget> {
-    exp.prompt_only_probs
-        .as_ref()
-        .map(|p| calibrate(&exp.test, p, &exp.costs, &QUALITY_TARGETS))
-        .unwrap_or_default()
 }
 
 /// sha256 (hex) over the given files, in order.

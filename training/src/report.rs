@@ -31,7 +31,14 @@ pub fn to_json(reports: &[&EvalReport]) -> Value {
             "acc_weak": r.acc_weak,
             "best_model": r.best_model,
             "best_quality": r.best_quality,
+            "best_cost": r.best_cost,
+            "cost_basis": r.cost_basis,
             "routers": Value::Object(routers),
+            "single_models": r.single_models,
+            "calibration": r.calibration,
+            "preference": r.preference,
+            "preference_calibration": r.preference_calibration,
+            "selection": r.selection,
         })
     };
     if let [r] = reports {
@@ -81,7 +88,147 @@ pub fn to_text(r: &EvalReport) -> String {
             pct(res.cost_saved_at_95)
         );
     }
+    n_model_text(r, &mut s);
+    preference_text(r, &mut s);
+    calibration_text(r, &mut s);
+    selection_text(r, &mut s);
     s
+}
+
+fn num(v: Option<f64>, digits: usize) -> String {
+    v.map_or("never".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The N-model figures: per router and single model, the quality reached at the best single
+/// model's cost, the cost of reaching 95% and 100% of its quality, and AIQ.
+fn n_model_text(r: &EvalReport, s: &mut String) {
+    let _ = writeln!(
+        s,
+        "\nQuality and cost (cost relative to always using {}; {}):\n",
+        r.best_model, r.cost_basis
+    );
+    let _ = writeln!(
+        s,
+        "| router | quality at ≤ best model's cost | cost at 95% of its quality | cost at 100% | AIQ |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    let row = |s: &mut String, name: &str, f: &crate::evaluate::CostFigures| {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {:.4} |",
+            num(f.quality_at_best_cost, 4),
+            pct(f.cost_at_95),
+            pct(f.cost_at_100),
+            f.aiq
+        );
+    };
+    for (name, res) in &r.routers {
+        row(s, name, &res.figures);
+    }
+    for m in &r.single_models {
+        let tag = if m.cheapest { ", cheapest" } else { "" };
+        let name = format!(
+            "{} alone (cost {:.1}%{tag}, quality {:.4})",
+            m.model,
+            100.0 * m.cost,
+            m.quality
+        );
+        row(s, &name, &m.figures);
+    }
+}
+
+fn calibration_text(r: &EvalReport, s: &mut String) {
+    for c in &r.calibration {
+        let _ = writeln!(
+            s,
+            "\nCalibration of {}'s predicted P(acceptable) (Brier score; no-skill: always the observed rate; bias: mean predicted − observed):\n",
+            c.router
+        );
+        let _ = writeln!(s, "| model | outcomes | Brier | no-skill Brier | bias |");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        for m in std::iter::once(&c.pooled).chain(&c.models) {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.4} | {:.4} | {:+.3} |",
+                m.model, m.n, m.brier, m.brier_of_base_rate, m.bias
+            );
+        }
+        let _ = writeln!(s, "\nReliability, all models pooled:\n");
+        let _ = writeln!(s, "| predicted | outcomes | mean predicted | observed |");
+        let _ = writeln!(s, "|---|---:|---:|---:|");
+        for b in &c.pooled.bins {
+            let _ = writeln!(
+                s,
+                "| {:.1}–{:.1} | {} | {} | {} |",
+                b.lo,
+                b.hi,
+                b.n,
+                num(b.mean_predicted, 3),
+                num(b.observed, 3)
+            );
+        }
+    }
+}
+
+fn preference_text(r: &EvalReport, s: &mut String) {
+    if r.preference.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\nThe learned router per quality_preference (margins calibrated on {}):\n",
+        r.preference_calibration
+            .as_deref()
+            .unwrap_or("the test split")
+    );
+    let _ = writeln!(
+        s,
+        "| quality_preference | quality target | margin | mean quality | relative cost |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
+    for p in &r.preference {
+        let _ = writeln!(
+            s,
+            "| {:.2} | {:.3} | {:.4} | {:.4} | {:.1}% |",
+            p.preference,
+            p.quality_target,
+            p.margin,
+            p.quality,
+            100.0 * p.cost
+        );
+    }
+}
+
+fn selection_text(r: &EvalReport, s: &mut String) {
+    let Some(sel) = &r.selection else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "\nSettings chosen by {}-fold cross-validation on the training prompts (seed {}; by {}, lower is better; the test split is not used):\n",
+        sel.folds, sel.seed, sel.criterion
+    );
+    let _ = writeln!(
+        s,
+        "| epochs | learning rate | L1 | L2 | columns | task λ | CV score (all folds' predictions) | per fold | chosen |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    for c in &sel.candidates {
+        let folds: Vec<String> = c.fold_scores.iter().map(|v| format!("{v:.4}")).collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {:.4} | {} | {} |",
+            c.settings.epochs,
+            c.settings.learning_rate,
+            c.settings.l1,
+            c.settings.l2,
+            c.settings.columns,
+            c.settings.task_lambda,
+            c.score,
+            folds.join(", "),
+            if c == &sel.chosen { "✓" } else { "" }
+        );
+    }
 }
 
 /// Mean, sample standard deviation, min and max.
@@ -100,7 +247,8 @@ fn stats(v: &[f64]) -> (f64, f64, f64, f64) {
 
 /// Summary of repeated evaluations (one report per seeded split): per router, APGR mean ±
 /// standard deviation and range, and mean CPT(50%) / CPT(80%) (over the repeats that reach
-/// them; "never" counts as 100%).
+/// them; "never" counts as 100%); then the N-model figures: quality at the best single model's
+/// cost, cost at 95% / 100% of its quality ("never" counts as 100%) and AIQ, mean ± sd and range.
 pub fn repeats_summary(reports: &[&EvalReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## {} repeated splits\n", reports.len());
@@ -112,21 +260,58 @@ pub fn repeats_summary(reports: &[&EvalReport]) -> String {
     let Some(first) = reports.first() else {
         return s;
     };
+    let pick = |name: &str, f: &dyn Fn(&crate::evaluate::RouterResult) -> f64| -> Vec<f64> {
+        reports
+            .iter()
+            .filter_map(|r| r.routers.iter().find(|(n, _)| n == name).map(|(_, x)| f(x)))
+            .collect()
+    };
     for (name, _) in &first.routers {
-        let pick = |f: &dyn Fn(&crate::evaluate::RouterResult) -> f64| -> Vec<f64> {
-            reports
-                .iter()
-                .filter_map(|r| r.routers.iter().find(|(n, _)| n == name).map(|(_, x)| f(x)))
-                .collect()
-        };
-        let (m, sd, lo, hi) = stats(&pick(&|x| x.apgr));
-        let (c50, ..) = stats(&pick(&|x| x.cpt50.unwrap_or(1.0)));
-        let (c80, ..) = stats(&pick(&|x| x.cpt80.unwrap_or(1.0)));
+        let (m, sd, lo, hi) = stats(&pick(name, &|x| x.apgr));
+        let (c50, ..) = stats(&pick(name, &|x| x.cpt50.unwrap_or(1.0)));
+        let (c80, ..) = stats(&pick(name, &|x| x.cpt80.unwrap_or(1.0)));
         let _ = writeln!(
             s,
             "| {name} | {m:.3} ± {sd:.3} | {lo:.3}–{hi:.3} | {:.1}% | {:.1}% |",
             100.0 * c50,
             100.0 * c80
+        );
+    }
+    let (bq, bsd, blo, bhi) = stats(&reports.iter().map(|r| r.best_quality).collect::<Vec<_>>());
+    let _ = writeln!(
+        s,
+        "\nN-model figures (best single model's quality {bq:.4} ± {bsd:.4}, {blo:.4}–{bhi:.4}):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| router | quality at ≤ best model's cost | cost at 95% (never: 100%) | cost at 100% (never: 100%) | AIQ |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    let cell = |v: &[f64], percent: bool| -> String {
+        let (m, sd, lo, hi) = stats(v);
+        if percent {
+            format!(
+                "{:.1}% ± {:.1} ({:.1}–{:.1}%)",
+                100.0 * m,
+                100.0 * sd,
+                100.0 * lo,
+                100.0 * hi
+            )
+        } else {
+            format!("{m:.4} ± {sd:.4} ({lo:.4}–{hi:.4})")
+        }
+    };
+    for (name, _) in &first.routers {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} |",
+            cell(
+                &pick(name, &|x| x.figures.quality_at_best_cost.unwrap_or(0.0)),
+                false
+            ),
+            cell(&pick(name, &|x| x.figures.cost_at_95.unwrap_or(1.0)), true),
+            cell(&pick(name, &|x| x.figures.cost_at_100.unwrap_or(1.0)), true),
+            cell(&pick(name, &|x| x.figures.aiq), false)
         );
     }
     s

@@ -39,20 +39,9 @@ fn in_ci() -> bool {
 
 fn model_args() -> ModelArgs {
     ModelArgs {
-        strong: "gpt-4-1106-preview".into(),
-        weak: "mistralai/Mixtral-8x7B-Instruct-v0.1".into(),
-        quality_threshold: 0.5,
-        learning_rate: 0.1,
-        beta: 1.0,
-        l1: 1.0,
-        l2: 1.0,
-        epochs: 10,
-        batch_size: 64,
+        strong: Some("gpt-4-1106-preview".into()),
+        weak: Some("mistralai/Mixtral-8x7B-Instruct-v0.1".into()),
         max_fit_features: 512,
-        task_lambda: 2.0,
-        costs: vec![],
-        max_train_prompts: 100_000,
-        rules_config: None,
         features: FeatureSettings {
             hash_bits: 10,
             ngram_max: 2,
@@ -66,6 +55,7 @@ fn model_args() -> ModelArgs {
             max_tasks: 1024,
             min_df: 2,
         },
+        ..ModelArgs::defaults().unwrap()
     }
 }
 
@@ -97,7 +87,7 @@ fn train_small(dir: &Path) -> (Experiment, PathBuf) {
     let margs = model_args();
     let exp = run_experiment(&data, &margs, "parity").unwrap();
     let bundle = dir.join("bundle");
-    signalbox_train::bundle::write(&bundle, "parity", &exp, &margs).unwrap();
+    signalbox_train::bundle::write(&bundle, "parity", &exp).unwrap();
     (exp, bundle)
 }
 

@@ -8,9 +8,55 @@ mod common;
 use signalbox_features::{BundleManifest, Featurizer};
 use signalbox_train::bundle::{PARITY_FILE, ParitySample};
 
+/// Every parity sample of the bundle in `dir` is reproduced by its featurizer and exported
+/// weights to 1e-5.
+fn reproduces_parity_samples(dir: &std::path::Path) {
+    let manifest = BundleManifest::load(dir).unwrap();
+    let featurizer = Featurizer::load(dir).unwrap();
+    let model = signalbox_train::onnx::read(&dir.join(&manifest.onnx.file)).unwrap();
+    let text = std::fs::read_to_string(dir.join(PARITY_FILE)).unwrap();
+    let samples: Vec<ParitySample> = serde_json::from_str(&text).unwrap();
+    assert!(samples.len() >= 8);
+    for s in &samples {
+        let x = featurizer.featurize(&s.prompt, s.task.as_deref()).unwrap();
+        for (a, b) in model.predict_row(&x).iter().zip(&s.p_acceptable) {
+            assert!((a - b).abs() <= 1e-5, "{a} vs {b} in {}", dir.display());
+        }
+    }
+}
+
+/// The nine-model bundle served by `config/examples/llmrouter.toml`: its parity samples, the
+/// settings chosen by cross-validation recorded in the manifest (the chosen one among the
+/// candidates, with the lowest score), margins calibrated without the test split and shrinking
+/// as the target rises (what keeps quality_preference monotone), and LLMRouter's price order.
+#[test]
+fn llmrouter_bundle_records_its_cross_validated_settings() {
+    let dir = common::repo().join("models/llmrouter");
+    reproduces_parity_samples(&dir);
+    let m = BundleManifest::load(&dir).unwrap();
+    assert_eq!(m.models.len(), 9);
+    let cost = |id: &str| m.models[m.model_index(id).unwrap()].cost;
+    assert!(cost("gemma-2-9b-it") < cost("qwen2.5-7b-instruct"));
+    assert!(cost("qwen2.5-7b-instruct") < cost("llama-3.1-nemotron-51b-instruct"));
+    let sel = m.training.selection.as_ref().expect("cross-validated");
+    assert!(sel.folds >= 2 && sel.candidates.len() > 1);
+    assert!(sel.candidates.contains(&sel.chosen));
+    assert!(sel.candidates.iter().all(|c| c.score >= sel.chosen.score));
+    assert!(m.training.calibration_split.contains("out-of-fold"));
+    assert!(m.training.classifier.contains("Platt"));
+    for targets in [&m.quality_targets, &m.quality_targets_prompt_only] {
+        assert_eq!(targets.len(), 9);
+        assert!(
+            targets.windows(2).all(|w| w[1].margin <= w[0].margin),
+            "{targets:?}"
+        );
+    }
+}
+
 #[test]
 fn default_bundle_reproduces_its_parity_samples() {
     let dir = common::repo().join("models/routellm-mmlu");
+    reproduces_parity_samples(&dir);
     let manifest = BundleManifest::load(&dir).unwrap();
     let ids: Vec<&str> = manifest.models.iter().map(|m| m.id.as_str()).collect();
     assert!(ids.contains(&"gpt-4-1106-preview"));
