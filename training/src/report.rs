@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::error::TrainError;
 use crate::evaluate::EvalReport;
+use crate::metrics::CostQuality;
 
 fn pct(v: Option<f64>) -> String {
     v.map_or("never".into(), |v| format!("{:.1}%", 100.0 * v))
@@ -328,12 +329,18 @@ pub fn to_svg(r: &EvalReport) -> String {
     let mut qmin = f64::INFINITY;
     let mut qmax = f64::NEG_INFINITY;
     let mut cmax: f64 = 1.0;
-    for (_, res) in &r.routers {
-        for p in &res.curve {
-            qmin = qmin.min(p.quality);
-            qmax = qmax.max(p.quality);
-            cmax = cmax.max(p.cost);
-        }
+    let singles = r.single_models.iter().map(|m| CostQuality {
+        cost: m.cost,
+        quality: m.quality,
+    });
+    let curves = r
+        .routers
+        .iter()
+        .flat_map(|(_, res)| res.curve.iter().copied());
+    for p in curves.chain(singles) {
+        qmin = qmin.min(p.quality);
+        qmax = qmax.max(p.quality);
+        cmax = cmax.max(p.cost);
     }
     if !qmin.is_finite() {
         qmin = 0.0;
@@ -426,6 +433,33 @@ pub fn to_svg(r: &EvalReport) -> String {
             ly,
             escape(name),
             res.apgr
+        );
+    }
+    // Each model alone: a grey ring with its name (models of the same cost and quality share
+    // one label).
+    let mut labelled: Vec<(f64, f64)> = Vec::new();
+    for m in &r.single_models {
+        let (cx, cy) = (x(m.cost), y(m.quality));
+        let _ = writeln!(
+            s,
+            r##"<circle cx="{cx:.1}" cy="{cy:.1}" r="4" fill="none" stroke="#555"/>"##
+        );
+        let near = labelled
+            .iter()
+            .filter(|(lx, ly)| (lx - cx).abs() < 1.0 && (ly - cy).abs() < 12.0)
+            .count();
+        labelled.push((cx, cy));
+        // Right of the ring, or left of it near the right edge (the legend is there).
+        let (lx, anchor) = if cx > l + 0.75 * pw {
+            (cx - 6.0, "end")
+        } else {
+            (cx + 6.0, "start")
+        };
+        let _ = writeln!(
+            s,
+            r##"<text x="{lx:.1}" y="{:.1}" font-size="10" fill="#555" text-anchor="{anchor}">{}</text>"##,
+            cy + 3.0 + 11.0 * near as f64,
+            escape(&m.model)
         );
     }
     s += "</svg>\n";

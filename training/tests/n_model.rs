@@ -235,6 +235,19 @@ fn the_report_has_the_n_model_figures_with_per_prompt_costs() {
     ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }
+    // The picture: every router's curve or point, and each model alone with its name.
+    let svg = signalbox_train::report::to_svg(r);
+    for (id, _) in MODELS {
+        assert!(
+            svg.contains(&format!(">{id}</text>")),
+            "{id} missing from the picture"
+        );
+    }
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        3,
+        "learned, prompt-only, random"
+    );
     let json = signalbox_train::report::to_json(&[r]);
     assert!(json["routers"]["learned"]["aiq"].is_f64(), "{json}");
     assert!(json["calibration"][0]["pooled"]["brier"].is_f64(), "{json}");
