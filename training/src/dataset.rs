@@ -149,8 +149,18 @@ impl Dataset {
         Ok(ds)
     }
 
-    /// The sub-dataset of prompts `idx` (same model columns).
+    /// The sub-dataset of prompts `idx` (same model columns; each model's mean observed cost
+    /// over those prompts' rows only).
     pub fn subset(&self, idx: &[usize]) -> Dataset {
+        let observed_cost = (0..self.models.len())
+            .map(|m| {
+                let (sum, n) = idx
+                    .iter()
+                    .filter_map(|&i| self.cost.get(i)?.get(m).copied().flatten())
+                    .fold((0.0, 0usize), |(s, n), c| (s + c, n + 1));
+                (n > 0).then(|| sum / n as f64)
+            })
+            .collect();
         Dataset {
             prompt_ids: idx.iter().map(|&i| self.prompt_ids[i].clone()).collect(),
             prompts: idx.iter().map(|&i| self.prompts[i].clone()).collect(),
@@ -158,7 +168,7 @@ impl Dataset {
             models: self.models.clone(),
             quality: idx.iter().map(|&i| self.quality[i].clone()).collect(),
             cost: idx.iter().map(|&i| self.cost[i].clone()).collect(),
-            observed_cost: self.observed_cost.clone(),
+            observed_cost,
             sources: self.sources.clone(),
             rows_without_prompt: 0,
         }

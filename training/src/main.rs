@@ -338,7 +338,7 @@ fn eval_bundle(
         probs: &probs,
         prompt_only_probs: prompt_only_probs.as_deref(),
         costs: &costs,
-        prompt_costs: signalbox_train::pipeline::prompt_costs(&test, &costs, &[]).as_deref(),
+        prompt_costs: signalbox_train::pipeline::prompt_costs(&test, &[]).as_deref(),
         strong: &strong,
         weak: &weak,
         rules: rules.as_deref(),

@@ -294,30 +294,33 @@ pub struct Experiment {
     pub timings: Vec<(String, f64)>,
 }
 
-/// Each prompt's own cost per model (`cost_usd` of its rows; the model's `costs` entry where a
-/// pair has none), for the evaluation's curves. None when `--cost` flags set the costs (they
-/// are in their own unit) or no row has a cost.
-pub fn prompt_costs(ds: &Dataset, costs: &[f64], flags: &[String]) -> Option<Vec<Vec<f64>>> {
-    let any = ds.cost.iter().flatten().any(Option::is_some);
-    (flags.is_empty() && any).then(|| {
+/// Each prompt's own cost per model (`cost_usd` of its rows; the model's mean `cost_usd` in
+/// `ds` where a pair has none), for the evaluation's curves. None when `--cost` flags set the
+/// costs (they are in their own unit) or some model has no `cost_usd` in `ds` (its cost would
+/// be in another unit).
+pub fn prompt_costs(ds: &Dataset, flags: &[String]) -> Option<Vec<Vec<f64>>> {
+    let means: Option<Vec<f64>> = ds.observed_cost.iter().copied().collect();
+    let means = means.filter(|m| flags.is_empty() && !m.is_empty())?;
+    Some(
         ds.cost
             .iter()
             .map(|row| {
                 row.iter()
-                    .zip(costs)
+                    .zip(&means)
                     .map(|(c, &mean)| c.unwrap_or(mean))
                     .collect()
             })
-            .collect()
-    })
+            .collect(),
+    )
 }
 
 /// The relative cost per call of each model: its `--cost` flag, else the mean `cost_usd` of
-/// its training rows, else of its test rows, else the RouteLLM paper's price.
+/// its training rows, else of its test rows (not with cross-validation: the test split must not
+/// move the choice), else the RouteLLM paper's price.
 fn parse_costs(
     models: &[String],
     train: &Dataset,
-    test: &Dataset,
+    test: Option<&Dataset>,
     flags: &[String],
 ) -> Result<Vec<f64>, TrainError> {
     let mut out = Vec::with_capacity(models.len());
@@ -335,7 +338,7 @@ fn parse_costs(
                 .get(m)
                 .copied()
                 .flatten()
-                .or_else(|| test.observed_cost.get(m).copied().flatten())
+                .or_else(|| test.and_then(|t| t.observed_cost.get(m).copied().flatten()))
             {
                 Some(c) => c,
                 None => ROUTELLM_DEFAULT_COSTS
@@ -432,8 +435,9 @@ pub fn run_experiment(
             test.len()
         )));
     }
-    let costs = parse_costs(&test.models, &train, &test, &margs.costs)?;
-    let train_costs = prompt_costs(&train, &costs, &margs.costs);
+    let cv = margs.cv.cv_folds > 0;
+    let costs = parse_costs(&test.models, &train, (!cv).then_some(&test), &margs.costs)?;
+    let train_costs = prompt_costs(&train, &margs.costs);
     let train_prompts: Vec<&str> = train.prompts.iter().map(String::as_str).collect();
     let train_tasks: Vec<Option<&str>> = train.tasks.iter().map(Option::as_deref).collect();
     let train_labels = labels(&train, margs.quality_threshold);
@@ -441,7 +445,7 @@ pub fn run_experiment(
 
     // Settings: the flags, or those chosen by cross-validation on the training prompts.
     let mut built: Option<(Featurizer, SparseRows)> = None;
-    let (chosen, selection, out_of_fold) = if margs.cv.cv_folds > 0 {
+    let (chosen, selection, out_of_fold) = if cv {
         let grid = margs.grid();
         grid.validate()?;
         let widest = grid
@@ -541,7 +545,7 @@ pub fn run_experiment(
     bar.finish_and_clear();
     let probs = model.predict_sparse(&test_features);
     let prompt_only_probs = prompt_only_predictions(&featurizer, &model, &test_features);
-    let per_prompt = prompt_costs(&test, &costs, &margs.costs);
+    let per_prompt = prompt_costs(&test, &margs.costs);
     let rules = match &margs.rules_config {
         Some(path) => Some(rules_decisions(path, &test, &weak)?),
         None => None,
@@ -598,6 +602,11 @@ pub fn run_experiment(
             "test (held-out) split".to_string(),
         ),
     };
+    if targets.is_empty() {
+        return Err(TrainError::NotEnoughData(format!(
+            "no prompt of the {calibration_split} has an outcome of every model, so no routing margin can be calibrated"
+        )));
+    }
     report.preference = preference_table(
         &test,
         &probs,

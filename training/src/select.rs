@@ -33,15 +33,41 @@ pub struct Grid {
 }
 
 impl Grid {
-    /// The candidates, in a fixed order.
+    /// The grid with each list sorted and without repeated values (a repeated value would be
+    /// a second candidate never fitted).
+    pub fn normalized(&self) -> Grid {
+        fn dedup_f64(v: &[f64]) -> Vec<f64> {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v.dedup();
+            v
+        }
+        fn dedup_usize(v: &[usize]) -> Vec<usize> {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        Grid {
+            epochs: dedup_usize(&self.epochs),
+            learning_rates: dedup_f64(&self.learning_rates),
+            l1: dedup_f64(&self.l1),
+            l2: dedup_f64(&self.l2),
+            columns: dedup_usize(&self.columns),
+            task_lambdas: dedup_f64(&self.task_lambdas),
+        }
+    }
+
+    /// The candidates of the [`Grid::normalized`] grid, in a fixed order.
     pub fn candidates(&self) -> Vec<Settings> {
+        let s = self.normalized();
         let mut out = Vec::new();
-        for &columns in &self.columns {
-            for &learning_rate in &self.learning_rates {
-                for &l1 in &self.l1 {
-                    for &l2 in &self.l2 {
-                        for &epochs in &self.epochs {
-                            for &task_lambda in &self.task_lambdas {
+        for &columns in &s.columns {
+            for &learning_rate in &s.learning_rates {
+                for &l1 in &s.l1 {
+                    for &l2 in &s.l2 {
+                        for &epochs in &s.epochs {
+                            for &task_lambda in &s.task_lambdas {
                                 out.push(Settings {
                                     epochs,
                                     learning_rate,
@@ -144,16 +170,8 @@ pub struct SelectInput<'a> {
 /// The number of training runs a selection makes: one per fold and (columns, learning rate,
 /// L1, L2); the epochs and task λ of the grid come from the same runs.
 pub fn fits(grid: &Grid, folds: usize) -> usize {
-    let distinct = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v.dedup();
-        v.len()
-    };
-    let mut columns = grid.columns.clone();
-    columns.sort_unstable();
-    columns.dedup();
-    folds * columns.len() * distinct(&grid.learning_rates) * distinct(&grid.l1) * distinct(&grid.l2)
+    let g = grid.normalized();
+    folds * g.columns.len() * g.learning_rates.len() * g.l1.len() * g.l2.len()
 }
 
 /// Per model, the Platt scaling of out-of-fold `logits[p][m]` against `labels[m][p]`.
@@ -285,6 +303,7 @@ pub fn score(
 /// out-of-fold predictions.
 pub fn select(inp: &SelectInput<'_>) -> Result<(Selection, OutOfFold), TrainError> {
     inp.grid.validate()?;
+    let grid = inp.grid.normalized();
     let train = inp.train;
     let n = train.len();
     let folds = inp.folds;
@@ -294,7 +313,7 @@ pub fn select(inp: &SelectInput<'_>) -> Result<(Selection, OutOfFold), TrainErro
         )));
     }
     let fold = fold_of(n, folds, inp.seed);
-    let candidates = inp.grid.candidates();
+    let candidates = grid.candidates();
     let nm = train.models.len();
     let config = inp.featurizer.config();
     let task_of: Vec<Option<usize>> = train
@@ -304,13 +323,13 @@ pub fn select(inp: &SelectInput<'_>) -> Result<(Selection, OutOfFold), TrainErro
         .collect();
     let has_tasks = !config.tasks.is_empty() && task_of.iter().any(Option::is_some);
     let ranked = columns_by_frequency(inp.featurizer);
-    let mut epochs: Vec<usize> = inp.grid.epochs.clone();
+    let mut epochs: Vec<usize> = grid.epochs.clone();
     epochs.sort_unstable();
     epochs.dedup();
     // Out-of-fold logits oof[c][p][m], and the prompt-only ones (the same for every task λ).
     let mut oof = vec![vec![Vec::new(); n]; candidates.len()];
     let mut oof_prompt_only = vec![vec![Vec::new(); n]; candidates.len()];
-    let mut columns: Vec<usize> = inp.grid.columns.clone();
+    let mut columns: Vec<usize> = grid.columns.clone();
     columns.sort_unstable();
     columns.dedup();
     for &keep in &columns {
@@ -318,9 +337,9 @@ pub fn select(inp: &SelectInput<'_>) -> Result<(Selection, OutOfFold), TrainErro
         for f in 0..folds {
             let fit_rows: Vec<usize> = (0..n).filter(|&i| fold[i] != f).collect();
             let held: Vec<usize> = (0..n).filter(|&i| fold[i] == f).collect();
-            for &lr in &inp.grid.learning_rates {
-                for &l1 in &inp.grid.l1 {
-                    for &l2 in &inp.grid.l2 {
+            for &lr in &grid.learning_rates {
+                for &l1 in &grid.l1 {
+                    for &l2 in &grid.l2 {
                         let opts = FitOptions {
                             alpha: lr,
                             l1,
@@ -332,7 +351,7 @@ pub fn select(inp: &SelectInput<'_>) -> Result<(Selection, OutOfFold), TrainErro
                         inp.progress.inc(1);
                         for (model, &ep) in models.iter().zip(&epochs) {
                             let logits = rows_logits(model, &x);
-                            for &lambda in &inp.grid.task_lambdas {
+                            for &lambda in &grid.task_lambdas {
                                 let offsets = has_tasks.then(|| {
                                     let tasks: Vec<Option<usize>> = (0..n)
                                         .map(|i| if fold[i] != f { task_of[i] } else { None })
@@ -415,6 +434,11 @@ pub fn select(inp: &SelectInput<'_>) -> Result<(Selection, OutOfFold), TrainErro
     let best = (0..scored.len())
         .min_by(|&a, &b| scored[a].score.total_cmp(&scored[b].score).then(a.cmp(&b)))
         .ok_or_else(|| TrainError::Argument("the hyperparameter grid is empty".into()))?;
+    if !scored[best].score.is_finite() {
+        return Err(TrainError::NotEnoughData(
+            "cross-validation scored no candidate: no training prompt has an outcome of every model (or of both the strong and the weak model)".into(),
+        ));
+    }
     let chosen = scored[best].clone();
     let platt = platts[best].clone();
     let out_of_fold = OutOfFold {
@@ -467,6 +491,15 @@ mod tests {
         assert_eq!(g.candidates().len(), 8);
         // One training run per fold and (columns, rate, L1, L2): epochs and λ come free.
         assert_eq!(fits(&g, 3), 3 * 2);
+        // Repeated values are one candidate, not a second one that is never fitted.
+        let repeated = Grid {
+            epochs: vec![10, 5, 10],
+            l2: vec![1.0, 1.0],
+            ..g.clone()
+        };
+        assert_eq!(repeated.candidates().len(), 8);
+        assert_eq!(repeated.normalized().epochs, vec![5, 10]);
+        assert_eq!(fits(&repeated, 3), 3 * 2);
         assert!(g.validate().is_ok());
         let bad = Grid {
             l1: vec![1.5],

@@ -149,14 +149,16 @@ fn cross_validation_chooses_on_the_training_split_alone() {
     assert_eq!(recorded, sel);
     assert_eq!(a.report.selection.as_ref(), Some(recorded));
 
-    // The test split's rows permuted, then its outcomes changed: the choice, the calibrated
-    // margins and the fitted weights stay the same.
+    // The test split's rows permuted, then its outcomes and costs changed: the choice, the
+    // calibrated margins and the fitted weights stay the same.
     let mut permuted = test_rows.clone();
     SplitMix64::new(9).shuffle(&mut permuted);
     let permuted = write(&dir.path().join("permuted.parquet"), &permuted);
     let mut flipped = test_rows.clone();
-    for r in &mut flipped {
+    for (k, r) in flipped.iter_mut().enumerate() {
         r.quality = 1.0 - r.quality;
+        // Test costs in another order: they must not move the choice either.
+        r.cost_usd = r.cost_usd.map(|c| c * (1 + k % 7) as f64);
     }
     let flipped = write(&dir.path().join("flipped.parquet"), &flipped);
     for other in [permuted, flipped] {
@@ -166,12 +168,47 @@ fn cross_validation_chooses_on_the_training_split_alone() {
         assert_eq!(b.prompt_only_targets, a.prompt_only_targets);
         assert_eq!(b.model, a.model);
         assert_eq!(b.platt, a.platt);
+        assert_eq!(b.costs, a.costs);
     }
     // A different fold seed may choose otherwise but is reported as such.
     let mut reseeded = args();
     reseeded.cv.cv_seed = 8;
     let c = run_experiment(&data(&train, &test), &reseeded, "cv").unwrap();
     assert_eq!(c.selection.as_ref().map(|s| s.seed), Some(8));
+}
+
+#[test]
+fn per_prompt_costs_need_every_models_cost_in_the_same_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = rows(30, 5, "synth/units");
+    let path = write(&dir.path().join("all.parquet"), &rows);
+    let ds = signalbox_train::dataset::Dataset::load(&path).unwrap();
+    let pc = signalbox_train::pipeline::prompt_costs(&ds, &[]).unwrap();
+    assert_eq!(pc.len(), 30);
+    let large = ds.model_index("large").unwrap();
+    assert_eq!(pc[0][large], ds.cost[0][large].unwrap());
+    // `--cost` flags, or a model without any cost_usd: the per-model costs count instead.
+    assert!(signalbox_train::pipeline::prompt_costs(&ds, &["large=1".into()]).is_none());
+    for r in rows.iter_mut().filter(|r| r.model_id == "large") {
+        r.cost_usd = None;
+    }
+    let path = write(&dir.path().join("some.parquet"), &rows);
+    let ds = signalbox_train::dataset::Dataset::load(&path).unwrap();
+    assert!(signalbox_train::pipeline::prompt_costs(&ds, &[]).is_none());
+    // A pair without a cost takes its model's mean over the same rows.
+    rows.iter_mut()
+        .filter(|r| r.model_id == "large")
+        .enumerate()
+        .for_each(|(k, r)| r.cost_usd = (k > 0).then_some(2.0));
+    let path = write(&dir.path().join("gap.parquet"), &rows);
+    let ds = signalbox_train::dataset::Dataset::load(&path).unwrap();
+    let first = ds
+        .prompt_ids
+        .iter()
+        .position(|id| id == "synth/units:0")
+        .unwrap();
+    let pc = signalbox_train::pipeline::prompt_costs(&ds, &[]).unwrap();
+    assert_eq!(pc[first][ds.model_index("large").unwrap()], 2.0);
 }
 
 #[test]
