@@ -342,6 +342,24 @@ async fn health(server: &RunningServer) -> i32 {
 const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
 const NOT_SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
 
+/// ReportOutcome, repeated while the replica answers UNAVAILABLE (for up to 15 s), as the API
+/// asks callers to.
+async fn report_until_available(
+    client: &mut RouterClient<Channel>,
+    outcome: proto::Outcome,
+) -> proto::OutcomeAck {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match client.report_outcome(outcome.clone()).await {
+            Ok(ack) => return ack.into_inner(),
+            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(s) => panic!("ReportOutcome: {s:?}"),
+        }
+    }
+}
+
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !f().await {
@@ -473,31 +491,37 @@ async fn local_mode_keeps_routing_on_a_share_of_the_cap_and_reconciles() {
         (spent - (0.4 + booked)).abs() < 1e-6
     })
     .await;
+    // Both replicas: the other one's connection broke with the restart too, and it is asked
+    // below (it reconnects on its own probe's backoff, up to 2 s after the restart).
     eventually("back on Redis", || async {
-        server.shared().fleet.as_ref().unwrap().is_up()
+        [&server, &other]
+            .iter()
+            .all(|s| s.shared().fleet.as_ref().unwrap().is_up())
     })
     .await;
     // The outage's decisions are in Redis now: their outcomes may go to another replica, and
     // an attempt reported during the outage is a duplicate there.
-    let repeat = other_client
-        .report_outcome(proto::Outcome {
+    // The other replica may still hold the connection the restart broke: its first call then
+    // answers UNAVAILABLE ("report it again later"), which a caller retries.
+    let repeat = report_until_available(
+        &mut other_client,
+        proto::Outcome {
             cost_usd: Some(allowed[0].estimated_cost_usd),
             attempt: 1,
             ..outcome(&allowed[0].decision_id, GPT4)
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     assert!(repeat.duplicate, "reported during the outage");
-    let late = other_client
-        .report_outcome(proto::Outcome {
+    let late = report_until_available(
+        &mut other_client,
+        proto::Outcome {
             cost_usd: Some(0.01),
             attempt: 1,
             ..outcome(&allowed[4].decision_id, GPT4)
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     assert!(!late.duplicate);
     let (spent, _) = spend_in_redis(&redis, "trial").await;
     assert!((spent - (0.4 + booked + 0.01)).abs() < 1e-6, "{spent}");
