@@ -149,6 +149,19 @@ impl Dataset {
         Ok(ds)
     }
 
+    /// The classifier's labels, `labels[m][p]`: model `m`'s quality on prompt `p` is at least
+    /// `threshold` (None: no outcome).
+    pub fn labels(&self, threshold: f64) -> Vec<Vec<Option<bool>>> {
+        (0..self.models.len())
+            .map(|m| {
+                self.quality
+                    .iter()
+                    .map(|row| row[m].map(|q| f64::from(q) >= threshold))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// The sub-dataset of prompts `idx` (same model columns; each model's mean observed cost
     /// over those prompts' rows only).
     pub fn subset(&self, idx: &[usize]) -> Dataset {

@@ -219,16 +219,16 @@ pub fn evaluate(inp: &EvalInput<'_>) -> Result<EvalReport, TrainError> {
             quality: q / na,
         }
     };
-    let allowed = vec![true; nm];
+    let rows: Vec<usize> = (0..ds.len()).collect();
     let curve_of = |probs: &[Vec<f64>]| -> Vec<CostQuality> {
-        let pick = |p: usize, margin: f64| -> usize {
-            let pr: Vec<f32> = probs[p].iter().map(|&v| v as f32).collect();
-            choose(&pr, inp.costs, &allowed, margin as f32).unwrap_or(best)
-        };
-        margin_grid()
-            .into_iter()
-            .map(|mg| point(&|p| pick(p, mg)))
-            .collect()
+        match learned_curve(ds, &rows, probs, inp.costs, inp.prompt_costs) {
+            Some((curve, _)) => curve,
+            // No prompt has every model's outcome: the points of an empty mean.
+            None => margin_grid()
+                .into_iter()
+                .map(|_| point(&|_| best))
+                .collect(),
+        }
     };
     let cheapest = (0..nm)
         .min_by(|&a, &b| {
@@ -341,15 +341,7 @@ pub fn evaluate(inp: &EvalInput<'_>) -> Result<EvalReport, TrainError> {
             figures: figures(&[*p]),
         })
         .collect();
-    let labels: Vec<Vec<Option<bool>>> = ds
-        .quality
-        .iter()
-        .map(|row| {
-            row.iter()
-                .map(|q| q.map(|q| f64::from(q) >= inp.quality_threshold))
-                .collect()
-        })
-        .collect();
+    let labels = ds.labels(inp.quality_threshold);
     let mut calibrations = vec![calibration(LEARNED, &ds.models, inp.probs, &labels)];
     if let Some(po) = inp.prompt_only_probs {
         calibrations.push(calibration(LEARNED_PROMPT_ONLY, &ds.models, po, &labels));
@@ -481,23 +473,17 @@ pub fn calibrate(
         .collect()
 }
 
-/// The realised quality and cost of routing `ds` with predictions `probs` at each
-/// `quality_preference` of `preferences`, mapped as the service maps it: target =
-/// `min_target + (max_target - min_target) * preference`, margin = the calibrated entry with
-/// the smallest target at or above it ([`signalbox_features::BundleManifest::margin_for_target`]).
+/// The realised quality and cost of the learned router at each `quality_preference` of
+/// `preferences`, read off its `curve` (one point per margin of [`margin_grid`]) at the margin
+/// the service would use: target = `min_target + (max_target - min_target) * preference`,
+/// margin = the calibrated entry with the smallest target at or above it
+/// ([`signalbox_features::BundleManifest::margin_for_target`]).
 pub fn preference_table(
-    ds: &Dataset,
-    probs: &[Vec<f64>],
-    costs: &[f64],
-    prompt_costs: Option<&[Vec<f64>]>,
+    curve: &[CostQuality],
     targets: &[QualityTarget],
     (min_target, max_target): (f64, f64),
     preferences: &[f64],
 ) -> Vec<PreferencePoint> {
-    let rows: Vec<usize> = (0..ds.len()).collect();
-    let Some((curve, _)) = learned_curve(ds, &rows, probs, costs, prompt_costs) else {
-        return Vec::new();
-    };
     let grid = margin_grid();
     preferences
         .iter()
@@ -510,12 +496,13 @@ pub fn preference_table(
                 .enumerate()
                 .min_by(|a, b| (a.1 - margin).abs().total_cmp(&(b.1 - margin).abs()))?
                 .0;
+            let point = curve.get(k)?;
             Some(PreferencePoint {
                 preference,
                 quality_target: target,
                 margin,
-                quality: curve[k].quality,
-                cost: curve[k].cost,
+                quality: point.quality,
+                cost: point.cost,
             })
         })
         .collect()

@@ -7,12 +7,12 @@ use signalbox_features::Featurizer;
 
 use crate::dataset::{Dataset, SplitMix64, random_split};
 use crate::error::TrainError;
-use crate::evaluate::{EvalInput, EvalReport, calibrate, evaluate, preference_table};
+use crate::evaluate::{EvalInput, EvalReport, LEARNED, calibrate, evaluate, preference_table};
 use crate::featurize::{FeatureSettings, SparseRows, build_featurizer, featurize_all};
 use crate::model::{FitOptions, LinearModel, fit, fit_task_offsets};
 use crate::progress;
 use crate::report;
-use crate::select::{Criterion, Grid, OutOfFold, SelectInput, Selection, Settings, select};
+use crate::select::{Criterion, Grid, SelectInput, Selection, Settings, select};
 
 /// Default relative costs (USD per 1M tokens, as used by the RouteLLM paper) of
 /// the two models in the RouteLLM logs, used when the data has no costs.
@@ -362,17 +362,6 @@ fn parse_costs(
     Ok(out)
 }
 
-fn labels(ds: &Dataset, threshold: f64) -> Vec<Vec<Option<bool>>> {
-    (0..ds.models.len())
-        .map(|m| {
-            ds.quality
-                .iter()
-                .map(|row| row[m].map(|q| f64::from(q) >= threshold))
-                .collect()
-        })
-        .collect()
-}
-
 /// Loads data and splits it per `args`.
 pub fn load_split(args: &DataArgs) -> Result<(Dataset, Dataset, String, Vec<PathBuf>), TrainError> {
     match (&args.table, &args.train, &args.test) {
@@ -440,14 +429,13 @@ pub fn run_experiment(
     let train_costs = prompt_costs(&train, &margs.costs);
     let train_prompts: Vec<&str> = train.prompts.iter().map(String::as_str).collect();
     let train_tasks: Vec<Option<&str>> = train.tasks.iter().map(Option::as_deref).collect();
-    let train_labels = labels(&train, margs.quality_threshold);
+    let train_labels = train.labels(margs.quality_threshold);
     let (strong, weak) = margs.pair(&train, &costs);
 
     // Settings: the flags, or those chosen by cross-validation on the training prompts.
     let mut built: Option<(Featurizer, SparseRows)> = None;
     let (chosen, selection, out_of_fold) = if cv {
         let grid = margs.grid();
-        grid.validate()?;
         let widest = grid
             .columns
             .iter()
@@ -565,57 +553,46 @@ pub fn run_experiment(
     })?;
     // Margins: calibrated on the out-of-fold predictions of the training prompts when
     // cross-validation ran (the test split stays unseen), else on the test split.
-    let (targets, prompt_only_targets, calibration_split) = match &out_of_fold {
-        Some(OutOfFold {
-            probs: oof,
-            prompt_only_probs: oof_prompt_only,
-            ..
-        }) => (
-            calibrate(
-                &train,
-                oof,
-                &costs,
-                train_costs.as_deref(),
-                &QUALITY_TARGETS,
-            ),
-            oof_prompt_only
-                .as_ref()
-                .map(|p| calibrate(&train, p, &costs, train_costs.as_deref(), &QUALITY_TARGETS))
-                .unwrap_or_default(),
+    let (cal_ds, cal_probs, cal_prompt_only, cal_costs, calibration_split) = match &out_of_fold {
+        Some(o) => (
+            &train,
+            &o.probs,
+            o.prompt_only_probs.as_ref(),
+            train_costs.as_deref(),
             format!(
                 "out-of-fold predictions of the {}-fold cross-validation on the training split",
                 margs.cv.cv_folds
             ),
         ),
         None => (
-            calibrate(
-                &test,
-                &probs,
-                &costs,
-                per_prompt.as_deref(),
-                &QUALITY_TARGETS,
-            ),
-            prompt_only_probs
-                .as_ref()
-                .map(|p| calibrate(&test, p, &costs, per_prompt.as_deref(), &QUALITY_TARGETS))
-                .unwrap_or_default(),
+            &test,
+            &probs,
+            prompt_only_probs.as_ref(),
+            per_prompt.as_deref(),
             "test (held-out) split".to_string(),
         ),
     };
+    let calibrate_on = |p: &[Vec<f64>]| calibrate(cal_ds, p, &costs, cal_costs, &QUALITY_TARGETS);
+    let targets = calibrate_on(cal_probs);
+    let prompt_only_targets = cal_prompt_only.map(|p| calibrate_on(p)).unwrap_or_default();
     if targets.is_empty() {
         return Err(TrainError::NotEnoughData(format!(
             "no prompt of the {calibration_split} has an outcome of every model, so no routing margin can be calibrated"
         )));
     }
-    report.preference = preference_table(
-        &test,
-        &probs,
-        &costs,
-        per_prompt.as_deref(),
-        &targets,
-        (margs.min_quality_target, margs.max_quality_target),
-        &PREFERENCES,
-    );
+    report.preference = report
+        .routers
+        .iter()
+        .find(|(name, _)| name == LEARNED)
+        .map(|(_, learned)| {
+            preference_table(
+                &learned.curve,
+                &targets,
+                (margs.min_quality_target, margs.max_quality_target),
+                &PREFERENCES,
+            )
+        })
+        .unwrap_or_default();
     report.preference_calibration = Some(calibration_split.clone());
     report.selection.clone_from(&selection);
     timings.push(("predict + evaluate".to_string(), t.elapsed().as_secs_f64()));

@@ -43,7 +43,8 @@ pub struct Calibration {
     pub models: Vec<ModelCalibration>,
 }
 
-/// Calibration of `probs[p][m]` against `labels[p][m]` (None: no outcome; not scored).
+/// Calibration of `probs[p][m]` against `labels[m][p]` (the classifier's labels,
+/// [`crate::dataset::Dataset::labels`]; None: no outcome, not scored).
 pub fn calibration(
     router: &str,
     models: &[String],
@@ -53,11 +54,11 @@ pub fn calibration(
     let pairs = |m: Option<usize>| -> Vec<(f64, bool)> {
         probs
             .iter()
-            .zip(labels)
-            .flat_map(|(pr, lab)| {
+            .enumerate()
+            .flat_map(|(p, pr)| {
                 (0..models.len())
                     .filter(move |&k| m.is_none_or(|m| m == k))
-                    .filter_map(move |k| Some((*pr.get(k)?, (*lab.get(k)?)?)))
+                    .filter_map(move |k| Some((*pr.get(k)?, (*labels.get(k)?.get(p)?)?)))
             })
             .collect()
     };
@@ -120,10 +121,10 @@ mod tests {
         let models = vec!["a".to_string(), "b".to_string()];
         // a: predictions 0.9 (right), 0.9 (wrong), 0.15 (wrong); b: 0.5 (right), no outcome.
         let probs = vec![vec![0.9, 0.5], vec![0.9, 0.7], vec![0.15, 0.2]];
+        // labels[m][p]
         let labels = vec![
-            vec![Some(true), Some(true)],
-            vec![Some(false), None],
-            vec![Some(false), None],
+            vec![Some(true), Some(false), Some(false)],
+            vec![Some(true), None, None],
         ];
         let c = calibration("learned", &models, &probs, &labels);
         let a = &c.models[0];

@@ -13,7 +13,7 @@ use crate::error::TrainError;
 use crate::evaluate::learned_curve;
 use crate::featurize::SparseRows;
 use crate::metrics::{min_cost_for_quality, pgr_curve};
-use crate::model::{FitOptions, LinearModel, fit_epochs_on, fit_platt, fit_task_offsets, sigmoid};
+use crate::model::{FitOptions, fit_epochs_on, fit_platt, fit_task_offsets, sigmoid};
 
 /// One point of the grid, a candidate's cross-validation result and the whole selection: the
 /// manifest's types, so the bundle and the report record exactly what was chosen.
@@ -323,20 +323,18 @@ pub fn select(inp: &SelectInput<'_>) -> Result<(Selection, OutOfFold), TrainErro
         .collect();
     let has_tasks = !config.tasks.is_empty() && task_of.iter().any(Option::is_some);
     let ranked = columns_by_frequency(inp.featurizer);
-    let mut epochs: Vec<usize> = grid.epochs.clone();
-    epochs.sort_unstable();
-    epochs.dedup();
     // Out-of-fold logits oof[c][p][m], and the prompt-only ones (the same for every task λ).
     let mut oof = vec![vec![Vec::new(); n]; candidates.len()];
     let mut oof_prompt_only = vec![vec![Vec::new(); n]; candidates.len()];
-    let mut columns: Vec<usize> = grid.columns.clone();
-    columns.sort_unstable();
-    columns.dedup();
-    for &keep in &columns {
+    for &keep in &grid.columns {
         let x = keep_columns(inp.x, &ranked, keep);
         for f in 0..folds {
             let fit_rows: Vec<usize> = (0..n).filter(|&i| fold[i] != f).collect();
             let held: Vec<usize> = (0..n).filter(|&i| fold[i] == f).collect();
+            // The task offsets are fitted on the other folds' prompts only.
+            let fit_tasks: Vec<Option<usize>> = (0..n)
+                .map(|i| if fold[i] != f { task_of[i] } else { None })
+                .collect();
             for &lr in &grid.learning_rates {
                 for &l1 in &grid.l1 {
                     for &l2 in &grid.l2 {
@@ -346,20 +344,23 @@ pub fn select(inp: &SelectInput<'_>) -> Result<(Selection, OutOfFold), TrainErro
                             l2,
                             ..inp.base
                         };
-                        let models =
-                            fit_epochs_on(&x, &fit_rows, &train.models, inp.labels, opts, &epochs)?;
+                        let models = fit_epochs_on(
+                            &x,
+                            &fit_rows,
+                            &train.models,
+                            inp.labels,
+                            opts,
+                            &grid.epochs,
+                        )?;
                         inp.progress.inc(1);
-                        for (model, &ep) in models.iter().zip(&epochs) {
-                            let logits = rows_logits(model, &x);
+                        for (model, &ep) in models.iter().zip(&grid.epochs) {
+                            let logits = model.logits_sparse(&x);
                             for &lambda in &grid.task_lambdas {
                                 let offsets = has_tasks.then(|| {
-                                    let tasks: Vec<Option<usize>> = (0..n)
-                                        .map(|i| if fold[i] != f { task_of[i] } else { None })
-                                        .collect();
                                     fit_task_offsets(
                                         &logits,
                                         inp.labels,
-                                        &tasks,
+                                        &fit_tasks,
                                         config.tasks.len(),
                                         lambda,
                                     )
@@ -457,10 +458,6 @@ pub fn select(inp: &SelectInput<'_>) -> Result<(Selection, OutOfFold), TrainErro
         },
         out_of_fold,
     ))
-}
-
-fn rows_logits(model: &LinearModel, x: &SparseRows) -> Vec<Vec<f64>> {
-    model.logits_sparse(x)
 }
 
 #[cfg(test)]
